@@ -1,0 +1,136 @@
+"""Backend choice and argument checks shared by both implementations."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from vqtok.kernels import reference
+
+BACKENDS = ("auto", "torch", "triton")
+METRICS = ("l2", "cosine")
+
+
+@functools.cache
+def triton_available() -> bool:
+    """True when Triton imports and can run: on a CUDA device, or under TRITON_INTERPRET=1."""
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return torch.cuda.is_available() or _interpreting()
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available_backends() -> list[str]:
+    return ["torch", "triton"] if triton_available() else ["torch"]
+
+
+def choose_backend(device: torch.device, backend: str = "auto") -> str:
+    """Resolve ``backend`` for tensors on ``device``: 'torch' or 'triton'."""
+    forced = os.environ.get("VQTOK_KERNEL_BACKEND", "").strip().lower()
+    if forced:
+        if forced not in ("torch", "triton"):
+            raise ValueError(f"VQTOK_KERNEL_BACKEND must be 'torch' or 'triton', got {forced!r}")
+        backend = forced
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError("backend='triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1)")
+        if device.type != "cuda" and not _interpreting():
+            raise RuntimeError("backend='triton' runs on CUDA tensors (CPU only under TRITON_INTERPRET=1)")
+    return backend
+
+
+def _check_nearest_args(x: torch.Tensor, codebook: torch.Tensor, metric: str) -> None:
+    if x.dim() != 2 or codebook.dim() != 2:
+        raise ValueError(f"x must be (N, D) and codebook (K, D); got {tuple(x.shape)} and {tuple(codebook.shape)}")
+    if x.shape[1] != codebook.shape[1]:
+        raise ValueError(f"x has D={x.shape[1]} but the codebook has D={codebook.shape[1]}")
+    if codebook.shape[0] < 1:
+        raise ValueError("the codebook needs at least one row")
+    if not (x.is_floating_point() and codebook.is_floating_point()):
+        raise TypeError("x and codebook must be floating point")
+    if x.device != codebook.device:
+        raise ValueError(f"x is on {x.device} but the codebook is on {codebook.device}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+
+
+def nearest_code(
+    x: torch.Tensor,
+    codebook: torch.Tensor,
+    *,
+    metric: str = "l2",
+    backend: str = "auto",
+    memory_budget: int = reference.DEFAULT_MEMORY_BUDGET,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index and distance of the nearest codebook row for every row of ``x``.
+
+    x: (N, D) float (fp32, fp16 or bf16; any strides), codebook: (K, D) float, K >= 1.
+    Returns indices (N,) int64 and distances (N,) float32: squared L2, or 1 - cos for
+    ``metric="cosine"``, clamped at 0. Ties go to the lowest index, as ``torch.argmin``.
+    ``memory_budget`` bounds the torch backend's scratch memory in bytes.
+    No gradient flows through the result.
+    """
+    _check_nearest_args(x, codebook, metric)
+    with torch.no_grad():
+        if x.shape[0] == 0:
+            return (
+                torch.empty(0, dtype=torch.int64, device=x.device),
+                torch.empty(0, dtype=torch.float32, device=x.device),
+            )
+        if choose_backend(x.device, backend) == "triton":
+            from vqtok.kernels import triton_nearest
+
+            return triton_nearest.nearest_code_triton(x, codebook, metric)
+        return reference.nearest_code_torch(x, codebook, metric, memory_budget)
+
+
+def ema_update(
+    cluster_size: torch.Tensor,
+    embed_sum: torch.Tensor,
+    z: torch.Tensor,
+    indices: torch.Tensor,
+    *,
+    decay: float,
+    eps: float = 1e-5,
+    deterministic: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """One EMA codebook step, in place on ``cluster_size`` and ``embed_sum``.
+
+    cluster_size: (K,) fp32, embed_sum: (K, D) fp32, z: (N, D) float, indices: (N,) int64
+    in [0, K). Applies N <- g N + (1-g) n and m <- g m + (1-g) sum z with g = ``decay``, and
+    returns the Laplace-smoothed codebook e = m / N~ as (K, D) fp32. ``deterministic`` makes
+    the sums bit-reproducible on CUDA (sorted segment reduction instead of atomics).
+    """
+    k, d = embed_sum.shape
+    if cluster_size.shape != (k,) or z.dim() != 2 or z.shape[1] != d or indices.shape != (z.shape[0],):
+        raise ValueError(
+            f"shapes must be cluster_size (K,), embed_sum (K, D), z (N, D), indices (N,); got "
+            f"{tuple(cluster_size.shape)}, {tuple(embed_sum.shape)}, {tuple(z.shape)}, {tuple(indices.shape)}"
+        )
+    if cluster_size.dtype != torch.float32 or embed_sum.dtype != torch.float32:
+        raise TypeError("cluster_size and embed_sum must be float32 buffers")
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"decay must be in [0, 1), got {decay}")
+    with torch.no_grad():
+        indices = indices.to(torch.int64)
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
+            raise ValueError(f"indices must lie in [0, {k})")
+        if choose_backend(z.device, backend) == "triton":
+            from vqtok.kernels import triton_ema
+
+            return triton_ema.ema_update_triton(
+                cluster_size, embed_sum, z, indices, decay, eps, deterministic
+            )
+        return reference.ema_update_torch(cluster_size, embed_sum, z, indices, decay, eps, deterministic)

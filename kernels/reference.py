@@ -1,0 +1,120 @@
+"""PyTorch implementations of the kernels: exact, chunked, and valid on any device.
+
+They define the contract that the Triton kernels must meet, and they are what runs on
+CPU or wherever Triton is missing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DEFAULT_MEMORY_BUDGET = 64 * 2**20  # bytes of scratch a fallback call may allocate
+
+
+def _row_chunk(n: int, k: int, budget_bytes: int) -> int:
+    # The (rows x K) fp32 score block plus its argmin scratch is what grows with the chunk.
+    per_row = max(k, 1) * 4 * 2
+    return max(1, min(n, budget_bytes // per_row)) if n else 1
+
+
+def nearest_code_torch(
+    x: torch.Tensor,
+    codebook: torch.Tensor,
+    metric: str = "l2",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest codebook row for each row of ``x``.
+
+    x: (N, D) float, codebook: (K, D) float. Returns (indices (N,) int64, distances (N,) float32).
+    l2 distances are squared euclidean, clamped at 0; cosine distances are 1 - cos.
+    Ties go to the lowest index. Extra memory stays near ``memory_budget`` bytes whatever N, K.
+    """
+    n, k = x.shape[0], codebook.shape[0]
+    x32 = x.float()
+    c32 = codebook.float()
+    if metric == "cosine":
+        x32 = torch.nn.functional.normalize(x32, dim=1)
+        c32 = torch.nn.functional.normalize(c32, dim=1)
+    elif metric != "l2":
+        raise ValueError(f"metric must be 'l2' or 'cosine', got {metric!r}")
+    # Centering on the codebook mean keeps ||x||^2 - 2x.e + ||e||^2 accurate for data far
+    # from the origin (distances are translation invariant; cosine is already unit-norm).
+    if metric == "l2" and k > 0:
+        center = c32.mean(0, keepdim=True)
+        x32 = x32 - center
+        c32 = c32 - center
+    c_norm = (c32 * c32).sum(1)
+    indices = torch.empty(n, dtype=torch.int64, device=x.device)
+    distances = torch.empty(n, dtype=torch.float32, device=x.device)
+    rows = _row_chunk(n, k, memory_budget)
+    ct = c32.t().contiguous()
+    for start in range(0, n, rows):
+        xs = x32[start : start + rows]
+        # score = ||e||^2 - 2 x.e; argmin of score is argmin of distance.
+        score = torch.addmm(c_norm, xs, ct, beta=1.0, alpha=-2.0)
+        best, idx = score.min(dim=1)
+        x_norm = (xs * xs).sum(1)
+        d = best + x_norm
+        if metric == "cosine":
+            d = d * 0.5  # ||a - b||^2 = 2 - 2cos for unit vectors
+        indices[start : start + rows] = idx
+        distances[start : start + rows] = d.clamp_min_(0.0)
+    return indices, distances
+
+
+def code_counts_and_sums(
+    z: torch.Tensor, indices: torch.Tensor, num_codes: int, deterministic: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-code counts (K,) fp32 and sums (K, D) fp32 of the rows of ``z`` (N, D) assigned by
+    ``indices`` (N,). ``deterministic`` sorts first so that the additions happen in a fixed
+    order (index_add_ on CUDA uses atomics)."""
+    z32 = z.float()
+    counts = torch.bincount(indices, minlength=num_codes).to(torch.float32)
+    if deterministic and z.is_cuda:
+        # Sort by code, then take differences of a float64 running sum at segment ends:
+        # a fixed order of additions, unlike index_add_'s atomics.
+        order = torch.argsort(indices, stable=True)
+        csum = torch.cumsum(z32[order].double(), 0)
+        csum = torch.cat([csum.new_zeros(1, z.shape[1]), csum])
+        ends = torch.cumsum(counts.to(torch.int64), 0)
+        sums = (csum[ends] - csum[ends - counts.to(torch.int64)]).float()
+    else:
+        sums = torch.zeros(num_codes, z.shape[1], dtype=torch.float32, device=z.device)
+        sums.index_add_(0, indices, z32)
+    return counts, sums
+
+
+def ema_update_torch(
+    cluster_size: torch.Tensor,
+    embed_sum: torch.Tensor,
+    z: torch.Tensor,
+    indices: torch.Tensor,
+    decay: float,
+    eps: float = 1e-5,
+    deterministic: bool = False,
+) -> torch.Tensor:
+    """The EMA codebook step of VQ-VAE (van den Oord et al. 2017, appendix), in place.
+
+    cluster_size N: (K,) fp32, embed_sum m: (K, D) fp32, z: (N, D) float, indices: (N,) int64.
+    N <- g N + (1-g) n;  m <- g m + (1-g) sum z;  N~ = (N + eps) / (sum N + K eps) * sum N;
+    returns the new codebook e = m / N~ as (K, D) fp32.
+    """
+    k = cluster_size.shape[0]
+    counts, sums = code_counts_and_sums(z, indices, k, deterministic)
+    cluster_size.mul_(decay).add_(counts, alpha=1.0 - decay)
+    embed_sum.mul_(decay).add_(sums, alpha=1.0 - decay)
+    return embed_from_stats(cluster_size, embed_sum, eps)
+
+
+def smoothed_cluster_size(cluster_size: torch.Tensor, eps: float) -> torch.Tensor:
+    """Laplace-smoothed sizes N~ = (N + eps) / (sum N + K eps) * sum N, (K,) fp32, never 0,
+    so that a code nobody picked does not divide by zero."""
+    k = cluster_size.shape[0]
+    total = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (total + k * eps) * total
+    return smoothed.clamp_min_(torch.finfo(torch.float32).tiny)
+
+
+def embed_from_stats(cluster_size: torch.Tensor, embed_sum: torch.Tensor, eps: float) -> torch.Tensor:
+    """The codebook e = m / N~ from the EMA statistics: (K, D) fp32."""
+    return embed_sum / smoothed_cluster_size(cluster_size, eps).unsqueeze(1)
