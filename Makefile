@@ -1,0 +1,36 @@
+# Set-up and checks. Every target creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The Triton kernels run on the CPU through Triton's interpreter in the tests; it reads
+# this variable when Triton is first imported.
+TEST_ENV := TRITON_INTERPRET=1 OMP_NUM_THREADS=2
+
+.PHONY: install test test-all lint demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(TEST_ENV) $(BIN)/pytest -q
+
+test-all: install
+	$(TEST_ENV) $(BIN)/pytest -q -m 'slow or not slow'
+
+lint: install
+	$(BIN)/ruff check .
+
+demo: install
+	$(BIN)/python -m vqtok.pipelines.demo --out demo-out
+
+bench: install
+	$(BIN)/vqtok bench kernels --json bench-out/kernels.json
+
+clean:
+	rm -rf $(VENV) demo-out bench-out .pytest_cache
