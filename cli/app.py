@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from vqtok.cli import bench, data, info, models
+from vqtok.cli import bench, compress, data, info, models, train
 
 app = typer.Typer(
     name="vqtok",
@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (info, models, data, bench):
+for module in (info, models, data, train, compress, bench):
     module.register(app)
 
 
