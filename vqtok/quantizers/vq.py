@@ -1,0 +1,198 @@
+"""Vector quantization (van den Oord et al. 2017) with the codebook-health tools of later work.
+
+Forward: nearest code through ``vqtok.kernels.nearest_code``, straight-through gradient,
+commitment loss beta * ||z_e - sg[e]||^2 and, when codes learn by gradient, the codebook
+loss ||sg[z_e] - e||^2. By default the codebook learns by EMA instead (decay 0.99).
+Health: k-means init on the first training batch, dead-code restart, cosine codes and a
+factorized low-dimensional lookup. All state changes happen in training forwards only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqtok.kernels import nearest_code
+from vqtok.quantizers.base import Quantizer, RowOutput, straight_through
+from vqtok.quantizers.distributed import broadcast_from_rank0, is_rank0
+from vqtok.quantizers.ema import ema_codebook_step
+from vqtok.quantizers.kmeans import kmeans
+from vqtok.quantizers.restart import draw_replacements, restart_codes
+from vqtok.quantizers.usage import CodeUsage, usage_stats
+from vqtok.registry import register_quantizer
+
+METRICS = ("l2", "cosine")
+
+
+@dataclass
+class VQConfig:
+    """Options of :class:`VectorQuantizer`.
+
+    dim: channels D of the encoder output. codebook_size: K codes.
+    codebook_dim: look codes up in this smaller dimension (linear projections in and out);
+        None looks them up in ``dim``.
+    metric: "l2", or "cosine" for l2-normalized codes and latents.
+    beta: commitment weight. ema: learn codes by EMA (else by gradient, with a codebook loss).
+    decay, eps: EMA decay g and Laplace smoothing.
+    kmeans_init, kmeans_iters: initialize the codebook by k-means on the first training batch.
+    dead_code_threshold: re-seed codes used fewer times than this over the usage window
+        (0 turns restarts off). usage_window: tokens per rank in the usage histogram.
+    backend: kernel backend for ``vqtok.kernels`` ("auto", "torch" or "triton").
+    """
+
+    dim: int
+    codebook_size: int = 1024
+    codebook_dim: int | None = None
+    metric: str = "l2"
+    beta: float = 0.25
+    ema: bool = True
+    decay: float = 0.99
+    eps: float = 1e-5
+    kmeans_init: bool = True
+    kmeans_iters: int = 5
+    dead_code_threshold: float = 1.0
+    usage_window: int = 65536
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.codebook_size < 1:
+            raise ValueError(
+                f"dim and codebook_size must be positive; got {self.dim}, {self.codebook_size}"
+            )
+        if self.codebook_dim is not None and self.codebook_dim < 1:
+            raise ValueError(f"codebook_dim must be positive or None, got {self.codebook_dim}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+        if self.beta < 0 or self.dead_code_threshold < 0 or self.kmeans_iters < 0:
+            raise ValueError("beta, dead_code_threshold and kmeans_iters must be >= 0")
+
+    @property
+    def lookup_dim(self) -> int:
+        """The dimension codes live in."""
+        return self.codebook_dim or self.dim
+
+
+class VectorQuantizer(Quantizer):
+    """Single-codebook VQ layer. Codes: int64 (B, *spatial).
+
+    State (all in ``state_dict``): ``codebook`` (K, C) fp32 (a buffer under EMA, a parameter
+    otherwise), ``cluster_size`` (K,) and ``embed_sum`` (K, C) fp32 under EMA, and the
+    ``initialized`` flag; C = ``config.lookup_dim``.
+    """
+
+    def __init__(self, config: VQConfig) -> None:
+        super().__init__(
+            config, codebook_size=config.codebook_size, num_levels=1, lookup_dim=config.lookup_dim
+        )
+        k, c = config.codebook_size, config.lookup_dim
+        codebook = self._normalized(torch.randn(k, c))
+        if config.ema:
+            self.register_buffer("codebook", codebook)
+            self.register_buffer("cluster_size", torch.ones(k))
+            self.register_buffer("embed_sum", codebook.clone())
+        else:
+            self.codebook = nn.Parameter(codebook)
+        self.register_buffer("initialized", torch.tensor(False))
+        self.usage_window = CodeUsage(k, config.usage_window)
+
+    def quantize_rows(self, x: Tensor, batch_size: int) -> RowOutput:
+        del batch_size  # every row is quantized alike
+        z = self._normalized(self.project_in(x))
+        learning = self.learning()
+        if learning and not bool(self.initialized):
+            self._initialize(z.detach())
+        codebook = self._normalized(self.codebook)
+        indices, _ = nearest_code(
+            z.detach(), codebook.detach(), metric=self.config.metric, backend=self.config.backend
+        )
+        e = F.embedding(indices, codebook)
+        losses = {"commitment": self.config.beta * F.mse_loss(z, e.detach())}
+        if not self.config.ema:
+            losses["codebook"] = F.mse_loss(z.detach(), e)
+        if learning and self.config.ema:
+            self._ema_step(z.detach(), indices)
+        stats = self.usage_window.step_stats(
+            indices, record=learning, dead_below=self.config.dead_code_threshold
+        )
+        if learning:
+            stats["restarted_codes"] = float(self._restart_dead_codes(z.detach()))
+        return RowOutput(self.project_out(straight_through(z, e)), indices, losses, stats)
+
+    @torch.no_grad()
+    def encode_rows(self, x: Tensor) -> Tensor:
+        z = self._normalized(self.project_in(x))
+        indices, _ = nearest_code(
+            z,
+            self._normalized(self.codebook),
+            metric=self.config.metric,
+            backend=self.config.backend,
+        )
+        return indices
+
+    def decode_rows(self, codes: Tensor) -> Tensor:
+        return self.project_out(F.embedding(codes, self._normalized(self.codebook)))
+
+    def usage(self) -> dict[str, float]:
+        return usage_stats(self.usage_window.histogram, self.config.dead_code_threshold)
+
+    def _normalized(self, v: Tensor) -> Tensor:
+        return F.normalize(v, dim=-1) if self.config.metric == "cosine" else v
+
+    @torch.no_grad()
+    def _initialize(self, z: Tensor) -> None:
+        """First training batch: k-means (or the random init) on rank 0, broadcast to all."""
+        k = self.codebook_size
+        centroids = self.codebook.detach().clone()
+        sizes = torch.ones(k, device=z.device)
+        if self.config.kmeans_init and is_rank0():
+            centroids, sizes = kmeans(z, k, self.config.kmeans_iters, metric=self.config.metric)
+        broadcast_from_rank0(centroids)
+        broadcast_from_rank0(sizes)
+        self.codebook.copy_(centroids)
+        if self.config.ema:
+            # An empty cluster keeps weight 1 so that e = m / N stays its centroid.
+            self.cluster_size.copy_(sizes.clamp_min(1.0))
+            self.embed_sum.copy_(centroids * self.cluster_size[:, None])
+        self.initialized.fill_(True)
+
+    def _ema_step(self, z: Tensor, indices: Tensor) -> None:
+        new = ema_codebook_step(
+            self.cluster_size,
+            self.embed_sum,
+            z,
+            indices,
+            decay=self.config.decay,
+            eps=self.config.eps,
+            backend=self.config.backend,
+        )
+        self.codebook.copy_(new)
+
+    def _restart_dead_codes(self, recent: Tensor) -> int:
+        """Re-seed codes under the usage threshold from ``recent`` (N, C); returns how many.
+
+        Judged only on a full window, which is then cleared so that a revived code gets a
+        whole window to prove itself. Every rank sees the same global histogram, so all
+        ranks agree on the dead set and take the replacements from rank 0.
+        """
+        threshold = self.config.dead_code_threshold
+        if threshold <= 0 or not self.usage_window.window_full():
+            return 0
+        dead = self.usage_window.histogram < threshold
+        count = int(dead.sum())
+        if count == 0:
+            return 0
+        ema_state = (self.cluster_size, self.embed_sum) if self.config.ema else (None, None)
+        restart_codes(dead, draw_replacements(recent, count), self.codebook.data, *ema_state)
+        self.usage_window.clear()
+        return count
+
+
+@register_quantizer("vq")
+def build_vq(**options) -> VectorQuantizer:
+    """``QUANTIZERS.create("vq", dim=..., codebook_size=..., **options)``; options: :class:`VQConfig`."""
+    return VectorQuantizer(VQConfig(**options))
