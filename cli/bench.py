@@ -38,5 +38,22 @@ def kernels(
     write_json(json_path, rows)
 
 
+@bench_app.command("quantizer")
+def quantizer(
+    n: int = typer.Option(65536, help="Encoder vectors per step."),
+    k: int = typer.Option(8192, help="Codebook size."),
+    d: int = typer.Option(64, help="Vector size."),
+    steps: int = typer.Option(3, min=1, help="Timed steps (the median is reported)."),
+    compare: bool = typer.Option(True, help="Also time vector_quantize_pytorch when it is installed."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
+) -> None:
+    """A VQ training step (nearest code, EMA, losses, backward) beside vector_quantize_pytorch."""
+    from vqtok.pipelines.bench_quantizer import bench_quantizer
+
+    rows = bench_quantizer(n=n, k=k, d=d, steps=steps, compare=compare)
+    print_rows(rows, "quantizer training step")
+    write_json(json_path, rows)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

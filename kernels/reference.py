@@ -12,8 +12,8 @@ DEFAULT_MEMORY_BUDGET = 64 * 2**20  # bytes of scratch a fallback call may alloc
 
 
 def _row_chunk(n: int, k: int, budget_bytes: int) -> int:
-    # The (rows x K) fp32 score block plus its argmin scratch is what grows with the chunk.
-    per_row = max(k, 1) * 4 * 2
+    # The (rows x K) fp32 score block is what grows with the chunk; the rest is O(rows * D).
+    per_row = max(k, 1) * 4 + 64
     return max(1, min(n, budget_bytes // per_row)) if n else 1
 
 
@@ -43,22 +43,25 @@ def nearest_code_torch(
         center = c32.mean(0, keepdim=True)
         x32 = x32 - center
         c32 = c32 - center
-    c_norm = (c32 * c32).sum(1)
+    # score(x, e) = ||e||^2 - 2 x.e = [x, 1] . [-2e, ||e||^2]: the bias rides in the matmul
+    # instead of a separate pass over every (rows x K) block.
+    augmented_codes = torch.cat([-2.0 * c32, (c32 * c32).sum(1, keepdim=True)], dim=1).t().contiguous()
+    x_norm = (x32 * x32).sum(1)
     indices = torch.empty(n, dtype=torch.int64, device=x.device)
     distances = torch.empty(n, dtype=torch.float32, device=x.device)
     rows = _row_chunk(n, k, memory_budget)
-    ct = c32.t().contiguous()
+    scores = torch.empty(rows, k, dtype=torch.float32, device=x.device)
+    augmented_x = torch.ones(rows, x32.shape[1] + 1, dtype=torch.float32, device=x.device)
     for start in range(0, n, rows):
-        xs = x32[start : start + rows]
-        # score = ||e||^2 - 2 x.e; argmin of score is argmin of distance.
-        score = torch.addmm(c_norm, xs, ct, beta=1.0, alpha=-2.0)
-        best, idx = score.min(dim=1)
-        x_norm = (xs * xs).sum(1)
-        d = best + x_norm
-        if metric == "cosine":
-            d = d * 0.5  # ||a - b||^2 = 2 - 2cos for unit vectors
-        indices[start : start + rows] = idx
-        distances[start : start + rows] = d.clamp_min_(0.0)
+        stop = min(start + rows, n)
+        m = stop - start
+        augmented_x[:m, :-1].copy_(x32[start:stop])
+        torch.mm(augmented_x[:m], augmented_codes, out=scores[:m])
+        torch.min(scores[:m], dim=1, out=(distances[start:stop], indices[start:stop]))
+    distances.add_(x_norm)
+    if metric == "cosine":
+        distances.mul_(0.5)  # ||a - b||^2 = 2 - 2cos for unit vectors
+    distances.clamp_min_(0.0)
     return indices, distances
 
 
