@@ -55,5 +55,40 @@ def quantizer(
     write_json(json_path, rows)
 
 
+@bench_app.command("pipeline")
+def pipeline(
+    preset: str = typer.Option("image-vq-f8", help="Model preset to encode with."),
+    samples: int = typer.Option(512, min=1, help="Samples per throughput run."),
+    size: int = typer.Option(128, min=8, help="Image side in pixels."),
+    batch_size: int = typer.Option(16, min=1),
+    workers: int = typer.Option(1, min=0, help="DataLoader workers decoding beside the model."),
+    repeats: int = typer.Option(3, min=1, help="Paired model-only / pipeline runs."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
+) -> None:
+    """Encode throughput through the whole pipeline against the model alone, and peak memory
+    against the number of shards."""
+    from vqtok.pipelines.bench_pipeline import bench_pipeline
+
+    result = bench_pipeline(preset, samples=samples, size=size, batch_size=batch_size, workers=workers, repeats=repeats)
+    out.print_json(data=result)
+    write_json(json_path, result)
+
+
+@bench_app.command("train")
+def train(
+    presets: list[str] = typer.Option(None, "--preset", help="Presets to time (default: all)."),
+    steps: int = typer.Option(5, min=1),
+    batch_size: int = typer.Option(2, min=1),
+    device: str = typer.Option("cpu"),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
+) -> None:
+    """Training steps per second and peak memory for each preset."""
+    from vqtok.pipelines.bench_train import bench_train
+
+    rows = bench_train(presets or None, steps=steps, batch_size=batch_size, device=device)
+    print_rows(rows, "training step")
+    write_json(json_path, rows)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"kernels": 0, "vqtok": 1, "pipelines": 2, "cli": 3}  # a layer imports only lower ones
@@ -61,13 +61,20 @@ def test_vqtok_and_kernels_import_with_torch_alone():
     code = (
         "import sys\n"
         f"for name in {blocked!r}: sys.modules[name] = None\n"
-        "import vqtok, vqtok.kernels\n"
+        "import vqtok, vqtok.kernels, vqtok.pipelines.bench_kernels\n"
         "import torch\n"
         "model = vqtok.create_model(vqtok.list_models()[0])\n"
         "print(vqtok.kernels.nearest_code(torch.randn(5, 3), torch.randn(4, 3))[0].shape)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_lazy_pipeline_export_resolves():
+    import vqtok.pipelines as pipelines
+
+    for name in pipelines.__all__:
+        assert getattr(pipelines, name) is not None
 
 
 UNSAFE_MODULES = {"pickle", "cPickle", "dill", "marshal", "shelve", "joblib"}

@@ -1,0 +1,186 @@
+"""Data commands: `shards make`, `encode`, `decode`, `export-tokens`.
+
+Thin: each command turns flags into a config and calls `vqtok.pipelines`. Library errors
+become a one-line message and an exit code: 2 for usage, 1 for failure, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import fields, replace
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from vqtok.pipelines import (
+    DecodeConfig,
+    EncodeConfig,
+    PipelineError,
+    UsageError,
+    decode_shards,
+    encode_shards,
+    export_tokens,
+    make_shards,
+)
+
+T = TypeVar("T")
+
+
+class ModalityChoice(StrEnum):
+    image = "image"
+    audio = "audio"
+    video = "video"
+
+
+class OnErrorChoice(StrEnum):
+    raise_ = "raise"
+    skip = "skip"
+
+
+class FormatChoice(StrEnum):
+    shards = "shards"
+    files = "files"
+
+
+class OrderChoice(StrEnum):
+    interleaved = "interleaved"
+    level_major = "level-major"
+
+
+def run_job(job: Callable[[], T]) -> T:
+    """Run a library call, turning its errors into messages and exit codes (never a traceback)."""
+    try:
+        return job()
+    except UsageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except PipelineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted; partial outputs removed", err=True)
+        raise typer.Exit(130) from None
+    except OSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def print_summary(summary: Any) -> None:
+    typer.echo(json.dumps(summary.to_dict() if hasattr(summary, "to_dict") else summary, indent=2))
+
+
+def load_config(cls: type[T], path: Path | None, flags: dict[str, Any]) -> T:
+    """`cls` from a JSON/TOML file, then the flags that were given (not None) on top."""
+    base: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text()
+            base = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read config {path}: {exc}") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(base) - known)
+        if unknown:
+            raise UsageError(f"unknown keys in {path}: {', '.join(unknown)}")
+    given = {name: value.value if isinstance(value, Enum) else value
+             for name, value in flags.items() if value is not None}
+    return replace(cls(**base), **given)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--frame-size must look like HxW (e.g. 64x64), not {text!r}") from None
+    return height, width
+
+
+shards_app = typer.Typer(help="Make WebDataset shards from media folders.", no_args_is_help=True)
+
+
+@shards_app.command("make")
+def shards_make(
+    src: Path = typer.Argument(..., help="Folder of media files (searched recursively)."),
+    out_dir: Path = typer.Argument(..., help="Where to write the .tar shards and shards.json."),
+    modality: ModalityChoice = typer.Option(..., help="Which files to pack."),
+    maxcount: int = typer.Option(1000, help="Samples per shard at most."),
+    labels: Path | None = typer.Option(None, help="JSON object or CSV (file,label): .cls for ints, .json otherwise."),
+) -> None:
+    """Pack a folder of images, audio or video into WebDataset tar shards."""
+    summary = run_job(lambda: make_shards(src, out_dir, modality.value, maxcount=maxcount, labels=labels))
+    print_summary(summary)
+
+
+def encode(
+    checkpoint: Path = typer.Argument(..., help="Tokenizer checkpoint directory."),
+    shards: str = typer.Argument(..., help="Shards: folder, file, brace pattern, pipe: or http(s) URL."),
+    out_dir: Path = typer.Argument(..., help="Where to write the code shards."),
+    config: Path | None = typer.Option(None, help="EncodeConfig as JSON/TOML; flags override it."),
+    batch_size: int | None = typer.Option(None, help="Model inputs per batch (default: 16)."),
+    workers: int | None = typer.Option(None, help="DataLoader workers reading and decoding (default: 2)."),
+    device: str | None = typer.Option(None, help="Torch device (default: cpu)."),
+    resume: bool | None = typer.Option(None, "--resume", help="Skip done shards, redo partial ones."),
+    on_error: OnErrorChoice | None = typer.Option(None, help="Stop on a bad sample, or skip and log it (default: raise)."),
+    max_error_rate: float | None = typer.Option(None, help="Fail when more than this fraction is skipped (default: 1.0)."),
+    window_seconds: float | None = typer.Option(None, help="Audio window length in seconds (default: 2.0)."),
+    clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: clip length)."),
+    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress (default: on)."),
+) -> None:
+    """Encode media shards to code shards (one per input, same basename and keys)."""
+    def job():
+        options = load_config(EncodeConfig, config, {
+            "batch_size": batch_size, "workers": workers, "device": device, "resume": resume,
+            "on_error": on_error, "max_error_rate": max_error_rate, "window_seconds": window_seconds,
+            "clip_stride": clip_stride, "frame_size": parse_size(frame_size), "progress": progress})
+        return encode_shards(checkpoint, shards, out_dir, options)
+
+    print_summary(run_job(job))
+
+
+def decode(
+    checkpoint: Path = typer.Argument(..., help="The checkpoint the codes were made with."),
+    code_shards: str = typer.Argument(..., help="Code shards: folder, file, brace pattern or URL."),
+    out_dir: Path = typer.Argument(..., help="Where to write the media."),
+    output_format: FormatChoice = typer.Option(FormatChoice.shards, "--format", help="Shards, or files named by key."),
+    audio_format: str = typer.Option("wav", help="wav or flac."),
+    batch_size: int = typer.Option(16, help="Code pieces per model call."),
+    device: str = typer.Option("cpu", help="Torch device."),
+    resume: bool = typer.Option(False, "--resume", help="Skip done shards, redo partial ones."),
+    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="Stop on a bad sample, or skip and log it."),
+    max_error_rate: float = typer.Option(1.0, help="Fail when more than this fraction is skipped."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """Decode code shards back to media (PNG, WAV/FLAC, MP4) at the original size and length."""
+    options = DecodeConfig(output_format.value, audio_format, batch_size, device, resume,
+                           on_error.value, max_error_rate, progress)
+    print_summary(run_job(lambda: decode_shards(checkpoint, code_shards, out_dir, options)))
+
+
+def export_tokens_command(
+    code_shards: str = typer.Argument(..., help="Code shards: folder, file, brace pattern or URL."),
+    out_prefix: Path = typer.Argument(..., help="Writes OUT_PREFIX.bin, .idx and .json."),
+    bos: bool = typer.Option(False, "--bos", help="Start each sample with a BOS token."),
+    eos: bool = typer.Option(False, "--eos", help="End each sample with an EOS token."),
+    order: OrderChoice = typer.Option(OrderChoice.interleaved, help="Residual levels per position, or level after level."),
+    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="Stop on a bad sample, or skip and log it."),
+) -> None:
+    """Export codes as a flat token file for language-model training."""
+    manifest = run_job(lambda: export_tokens(code_shards, out_prefix, bos=bos, eos=eos,
+                                             order=order.value, on_error=on_error.value))
+    summary = {k: v for k, v in vars(manifest).items() if k != "keys"}
+    print_summary(summary)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(shards_app, name="shards")
+    app.command("encode")(encode)
+    app.command("decode")(decode)
+    app.command("export-tokens")(export_tokens_command)
+

@@ -1,0 +1,210 @@
+"""`encode_shards`: media shards in, code shards out (one per input, same basename and keys).
+
+Each output shard is written to `<name>.tar.partial`, renamed to `<name>.tar` when complete,
+then `<name>.stats.json` (count, skipped, seconds) marks it done. With `resume`, done shards
+are skipped and partial ones redone from scratch; output tars are byte-deterministic, so a
+killed and resumed job gives exactly the output of an uninterrupted one. Skipped samples
+are logged to `<name>.errors.jsonl`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from vqtok import VQTokenizer
+from vqtok.pipelines.codes import code_dtype, pack_codes
+from vqtok.pipelines.dataset import MediaBatches, PreparedBatch, PreparedSample, ShardEnd, identity
+from vqtok.pipelines.errors import ErrorPolicy, OnError, SampleError, UsageError, write_error_log
+from vqtok.pipelines.jobs import ShardOutputs, load_model, shard_names, write_summary
+from vqtok.pipelines.media import MediaConfig
+from vqtok.pipelines.progress import ShardProgress
+from vqtok.pipelines.sources import Placement, expand_shards
+from vqtok.pipelines.tario import ShardWriter
+
+
+@dataclass
+class EncodeConfig:
+    """Options of an encode job (the CLI flags); saved as `encode_config.json` in the output."""
+
+    batch_size: int = 16
+    workers: int = 2
+    device: str = "cpu"
+    resume: bool = False
+    on_error: OnError = "raise"
+    max_error_rate: float = 1.0
+    window_seconds: float = 2.0
+    clip_stride: int | None = None
+    frame_size: tuple[int, int] | None = None
+    progress: bool = True
+
+
+@dataclass
+class EncodeSummary:
+    """What an encode job did on this rank."""
+
+    rank: int = 0
+    shards_total: int = 0
+    shards_encoded: int = 0
+    shards_already_done: int = 0
+    samples: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    model_id: str = ""
+    out_dir: str = ""
+    error_logs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _OpenShard:
+    writer: ShardWriter
+    errors: list[SampleError] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_dir: str | Path, config: EncodeConfig | None = None,
+                  placement: Placement | None = None) -> EncodeSummary:
+    """Encode every sample of this rank's `shards` with `model` (a VQTokenizer or checkpoint path).
+
+    Raises `UsageError` for bad arguments and `PipelineError` for failures (a sample under
+    `on_error="raise"`, or too many skips); partial outputs are removed on any exception.
+    """
+    config = config or EncodeConfig()
+    _check(config)
+    policy = ErrorPolicy(config.on_error, config.max_error_rate)
+    placement = placement or Placement.from_env()
+    all_urls = expand_shards(shards)
+    urls = placement.select(all_urls)
+    names = shard_names(urls)
+    outputs = ShardOutputs(Path(out_dir))
+    todo = outputs.prepare(urls, names, resume=config.resume)
+    model = load_model(model, config.device)
+    summary = EncodeSummary(rank=placement.rank, shards_total=len(urls), shards_already_done=len(urls) - len(todo),
+                            model_id=model.model_id, out_dir=str(outputs.root))
+    outputs.save_config("encode_config.json", {**asdict(config), "model_id": model.model_id, "shards": all_urls})
+    start = time.monotonic()
+    if todo:
+        _run(model, todo, names, outputs, config, policy, summary)
+    summary.seconds = round(time.monotonic() - start, 3)
+    summary.samples_per_second = round(summary.samples / max(summary.seconds, 1e-9), 2)
+    write_summary(outputs.root, "encode", summary.to_dict())
+    policy.check_rate(summary.skipped, summary.samples + summary.skipped)
+    return summary
+
+
+def _check(config: EncodeConfig) -> None:
+    if config.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {config.workers}")
+
+
+def media_config(model: VQTokenizer, config: EncodeConfig) -> MediaConfig:
+    """How to cut media for `model`, from its TokenizerConfig and the job's options."""
+    model_config = model.config
+    return MediaConfig(
+        modality=model_config.modality,
+        channels=model_config.channels,
+        sample_rate=getattr(model_config, "sample_rate", None),
+        window_seconds=config.window_seconds,
+        clip_frames=getattr(model_config, "clip_frames", None),
+        clip_stride=config.clip_stride,
+        frame_size=tuple(config.frame_size) if config.frame_size else None,
+    )
+
+
+def _run(model, todo: list[str], names: dict[str, str], outputs: ShardOutputs, config: EncodeConfig,
+         policy: ErrorPolicy, summary: EncodeSummary) -> None:
+    dataset = MediaBatches(todo, media_config(model, config), config.batch_size, names)
+    workers = min(config.workers, len(todo))
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=identity,
+                        prefetch_factor=4 if workers else None)
+    dtype = code_dtype(model.codebook_size)
+    header = _model_header(model)
+    open_shards: dict[str, _OpenShard] = {}
+    try:
+        with ShardProgress(len(todo), enabled=config.progress) as progress:
+            for event in loader:
+                if event.shard not in open_shards:
+                    open_shards[event.shard] = _OpenShard(ShardWriter(outputs.tar(event.shard)))
+                shard = open_shards[event.shard]
+                if isinstance(event, SampleError):
+                    policy.handle(event, shard.errors)
+                    progress.advance(errors=1)
+                elif isinstance(event, PreparedBatch):
+                    written = _encode_batch(model, event, shard, policy, config, dtype, header)
+                    progress.advance(samples=written, errors=len(event.samples) - written)
+                elif isinstance(event, ShardEnd):
+                    del open_shards[event.shard]
+                    _finish(shard, event.shard, outputs, summary)
+                    progress.advance(shards=1)
+    finally:
+        for shard in open_shards.values():
+            shard.writer.abort()
+
+
+def _model_header(model) -> dict:
+    return {"model_id": model.model_id, "preset": model.config.preset, "modality": model.config.modality,
+            "codebook_size": model.codebook_size, "num_levels": model.num_levels,
+            "layout": "pieces,levels,latent" if model.num_levels > 1 else "pieces,latent"}
+
+
+def _encode_batch(model, batch: PreparedBatch, shard: _OpenShard, policy: ErrorPolicy,
+                  config: EncodeConfig, dtype: np.dtype, header: dict) -> int:
+    """Encode and write one batch; on a model failure retry sample by sample. Returns samples written."""
+    try:
+        per_sample = _encode_pieces(model, batch.pieces, [s.pieces for s in batch.samples], config)
+    except Exception as exc:  # a model failure on one sample must not sink its batch
+        if len(batch.samples) == 1:
+            policy.handle(SampleError(batch.shard, batch.samples[0].key, "model", str(exc)), shard.errors)
+            return 0
+        return sum(_encode_batch(model, single, shard, policy, config, dtype, header)
+                   for single in _singles(batch))
+    for sample, codes in zip(batch.samples, per_sample, strict=True):
+        shard.writer.write(sample.key, _fields(sample, codes.astype(dtype), header))
+    return len(batch.samples)
+
+
+def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
+    pieces = torch.split(batch.pieces, [s.pieces for s in batch.samples])
+    return [PreparedBatch(batch.shard, [s], p) for s, p in zip(batch.samples, pieces, strict=True)]
+
+
+@torch.inference_mode()
+def _encode_pieces(model, pieces: torch.Tensor, counts: list[int], config: EncodeConfig) -> list[np.ndarray]:
+    """pieces: (P, C, *spatial) float -> per-sample int64 codes (N_i, [Q,] *latent)."""
+    chunks = [model.encode(chunk.to(config.device)).cpu() for chunk in pieces.split(config.batch_size)]
+    return [codes.numpy() for codes in torch.cat(chunks).split(counts)]
+
+
+def _fields(sample: PreparedSample, codes: np.ndarray, header: dict) -> dict[str, bytes]:
+    meta = {**header, "key": sample.key, "media": sample.meta}
+    if sample.labels is not None:
+        meta["labels"] = sample.labels
+    fields = pack_codes(codes, meta)
+    if sample.cls is not None:
+        fields["cls"] = sample.cls
+    return fields
+
+
+def _finish(shard: _OpenShard, name: str, outputs: ShardOutputs, summary: EncodeSummary) -> None:
+    """Commit the tar, then the error log, then the stats file that marks the shard done."""
+    shard.writer.commit()
+    write_error_log(outputs.errors(name), shard.errors)
+    stats = {"shard": name, "count": shard.writer.count, "skipped": len(shard.errors),
+             "seconds": round(time.monotonic() - shard.started, 3)}
+    outputs.mark_done(name, stats)
+    summary.shards_encoded += 1
+    summary.samples += shard.writer.count
+    summary.skipped += len(shard.errors)
+    if shard.errors:
+        summary.error_logs.append(str(outputs.errors(name)))

@@ -1,0 +1,213 @@
+"""Media bytes <-> model tensors, in memory (no temporary files).
+
+`prepare` turns one sample's media bytes into `pieces: (N, C, *spatial) float in [-1, 1]`,
+the model inputs for that sample (N = 1 for an image, N windows for audio, N clips for
+video), plus `meta`, a JSON-able dict with what `restore` needs to give back the media at
+its original size and length. Images go through Pillow, audio through soundfile (mixed to
+mono, resampled with torchaudio, cut into fixed windows), video through PyAV (clips of T
+frames at a stride, optionally resized).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import av
+import numpy as np
+import soundfile
+import torch
+import torch.nn.functional as F
+import torchaudio.functional
+from PIL import Image
+
+Modality = Literal["image", "audio", "video"]
+
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "image": ("jpg", "jpeg", "png", "webp"),
+    "audio": ("wav", "flac", "ogg", "mp3"),
+    "video": ("mp4", "webm", "mkv"),
+}
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """How media is cut and scaled into model inputs.
+
+    `sample_rate` is the model's audio rate; audio is cut into windows of `window_seconds`.
+    Video is cut into clips of `clip_frames` frames starting every `clip_stride` frames
+    (default: `clip_frames`, no overlap), resized to `frame_size` (H, W) when given.
+    """
+
+    modality: Modality
+    channels: int = 3
+    sample_rate: int | None = None
+    window_seconds: float = 2.0
+    clip_frames: int | None = None
+    clip_stride: int | None = None
+    frame_size: tuple[int, int] | None = None
+
+    @property
+    def window(self) -> int:
+        """Audio window length in samples at the model's rate."""
+        return max(1, round(self.window_seconds * (self.sample_rate or 16000)))
+
+    @property
+    def stride(self) -> int:
+        return self.clip_stride or self.clip_frames or 1
+
+
+def find_media(fields: dict[str, bytes], modality: Modality) -> tuple[str, bytes]:
+    """The (extension, bytes) of the sample's media field; KeyError when it has none."""
+    for ext in fields:
+        if ext.lower() in EXTENSIONS[modality]:
+            return ext, fields[ext]
+    raise KeyError(f"no {modality} field ({'/'.join(EXTENSIONS[modality])}) among {sorted(fields)}")
+
+
+def prepare(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
+    """Decode media bytes to `(pieces (N, C, *spatial) float32 in [-1, 1], meta)`."""
+    return _PREPARE[config.modality](data, config)
+
+
+def restore(x: torch.Tensor, meta: dict, modality: Modality, audio_format: str = "wav") -> tuple[str, bytes]:
+    """Turn decoded pieces `x: (N, C, *spatial)` back into (extension, media bytes)."""
+    if modality == "image":
+        return "png", _png_bytes(x[0])
+    if modality == "audio":
+        return audio_format, _audio_bytes(x, meta, audio_format)
+    return "mp4", _mp4_bytes(x, meta)
+
+
+def _prepare_image(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
+    with Image.open(io.BytesIO(data)) as image:
+        mode = "RGB" if config.channels == 3 else "L"
+        pixels = np.asarray(image.convert(mode))
+    x = _to_unit_range(pixels.reshape(pixels.shape[0], pixels.shape[1], -1).transpose(2, 0, 1))
+    return x.unsqueeze(0), {"height": x.shape[1], "width": x.shape[2]}
+
+
+def _png_bytes(x: torch.Tensor) -> bytes:
+    """x: (C, H, W) float in [-1, 1] -> PNG bytes."""
+    pixels = _to_uint8(x).permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
+    samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    if samples.shape[0] == 0:
+        raise ValueError("audio has no samples")
+    mono = torch.from_numpy(samples).mean(dim=1)
+    target = config.sample_rate or rate
+    if rate != target:
+        mono = torchaudio.functional.resample(mono, rate, target)
+    window = config.window
+    num_windows = max(1, math.ceil(mono.numel() / window))
+    padded = F.pad(mono, (0, num_windows * window - mono.numel()))
+    meta = {
+        "sample_rate": rate,
+        "length": samples.shape[0],
+        "model_sample_rate": target,
+        "model_length": mono.numel(),
+        "window": window,
+        "num_windows": num_windows,
+    }
+    return padded.reshape(num_windows, 1, window), meta
+
+
+def _audio_bytes(x: torch.Tensor, meta: dict, audio_format: str) -> bytes:
+    """x: (N, 1, window) float -> mono audio at the original rate and length."""
+    mono = x.reshape(-1)[: meta["model_length"]].float()
+    if meta["model_sample_rate"] != meta["sample_rate"]:
+        mono = torchaudio.functional.resample(mono, meta["model_sample_rate"], meta["sample_rate"])
+    mono = F.pad(mono, (0, max(0, meta["length"] - mono.numel())))[: meta["length"]]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, mono.clamp(-1, 1).numpy(), meta["sample_rate"], format=audio_format.upper())
+    return buffer.getvalue()
+
+
+def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    if not frames:
+        raise ValueError("video has no frames")
+    video = _to_unit_range(np.stack(frames).transpose(3, 0, 1, 2))
+    height, width = video.shape[-2:]
+    if config.frame_size and tuple(config.frame_size) != (height, width):
+        video = _resize_frames(video, tuple(config.frame_size))
+    clip_frames = config.clip_frames or len(frames)
+    if config.stride > clip_frames:
+        raise ValueError(f"clip stride {config.stride} > clip frames {clip_frames} would drop frames")
+    starts = list(range(0, max(1, len(frames) - clip_frames + config.stride), config.stride))
+    clips = [_clip(video, start, clip_frames) for start in starts]
+    meta = {
+        "fps": fps,
+        "frames": len(frames),
+        "height": height,
+        "width": width,
+        "clip_frames": clip_frames,
+        "clip_starts": starts,
+    }
+    return torch.stack(clips), meta
+
+
+def _clip(video: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """video: (C, T, H, W) -> (C, length, H, W) from `start`, repeating the last frame past the end."""
+    index = torch.arange(start, start + length).clamp(max=video.shape[1] - 1)
+    return video[:, index]
+
+
+def _resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """video: (C, T, H, W) float -> (C, T, *size)."""
+    frames = video.permute(1, 0, 2, 3)
+    resized = F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return resized.permute(1, 0, 2, 3)
+
+
+def _mp4_bytes(x: torch.Tensor, meta: dict) -> bytes:
+    """x: (N clips, C, T, h, w) float -> MP4 (H.264) of the original frame count and size."""
+    video = torch.empty(x.shape[1], meta["frames"], *x.shape[-2:])
+    for clip, start in zip(x, meta["clip_starts"], strict=True):
+        stop = min(start + clip.shape[1], meta["frames"])
+        video[:, start:stop] = clip[:, : stop - start]
+    if tuple(video.shape[-2:]) != (meta["height"], meta["width"]):
+        video = _resize_frames(video, (meta["height"], meta["width"]))
+    frames = _to_uint8(video).permute(1, 2, 3, 0).numpy()
+    return _encode_mp4(frames, meta["fps"] or 8.0)
+
+
+def _encode_mp4(frames: np.ndarray, fps: float) -> bytes:
+    """frames: (T, H, W, 3) uint8 -> MP4 bytes; 4:2:0 chroma needs even sizes, so odd ones keep 4:4:4."""
+    buffer = io.BytesIO()
+    height, width = frames.shape[1:3]
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+        stream.options = {"crf": "18", "preset": "fast"}
+        for pixels in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def _to_unit_range(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1]; numpy, because small torch ops stall on busy CPUs."""
+    x = pixels.astype(np.float32)
+    x /= 127.5
+    x -= 1.0
+    return torch.from_numpy(x)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+_PREPARE = {"image": _prepare_image, "audio": _prepare_audio, "video": _prepare_video}

@@ -1,0 +1,129 @@
+"""`make_shards`: pack a folder of media files into WebDataset tar shards.
+
+Keys are made safe from WebDataset's traps: a key ends at the first dot of a basename,
+so dots (and path separators) in file names become `_`, and names that collide after that
+get a numeric suffix. Optional labels become `.cls` (integers) or `.json` (anything else).
+A `shards.json` manifest beside the shards maps every key back to its source file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vqtok.pipelines.errors import UsageError
+from vqtok.pipelines.media import EXTENSIONS, Modality
+from vqtok.pipelines.tario import ShardWriter
+
+UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass
+class MakeShardsSummary:
+    """What `make_shards` wrote: shard paths, samples per shard, files it did not pack."""
+
+    shards: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    samples: int = 0
+    ignored: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_shards(
+    src: str | Path,
+    out_dir: str | Path,
+    modality: Modality,
+    *,
+    maxcount: int = 1000,
+    labels: str | Path | None = None,
+    prefix: str = "shard",
+) -> MakeShardsSummary:
+    """Pack the `modality` files under `src` (recursively, sorted) into `out_dir/<prefix>-NNNNNN.tar`.
+
+    Each shard holds at most `maxcount` samples. `labels` is a JSON object or a two-column
+    CSV (file, label) keyed by a file's path relative to `src` or its name without extension.
+    """
+    src, out_dir = Path(src), Path(out_dir)
+    if modality not in EXTENSIONS:
+        raise UsageError(f"modality must be one of {', '.join(EXTENSIONS)}, not {modality!r}")
+    if not src.is_dir():
+        raise UsageError(f"source folder not found: {src}")
+    if maxcount < 1:
+        raise UsageError(f"--maxcount must be at least 1, got {maxcount}")
+    files, ignored = _media_files(src, modality)
+    if not files:
+        raise UsageError(f"no {modality} files ({'/'.join(EXTENSIONS[modality])}) under {src}")
+    label_table = _read_labels(Path(labels)) if labels else {}
+    keys = safe_keys([f.relative_to(src) for f in files])
+    summary = MakeShardsSummary(ignored=[str(f.relative_to(src)) for f in ignored])
+    sources: dict[str, str] = {}
+    for start in range(0, len(files), maxcount):
+        path = out_dir / f"{prefix}-{start // maxcount:06d}.tar"
+        writer = ShardWriter(path)
+        for file, key in zip(files[start : start + maxcount], keys[start : start + maxcount], strict=True):
+            relative = file.relative_to(src)
+            fields = {file.suffix[1:].lower(): file.read_bytes()}
+            fields.update(_label_fields(label_table, relative))
+            writer.write(key, fields)
+            sources[key] = str(relative)
+        summary.shards.append(str(writer.commit()))
+        summary.counts.append(writer.count)
+    summary.samples = sum(summary.counts)
+    manifest = {"modality": modality, **summary.to_dict(), "sources": sources}
+    (out_dir / "shards.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return summary
+
+
+def _media_files(src: Path, modality: Modality) -> tuple[list[Path], list[Path]]:
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    wanted = [p for p in files if p.suffix[1:].lower() in EXTENSIONS[modality]]
+    return wanted, [p for p in files if p not in set(wanted)]
+
+
+def safe_keys(paths: list[Path]) -> list[str]:
+    """One unique WebDataset-safe key per path: `a/b.c/x.y.jpg` -> `a_b_c_x_y`."""
+    keys: list[str] = []
+    taken: set[str] = set()
+    for path in paths:
+        base = UNSAFE.sub("_", str(path.with_suffix("")).replace("\\", "/")).strip("_") or "sample"
+        key, n = base, 1
+        while key in taken:
+            n += 1
+            key = f"{base}_{n}"
+        taken.add(key)
+        keys.append(key)
+    return keys
+
+
+def _read_labels(path: Path) -> dict[str, object]:
+    if not path.is_file():
+        raise UsageError(f"labels file not found: {path}")
+    try:
+        if path.suffix.lower() == ".json":
+            table = json.loads(path.read_text())
+            if not isinstance(table, dict):
+                raise ValueError("expected a JSON object mapping files to labels")
+            return table
+        with path.open(newline="") as handle:
+            return {row[0]: _parse_label(row[1]) for row in csv.reader(handle) if len(row) >= 2}
+    except (ValueError, IndexError) as exc:
+        raise UsageError(f"cannot read labels from {path}: {exc}") from None
+
+
+def _parse_label(text: str) -> object:
+    return int(text) if text.strip().lstrip("-").isdigit() else text
+
+
+def _label_fields(table: dict[str, object], relative: Path) -> dict[str, bytes]:
+    for name in (relative.as_posix(), relative.with_suffix("").as_posix(), relative.stem):
+        if name in table:
+            label = table[name]
+            if isinstance(label, int) and not isinstance(label, bool):
+                return {"cls": str(label).encode()}
+            return {"json": json.dumps(label, sort_keys=True).encode()}
+    return {}
