@@ -1,0 +1,41 @@
+"""vqtok: VQ-VAE tokenizers for audio (1D), images (2D) and video (3D).
+
+>>> model = vqtok.create_model("image-vq-f8")
+>>> codes = model.encode(images)  # (B, 3, H, W) in [-1, 1] -> (B, H/8, W/8) int64
+>>> images_hat = model.decode(codes, size=images.shape[2:])
+>>> vqtok.save(model, "ckpt/f8")  # a directory: model.safetensors + config.json
+>>> model = vqtok.load("ckpt/f8")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import vqtok.quantizers  # noqa: F401  (registers the quantizers)
+from vqtok.checkpoint import CheckpointError, load, save
+from vqtok.models import TokenizerConfig, VQTokenizer
+from vqtok.registry import MODELS
+
+__version__ = "0.1.0"
+
+
+def create_model(name: str, **overrides: Any) -> VQTokenizer:
+    """Build the preset ``name`` (see ``list_models()``) with config fields overridden."""
+    return MODELS.create(name, **overrides)
+
+
+def list_models() -> list[str]:
+    """Names of the registered model presets, sorted."""
+    return MODELS.names()
+
+
+__all__ = [
+    "CheckpointError",
+    "TokenizerConfig",
+    "VQTokenizer",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load",
+    "save",
+]

@@ -1,0 +1,134 @@
+"""Tokenizer checkpoints: a directory with ``model.safetensors`` and ``config.json``.
+
+``config.json`` holds the full TokenizerConfig, a summary a person or a data pipeline can
+read without torch (preset, quantizer, codebook size, strides, sample rate, fps), the vqtok
+version and ``model_id``, the content hash of config and weights. Loading reads tensors with
+safetensors and JSON with json: nothing is ever unpickled. The recorded id is checked against
+the loaded contents, so edited or mixed-up files are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import vqtok
+from vqtok.models.config import TokenizerConfig
+from vqtok.models.identity import content_hash
+from vqtok.models.tokenizer import VQTokenizer
+
+FORMAT = "vqtok-tokenizer"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, unreadable, or does not match what it claims to be."""
+
+
+def save(model: VQTokenizer, path: str | Path) -> Path:
+    """Write ``model`` to the directory ``path`` (created if needed; its two files are replaced).
+
+    Returns the directory. Its ``config.json`` records ``model.model_id``.
+    """
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    config = model.config.to_dict()
+    model_id = content_hash(config, state)
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model_id": model_id})
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vqtok_version": vqtok.__version__,
+        "model_id": model_id,
+        **_summary(model),
+        "config": config,
+    }
+    (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return directory
+
+
+def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer:
+    """Read a checkpoint directory written by ``save`` (or its ``model.safetensors``/``config.json``).
+
+    Returns the model in eval mode on ``map_location``. Raises CheckpointError when a file is
+    missing or unreadable, the architecture does not match the weights, or the contents do
+    not hash to the recorded model id.
+    """
+    directory = _checkpoint_dir(Path(path))
+    record = _read_record(directory / CONFIG_FILE)
+    try:
+        model = VQTokenizer(TokenizerConfig.from_dict(record["config"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{directory}: cannot rebuild the model from {CONFIG_FILE}: {error}"
+        ) from None
+    state = _read_weights(directory / WEIGHTS_FILE)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{directory}: weights do not fit the configured model: {error}"
+        ) from None
+    if model.model_id != record["model_id"]:
+        raise CheckpointError(
+            f"{directory}: contents hash to {model.model_id} but the checkpoint records "
+            f"{record['model_id']}; its files were modified or come from different checkpoints"
+        )
+    return model.to(map_location).eval()
+
+
+def _summary(model: VQTokenizer) -> dict[str, Any]:
+    config = model.config
+    return {
+        "preset": config.preset,
+        "modality": config.modality,
+        "quantizer": config.quantizer,
+        "codebook_size": model.codebook_size,
+        "num_levels": model.num_levels,
+        "strides": list(config.strides),
+        "sample_rate": config.sample_rate,
+        "fps": config.fps,
+    }
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    if path.name in (WEIGHTS_FILE, CONFIG_FILE):
+        path = path.parent
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no checkpoint directory there")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: not a vqtok checkpoint ({name} is missing)")
+    return path
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint config: {error}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a vqtok tokenizer checkpoint config")
+    version = record.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is not supported by vqtok "
+            f"{vqtok.__version__} (reads up to {FORMAT_VERSION}); upgrade vqtok"
+        )
+    if not isinstance(record.get("model_id"), str) or not isinstance(record.get("config"), dict):
+        raise CheckpointError(f"{path}: checkpoint config lacks 'model_id' or 'config'")
+    return record
+
+
+def _read_weights(path: Path) -> dict[str, Any]:
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError, ValueError) as error:
+        raise CheckpointError(f"{path}: corrupt or unreadable weights: {error}") from None
