@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
 from vqtok.cli import bench, compress, data, info, models, train
+from vqtok.cli.common import console
 
 app = typer.Typer(
     name="vqtok",
@@ -25,6 +27,15 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # the last guard: a bug reads as one line, not a traceback
+        if os.environ.get("VQTOK_DEBUG"):
+            raise
+        console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            "This is a bug in vqtok; rerun with VQTOK_DEBUG=1 for the traceback and report it.",
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,15 @@ def test_pictures_are_pngs_with_originals_and_reconstructions(modality, shape, t
     if modality == "image":
         assert (width, height) == (2 + 3 * 18, 2 + 2 * 18)  # a row of originals over reconstructions
     assert width > 16 and height > 16
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_every_piece_reaches_a_batch_even_when_the_epoch_is_shorter_than_a_batch(tmp_path, train):
+    from train_helpers import image_shards
+
+    from vqtok.pipelines.media import MediaConfig
+    from vqtok.pipelines.training.data import CropBatches
+
+    shards = sorted(str(p) for p in image_shards(tmp_path, per_shard=2).glob("*.tar"))
+    batches = list(CropBatches(shards[:1], MediaConfig("image"), [16, 16], batch_size=4, train=train))
+    assert [b.shape[0] for b in batches] == [2]

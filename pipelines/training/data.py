@@ -124,9 +124,11 @@ class CropBatches(IterableDataset):
                 batch = []
         while buffer:
             batch.append(self._take(buffer, generator))
-            if len(batch) == self.batch_size or not buffer:
+            if len(batch) == self.batch_size:
                 yield torch.stack(batch)
                 batch = []
+        if batch:  # the short last batch: no piece is dropped
+            yield torch.stack(batch)
 
     def _take(self, buffer: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """Remove and return a random piece of ``buffer`` (the oldest one when not training)."""

@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from vqtok.pipelines.errors import PipelineError
 from vqtok.pipelines.training.losses import LogMel, mel_distance
 
 PEAK_TO_PEAK = 2.0
@@ -53,7 +54,7 @@ class ValidationMetrics:
         """{"mse", "psnr", ...}; with codes also "codebook_usage", "perplexity",
         "bits_per_token", "nominal_bits_per_token"; for audio "mel_distance"."""
         if not self.values:
-            raise ValueError("no validation batch was seen")
+            raise PipelineError("the validation shards gave no sample to validate on")
         mse = self.squared_error / self.values
         out = {"mse": mse, "psnr": 10 * math.log10(PEAK_TO_PEAK**2 / max(mse, 1e-20))}
         if self.log_mel is not None:
