@@ -1,6 +1,6 @@
 """Which shards to read, and which of them this process reads.
 
-Shard specs are local paths or directories, brace patterns (`data-{000..099}.tar`),
+Shard specs are local paths or directories, brace patterns (`data-{000..099}.tar`), globs,
 `pipe:` commands and http(s) URLs. Work is split first by rank (`RANK`/`WORLD_SIZE`, or
 SLURM's `SLURM_PROCID`/`SLURM_NTASKS`), then by DataLoader worker, so that every shard is
 read exactly once across all processes.
@@ -8,6 +8,7 @@ read exactly once across all processes.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ def expand_shards(specs: str | Sequence[str]) -> list[str]:
 def _local_or_remote(url: str) -> list[str]:
     if url.startswith(REMOTE_PREFIXES):
         return [url]
+    if glob.has_magic(url):  # a quoted `shards/*.tar`, expanded here as a shell would
+        matches = sorted(glob.glob(url))
+        if not matches:
+            raise UsageError(f"no shard matches {url}")
+        return matches
     path = Path(url)
     if path.is_dir():
         return [str(p) for p in sorted(path.glob("*.tar"))]

@@ -87,6 +87,9 @@ def test_expand_brace_pattern_and_pipe(tmp_path):
     urls = expand_shards(str(tmp_path / "data-{000..002}.tar"))
     assert urls == [str(tmp_path / f"data-{i:03d}.tar") for i in range(3)]
     assert expand_shards(str(tmp_path)) == urls
+    assert expand_shards(str(tmp_path / "data-*.tar")) == urls
+    with pytest.raises(UsageError, match="no shard matches"):
+        expand_shards(str(tmp_path / "other-*.tar"))
     piped = list(read_samples(f"pipe:cat {urls[1]}"))
     assert [s.key for s in piped] == ["s1"]
     with pytest.raises(UsageError, match="not found"):
