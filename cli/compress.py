@@ -1,7 +1,94 @@
-"""Placeholder: commands land here when their library code does."""
+"""Compression commands: `compress`, `decompress`, `fit-prior` and `eval rd`.
+
+Thin: flags become configs and calls into `vqtok.pipelines`; library errors become a
+one-line message and exit 2 (bad input, wrong model, unreadable .vqt) or 1 (failure).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from vqtok.cli.data import parse_size, print_summary, run_job
+from vqtok.pipelines.compress import CompressConfig, compress_file, decompress_file
+from vqtok.pipelines.encode import EncodeConfig
+from vqtok.pipelines.prior import fit_prior_shards
+from vqtok.pipelines.rd import RDConfig, evaluate_rd, split_paths
+
+
+def compress(
+    checkpoint: Path = typer.Argument(..., help="Tokenizer checkpoint directory (with a fitted prior)."),
+    source: Path = typer.Argument(..., help="Image, audio or video file, matching the model's modality."),
+    target: Path = typer.Argument(..., help="Output .vqt file."),
+    device: str = typer.Option("cpu", help="Torch device for the encoder."),
+    batch_size: int = typer.Option(16, help="Model inputs per encoder call."),
+    window_seconds: float = typer.Option(2.0, help="Audio window length in seconds."),
+    clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: clip length)."),
+    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
+    levels: int | None = typer.Option(None, help="Residual VQ: keep only the first LEVELS levels (default: all)."),
+) -> None:
+    """Compress one media file to .vqt; prints the rates (log2 K, empirical entropy, bytes written)."""
+    def job():
+        config = CompressConfig(device, batch_size, window_seconds, clip_stride, parse_size(frame_size), levels)
+        return compress_file(checkpoint, source, target, config)
+
+    print_summary(run_job(job))
+
+
+def decompress(
+    source: Path = typer.Argument(..., help="A .vqt file."),
+    target: Path = typer.Argument(..., help="Restored media (.png, .wav/.flac or .mp4 by modality)."),
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint to decode with (default: the one the file records)."),
+    device: str = typer.Option("cpu", help="Torch device for the decoder."),
+) -> None:
+    """Decompress a .vqt file back to media."""
+    run_job(lambda: decompress_file(source, target, checkpoint, device))
+    typer.echo(f"wrote {target}", err=True)
+
+
+def fit_prior(
+    checkpoint: Path = typer.Argument(..., help="Tokenizer checkpoint directory."),
+    shards: str = typer.Argument(..., help="Training media shards: folder, file, brace pattern or URL."),
+    output: Path | None = typer.Option(None, help="Save the checkpoint with its prior here (default: in place)."),
+    batch_size: int = typer.Option(16, help="Model inputs per batch."),
+    workers: int = typer.Option(2, help="DataLoader workers reading and decoding."),
+    device: str = typer.Option("cpu", help="Torch device."),
+    window_seconds: float = typer.Option(2.0, help="Audio window length in seconds."),
+    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
+) -> None:
+    """Measure the code prior on training shards and store it in the checkpoint."""
+    def job():
+        config = EncodeConfig(batch_size=batch_size, workers=workers, device=device,
+                              window_seconds=window_seconds, frame_size=parse_size(frame_size))
+        return fit_prior_shards(checkpoint, shards, output, config)
+
+    print_summary(run_job(job))
+
+
+eval_app = typer.Typer(help="Evaluate tokenizers.", no_args_is_help=True)
+
+
+@eval_app.command("rd")
+def rd(
+    paths: list[Path] = typer.Argument(..., help="Checkpoint directories, then media files or folders of them."),
+    baselines: str = typer.Option("", help="Comma-separated codecs: jpeg,webp,avif | opus,mp3 | h264."),
+    out: Path = typer.Option(Path("rd"), help="Folder for the per-method JSON, rd.csv and rd-*.png."),
+    window_seconds: float = typer.Option(2.0, help="Audio window length in seconds for the models."),
+    device: str = typer.Option("cpu", help="Torch device for the models."),
+) -> None:
+    """Rate-distortion curves of checkpoints (each residual level count) and classical codecs."""
+    def job():
+        checkpoints, inputs = split_paths(paths)
+        codecs = [name.strip() for name in baselines.split(",") if name.strip()]
+        return evaluate_rd(checkpoints, inputs, out, RDConfig(codecs, {}, window_seconds, device))
+
+    curves = run_job(job)
+    print_summary({curve["name"]: curve["results"] for curve in curves})
+
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.command("compress")(compress)
+    app.command("decompress")(decompress)
+    app.command("fit-prior")(fit_prior)
+    app.add_typer(eval_app, name="eval")

@@ -16,6 +16,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "RDConfig": "rd",
+    "evaluate_rd": "rd",
+    "fit_prior_shards": "prior",
+    "CompressConfig": "compress",
+    "decompress_file": "compress",
+    "compress_file": "compress",
     "DecodeConfig": "decode",
     "DecodeSummary": "decode",
     "EncodeConfig": "encode",

@@ -5,6 +5,11 @@ read without torch (preset, quantizer, codebook size, strides, sample rate, fps)
 version and ``model_id``, the content hash of config and weights. Loading reads tensors with
 safetensors and JSON with json: nothing is ever unpickled. The recorded id is checked against
 the loaded contents, so edited or mixed-up files are refused.
+
+A model may carry ``code_prior``, the (Q, K) int64 code frequencies that `vqtok compress`
+entropy-codes with (see ``vqtok.compress.prior``). It is stored as the extra tensor
+``code_prior`` in ``model.safetensors``, outside the state dict, so fitting a prior does not
+change ``model_id``; compressed files name their prior by its own hash.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -24,6 +30,7 @@ from vqtok.models.tokenizer import VQTokenizer
 FORMAT = "vqtok-tokenizer"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
+PRIOR_KEY = "code_prior"
 CONFIG_FILE = "config.json"
 
 
@@ -41,7 +48,10 @@ def save(model: VQTokenizer, path: str | Path) -> Path:
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     config = model.config.to_dict()
     model_id = content_hash(config, state)
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model_id": model_id})
+    tensors = dict(state)
+    if model.code_prior is not None:
+        tensors[PRIOR_KEY] = model.code_prior.detach().cpu().to(torch.int64).contiguous()
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model_id": model_id})
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -70,6 +80,7 @@ def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer:
             f"{directory}: cannot rebuild the model from {CONFIG_FILE}: {error}"
         ) from None
     state = _read_weights(directory / WEIGHTS_FILE)
+    model.code_prior = _check_prior(state.pop(PRIOR_KEY, None), model, directory)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -82,6 +93,13 @@ def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer:
             f"{record['model_id']}; its files were modified or come from different checkpoints"
         )
     return model.to(map_location).eval()
+
+
+def _check_prior(prior: torch.Tensor | None, model: VQTokenizer, directory: Path) -> torch.Tensor | None:
+    want = (model.num_levels, model.codebook_size)
+    if prior is not None and (tuple(prior.shape) != want or prior.dtype != torch.int64 or int(prior.min()) < 1):
+        raise CheckpointError(f"{directory}: its code prior is not {want} int64 frequencies >= 1")
+    return prior
 
 
 def _summary(model: VQTokenizer) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomllib
 
 from vqtok.pipelines.errors import UsageError
 

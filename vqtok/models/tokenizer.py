@@ -35,6 +35,9 @@ class VQTokenizer(nn.Module):
         options = dataclasses.asdict(self.quantizer.config)
         options.pop("dim", None)
         self.config = dataclasses.replace(config, quantizer_options=options)
+        # (Q, K) int64 code frequencies for entropy coding, set by `vqtok fit-prior`. Not a
+        # buffer: saved beside the weights, outside the state dict and model_id.
+        self.code_prior: Tensor | None = None
 
     @property
     def codebook_size(self) -> int:

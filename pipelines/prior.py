@@ -1,0 +1,80 @@
+"""`fit_prior_shards`: measure a checkpoint's code prior on media shards and store it in it.
+
+Reads the shards like `encode_shards` (same cutting of audio windows and video clips),
+counts the codes per level, quantizes the counts (`vqtok.compress.quantize_counts`) and
+saves the checkpoint with the prior, which `vqtok compress` then entropy-codes with.
+Samples that cannot be decoded are skipped, counted and reported, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+import vqtok
+from vqtok.compress import entropy, fit_prior, prior_id, quantize_counts
+from vqtok.pipelines.dataset import MediaBatches, PreparedBatch, identity
+from vqtok.pipelines.encode import EncodeConfig, media_config
+from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
+from vqtok.pipelines.jobs import load_model
+from vqtok.pipelines.sources import expand_shards
+
+
+@dataclass
+class PriorSummary:
+    """What `fit_prior_shards` measured and where it saved the checkpoint."""
+
+    checkpoint: str
+    prior_id: str
+    samples: int = 0
+    codes: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+    entropy_bits_per_code: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_prior_shards(checkpoint: str | Path, shards: str | list[str], output: str | Path | None = None,
+                     config: EncodeConfig | None = None) -> PriorSummary:
+    """Fit the prior of `checkpoint` on media `shards`; save to `output` (default: in place).
+
+    `config` gives the media cutting, batch size, workers and device, as for encoding.
+    Raises UsageError for bad arguments and PipelineError when no sample could be read.
+    """
+    config = config or EncodeConfig()
+    model = load_model(checkpoint, config.device)
+    urls = expand_shards(shards)
+    if not urls:
+        raise UsageError(f"no shards match {shards!r}")
+    dataset = MediaBatches(urls, media_config(model, config), config.batch_size)
+    loader = DataLoader(dataset, batch_size=None, num_workers=min(config.workers, len(urls)),
+                        collate_fn=identity)
+    errors: list[SampleError] = []
+    samples = 0
+
+    def batches():
+        nonlocal samples
+        for event in loader:
+            if isinstance(event, SampleError):
+                errors.append(event)
+            elif isinstance(event, PreparedBatch):
+                samples += len(event.samples)
+                yield from event.pieces.split(config.batch_size)
+
+    counts = fit_prior(model, batches())
+    if samples == 0:
+        raise PipelineError(f"no sample of {len(urls)} shard(s) could be read; nothing to fit the prior on")
+    prior = quantize_counts(counts)
+    model.code_prior = torch.from_numpy(prior)
+    target = vqtok.save(model.cpu(), output if output is not None else checkpoint)
+    return PriorSummary(
+        checkpoint=str(target), prior_id=prior_id(prior), samples=samples, codes=int(counts.sum()),
+        skipped=len(errors), errors=[error.describe() for error in errors],
+        entropy_bits_per_code=[round(entropy(row), 4) for row in counts],
+    )
+

@@ -1,0 +1,62 @@
+"""Compression of codes: static priors, entropy coding (constriction ANS) and the .vqt container.
+
+    counts = fit_prior(model, batches)                  # (Q, K) int64 code counts
+    prior = quantize_counts(counts)                     # (Q, K) int64, rows sum to PRIOR_TOTAL
+    payload = encode_payload(codes, prior)              # bytes; needs `constriction`
+    codes = decode_payload(payload, prior, codes.shape)
+    data = pack(header, payload); container = unpack(data)
+
+`constriction` is imported on first use only, so `import vqtok` works without it.
+"""
+
+from vqtok.compress.container import (
+    FORMAT_VERSION,
+    Container,
+    ContainerError,
+    UnsupportedVersionError,
+    pack,
+    unpack,
+)
+from vqtok.compress.entropy import (
+    CODER,
+    PayloadError,
+    decode_payload,
+    empirical_entropy_bits,
+    encode_payload,
+    entropy,
+    ideal_bits,
+)
+from vqtok.compress.prior import (
+    PRIOR_TOTAL,
+    check_prior,
+    code_counts,
+    fit_prior,
+    model_prior,
+    prior_id,
+    quantize_counts,
+    uniform_prior,
+)
+
+__all__ = [
+    "CODER",
+    "FORMAT_VERSION",
+    "PRIOR_TOTAL",
+    "Container",
+    "ContainerError",
+    "PayloadError",
+    "UnsupportedVersionError",
+    "check_prior",
+    "code_counts",
+    "decode_payload",
+    "empirical_entropy_bits",
+    "encode_payload",
+    "entropy",
+    "fit_prior",
+    "model_prior",
+    "ideal_bits",
+    "pack",
+    "prior_id",
+    "quantize_counts",
+    "uniform_prior",
+    "unpack",
+]

@@ -1,0 +1,124 @@
+"""The `.vqt` container: a JSON header and CRC-checked payload chunks, bytes in and bytes out.
+
+Layout (all integers little-endian; see docs/vqt-format.md):
+
+    magic         8 bytes   b"\\x89VQT\\r\\n\\x1a\\n"
+    version       u16       FORMAT_VERSION
+    header_size   u32       at most MAX_HEADER_BYTES
+    header        JSON object, UTF-8
+    header_crc    u32       CRC32 of the header bytes
+    chunk_count   u32
+    chunk_count x (size u32, data, crc u32 of data)
+
+Nothing follows the last chunk. Reading checks every length against what is left, every
+CRC and the version before trusting a byte, and raises ContainerError with a message that
+says what is wrong; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAGIC = b"\x89VQT\r\n\x1a\n"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 20
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
+class ContainerError(ValueError):
+    """The bytes are not a readable .vqt file (wrong magic, truncated, corrupted)."""
+
+
+class UnsupportedVersionError(ContainerError):
+    """The file was written by a newer format version than this vqtok reads."""
+
+
+@dataclass(frozen=True)
+class Container:
+    """A parsed .vqt file: its `header` (JSON object) and `payload` (the joined chunks)."""
+
+    version: int
+    header: dict
+    payload: bytes
+
+
+def pack(header: dict, payload: bytes, chunk_bytes: int = CHUNK_BYTES) -> bytes:
+    """Serialize `header` (JSON-able dict) and `payload`, split into CRC-checked chunks."""
+    header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    if len(header_bytes) > MAX_HEADER_BYTES:
+        raise ValueError(f"header of {len(header_bytes)} bytes exceeds {MAX_HEADER_BYTES}")
+    chunks = [payload[i : i + chunk_bytes] for i in range(0, len(payload), chunk_bytes)]
+    parts = [MAGIC, _U16.pack(FORMAT_VERSION), _U32.pack(len(header_bytes)), header_bytes,
+             _U32.pack(zlib.crc32(header_bytes)), _U32.pack(len(chunks))]
+    for chunk in chunks:
+        parts += [_U32.pack(len(chunk)), chunk, _U32.pack(zlib.crc32(chunk))]
+    return b"".join(parts)
+
+
+def unpack(data: bytes) -> Container:
+    """Parse and verify a .vqt file. Raises ContainerError (UnsupportedVersionError for newer files)."""
+    reader = _Reader(data)
+    if reader.take(len(MAGIC), "magic") != MAGIC:
+        raise ContainerError("not a .vqt file (bad magic bytes)")
+    version = reader.u16("format version")
+    if version > FORMAT_VERSION or version < 1:
+        raise UnsupportedVersionError(
+            f"format version {version} is not supported (this vqtok reads versions 1 to "
+            f"{FORMAT_VERSION}); upgrade vqtok to read it")
+    header_size = reader.u32("header size")
+    if header_size > MAX_HEADER_BYTES:
+        raise ContainerError(f"header size {header_size} exceeds the limit of {MAX_HEADER_BYTES} bytes")
+    header = _parse_header(reader.checked(header_size, "header"))
+    chunk_count = reader.u32("chunk count")
+    chunks = [reader.checked(reader.u32(f"chunk {i} size"), f"chunk {i}") for i in range(chunk_count)]
+    if reader.left():
+        raise ContainerError(f"{reader.left()} unexpected bytes after the last chunk")
+    return Container(version, header, b"".join(chunks))
+
+
+def _parse_header(raw: bytes) -> dict:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ContainerError(f"header is not valid JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise ContainerError("header is not a JSON object")
+    return header
+
+
+class _Reader:
+    """Bounds-checked sequential reads over `data`."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.offset = 0
+
+    def left(self) -> int:
+        return len(self.data) - self.offset
+
+    def take(self, size: int, what: str) -> bytes:
+        if size > self.left():
+            raise ContainerError(f"file is truncated: {what} needs {size} bytes at offset "
+                                 f"{self.offset}, only {self.left()} remain")
+        chunk = bytes(self.data[self.offset : self.offset + size])
+        self.offset += size
+        return chunk
+
+    def u16(self, what: str) -> int:
+        return _U16.unpack(self.take(2, what))[0]
+
+    def u32(self, what: str) -> int:
+        return _U32.unpack(self.take(4, what))[0]
+
+    def checked(self, size: int, what: str) -> bytes:
+        """`size` bytes followed by their CRC32, verified."""
+        data = self.take(size, what)
+        if zlib.crc32(data) != self.u32(f"{what} checksum"):
+            raise ContainerError(f"{what} is corrupted (CRC32 mismatch)")
+        return data

@@ -1,0 +1,127 @@
+"""Static code priors: measured code counts, quantized to integer frequencies.
+
+A prior is an int64 array `(Q, K)` of frequencies per residual level (Q = 1 for a single
+quantizer) that sum to `PRIOR_TOTAL` on every level, each at least 1 so that every code
+stays codable. It is computed with integer arithmetic only, so encoder and decoder derive
+the same table on any machine, and `prior_id` names it in compressed files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+# A power of two at most 2**24: the coder's fixed-point precision, so frequencies are exact.
+PRIOR_TOTAL = 2**20
+
+
+def code_counts(codes: np.ndarray | torch.Tensor, codebook_size: int, num_levels: int) -> np.ndarray:
+    """How often each code occurs, per level.
+
+    codes: integer `(N, Q, *latent)` when `num_levels > 1`, else `(N, *latent)`.
+    Returns int64 `(Q, K)`.
+    """
+    levels = as_levels(np.asarray(codes), num_levels)
+    if levels.size and (levels.min() < 0 or levels.max() >= codebook_size):
+        raise ValueError(f"codes must lie in [0, {codebook_size}), got [{levels.min()}, {levels.max()}]")
+    return np.stack([np.bincount(level, minlength=codebook_size) for level in levels]).astype(np.int64)
+
+
+def as_levels(codes: np.ndarray, num_levels: int) -> np.ndarray:
+    """codes `(N, Q, *latent)` (or `(N, *latent)` for Q = 1) -> int64 `(Q, M)`, one row per level."""
+    if num_levels == 1:
+        return codes.reshape(1, -1).astype(np.int64)
+    if codes.ndim < 2 or codes.shape[1] != num_levels:
+        raise ValueError(f"codes of shape {codes.shape} lack a level axis of size {num_levels} after the first")
+    return np.moveaxis(codes, 1, 0).reshape(num_levels, -1).astype(np.int64)
+
+
+def from_levels(levels: np.ndarray, shape: tuple[int, ...], num_levels: int) -> np.ndarray:
+    """Inverse of `as_levels`: `(Q, M)` -> codes of `shape`."""
+    if num_levels == 1:
+        return levels.reshape(shape)
+    moved = (shape[1], shape[0], *shape[2:])
+    return np.moveaxis(levels.reshape(moved), 0, 1)
+
+
+@torch.no_grad()
+def fit_prior(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> np.ndarray:
+    """Count the codes `model` gives to `batches` of inputs `(B, C, *spatial)` float in [-1, 1].
+
+    Returns int64 counts `(Q, K)`; turn them into a prior with `quantize_counts`.
+    """
+    counts = np.zeros((model.num_levels, model.codebook_size), dtype=np.int64)
+    device = next(model.parameters()).device
+    for batch in batches:
+        codes = model.encode(batch.to(device)).cpu()
+        counts += code_counts(codes, model.codebook_size, model.num_levels)
+    return counts
+
+
+def quantize_counts(counts: np.ndarray, total: int = PRIOR_TOTAL) -> np.ndarray:
+    """counts: non-negative integers `(Q, K)` -> int64 frequencies `(Q, K)`, each >= 1, rows summing to `total`.
+
+    Every code gets 1, the remaining mass is shared in proportion to the counts (floor),
+    and what flooring left over goes to the largest remainders, ties to the lower code.
+    A level without any counts becomes uniform.
+    """
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+        raise ValueError("counts must be a (Q, K) array of non-negative integers")
+    codebook_size = counts.shape[1]
+    if not codebook_size <= total <= 2**24:
+        raise ValueError(f"total {total} must lie in [K = {codebook_size}, 2**24]")
+    return np.stack([_quantize_level(row.astype(np.int64), total) for row in counts])
+
+
+def _quantize_level(counts: np.ndarray, total: int) -> np.ndarray:
+    if counts.sum() == 0:
+        counts = np.ones_like(counts)
+    spare = total - counts.size
+    # Python ints: counts * spare can overflow int64 for large datasets.
+    scaled = [int(c) * spare for c in counts]
+    mass = int(counts.sum())
+    shares = np.array([s // mass for s in scaled], dtype=np.int64)
+    remainders = np.array([s % mass for s in scaled], dtype=object)
+    leftover = spare - int(shares.sum())
+    order = sorted(range(counts.size), key=lambda k: (-remainders[k], k))
+    shares[order[:leftover]] += 1
+    return shares + 1
+
+
+def uniform_prior(codebook_size: int, num_levels: int, total: int = PRIOR_TOTAL) -> np.ndarray:
+    """The prior of a model without measured counts: every code equally likely."""
+    return quantize_counts(np.zeros((num_levels, codebook_size), dtype=np.int64), total)
+
+
+def check_prior(prior: np.ndarray, codebook_size: int | None = None, num_levels: int | None = None) -> np.ndarray:
+    """Validate a `(Q, K)` prior (for a model with `num_levels` levels of `codebook_size` codes,
+    when given); returns it as int64."""
+    prior = np.asarray(prior)
+    want = (num_levels or prior.shape[0], codebook_size or prior.shape[-1])
+    if prior.ndim != 2 or prior.shape != want:
+        raise ValueError(f"prior has shape {prior.shape}, the model needs {want}")
+    if not np.issubdtype(prior.dtype, np.integer) or (prior < 1).any():
+        raise ValueError("prior frequencies must be integers >= 1")
+    sums = set(prior.sum(axis=1).tolist())
+    if len(sums) != 1 or sums.pop() != PRIOR_TOTAL:
+        raise ValueError(f"every prior level must sum to {PRIOR_TOTAL}")
+    return prior.astype(np.int64)
+
+
+def prior_id(prior: np.ndarray) -> str:
+    """A content hash of the frequencies (16 hex chars), stored in compressed files."""
+    table = np.ascontiguousarray(prior, dtype="<i8")
+    header = f"{table.shape[0]}x{table.shape[1]}:".encode()
+    return hashlib.sha256(header + table.tobytes()).hexdigest()[:16]
+
+
+def model_prior(model: torch.nn.Module) -> np.ndarray:
+    """The prior stored with `model` (its `code_prior` (Q, K) int64), or the uniform prior."""
+    stored = getattr(model, "code_prior", None)
+    if stored is None:
+        return uniform_prior(model.codebook_size, model.num_levels)
+    return check_prior(np.asarray(stored), model.codebook_size, model.num_levels)
