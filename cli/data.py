@@ -26,6 +26,7 @@ from vqtok.pipelines import (
     export_tokens,
     make_shards,
 )
+from vqtok.pipelines.ray_engine import RayConfig, encode_shards_ray
 
 T = TypeVar("T")
 
@@ -39,6 +40,11 @@ class ModalityChoice(StrEnum):
 class OnErrorChoice(StrEnum):
     raise_ = "raise"
     skip = "skip"
+
+
+class EngineChoice(StrEnum):
+    local = "local"
+    ray = "ray"
 
 
 class FormatChoice(StrEnum):
@@ -132,6 +138,12 @@ def encode(
     clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: clip length)."),
     frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress (default: on)."),
+    engine: EngineChoice = typer.Option(EngineChoice.local, help="Run here, or on a Ray cluster (pip install 'vqtok[ray]')."),
+    ray_address: str | None = typer.Option(None, help="Ray: cluster to join, e.g. auto (default: $RAY_ADDRESS or a local Ray)."),
+    concurrency: int | None = typer.Option(None, help="Ray: workers, each loading the model once (default: as many as fit)."),
+    cpus_per_worker: float | None = typer.Option(None, help="Ray: CPUs each worker reserves (default: 1)."),
+    gpus_per_worker: float | None = typer.Option(None, help="Ray: GPUs each worker reserves; use with --device cuda (default: 0)."),
+    max_retries: int | None = typer.Option(None, help="Ray: further attempts at a shard whose worker died (default: 2)."),
 ) -> None:
     """Encode media shards to code shards (one per input, same basename and keys)."""
     def job():
@@ -139,7 +151,14 @@ def encode(
             "batch_size": batch_size, "workers": workers, "device": device, "resume": resume,
             "on_error": on_error, "max_error_rate": max_error_rate, "window_seconds": window_seconds,
             "clip_stride": clip_stride, "frame_size": parse_size(frame_size), "progress": progress})
-        return encode_shards(checkpoint, shards, out_dir, options)
+        ray_flags = {"address": ray_address, "concurrency": concurrency, "cpus_per_worker": cpus_per_worker,
+                     "gpus_per_worker": gpus_per_worker, "max_retries": max_retries}
+        if engine == EngineChoice.local:
+            if any(value is not None for value in ray_flags.values()):
+                raise UsageError("--ray-address, --concurrency, --cpus-per-worker, --gpus-per-worker and "
+                                 "--max-retries only apply with --engine ray")
+            return encode_shards(checkpoint, shards, out_dir, options)
+        return encode_shards_ray(checkpoint, shards, out_dir, options, load_config(RayConfig, None, ray_flags))
 
     print_summary(run_job(job))
 

@@ -16,6 +16,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "encode_shards_ray": "ray_engine",
+    "RayConfig": "ray_engine",
     "RDConfig": "rd",
     "evaluate_rd": "rd",
     "fit_prior_shards": "prior",

@@ -5,11 +5,15 @@ then `<name>.stats.json` (count, skipped, seconds) marks it done. With `resume`,
 are skipped and partial ones redone from scratch; output tars are byte-deterministic, so a
 killed and resumed job gives exactly the output of an uninterrupted one. Skipped samples
 are logged to `<name>.errors.jsonl`.
+
+The per-shard work (`ShardEncoder`) is shared by engines: the local one below feeds it the
+events of a DataLoader, `ray_engine` feeds it one shard per Ray actor call.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from vqtok import VQTokenizer
 from vqtok.pipelines.codes import code_dtype, pack_codes
-from vqtok.pipelines.dataset import MediaBatches, PreparedBatch, PreparedSample, ShardEnd, identity
+from vqtok.pipelines.dataset import Event, MediaBatches, PreparedBatch, PreparedSample, identity
 from vqtok.pipelines.errors import ErrorPolicy, OnError, SampleError, UsageError, write_error_log
 from vqtok.pipelines.jobs import ShardOutputs, load_model, shard_names, write_summary
 from vqtok.pipelines.media import MediaConfig
@@ -63,18 +67,38 @@ class EncodeSummary:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def add_shard(self, stats: dict, error_log: Path) -> None:
+        """Count a finished shard from its `<name>.stats.json` content."""
+        self.shards_encoded += 1
+        self.samples += stats["count"]
+        self.skipped += stats["skipped"]
+        if stats["skipped"]:
+            self.error_logs.append(str(error_log))
+
 
 @dataclass
-class _OpenShard:
-    writer: ShardWriter
-    errors: list[SampleError] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
+class EncodeJob:
+    """The shards an engine has to encode, and everything it needs for them."""
+
+    source: VQTokenizer | str | Path  # the model as given, for workers that load their own copy
+    model: VQTokenizer  # loaded in this process
+    todo: list[str]  # URLs of the shards not done yet
+    names: dict[str, str]  # URL -> output basename
+    outputs: ShardOutputs
+    config: EncodeConfig
+    policy: ErrorPolicy
+    summary: EncodeSummary  # the engine adds each finished shard
+
+
+Engine = Callable[[EncodeJob], None]
 
 
 def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_dir: str | Path, config: EncodeConfig | None = None,
-                  placement: Placement | None = None) -> EncodeSummary:
+                  placement: Placement | None = None, engine: Engine | None = None) -> EncodeSummary:
     """Encode every sample of this rank's `shards` with `model` (a VQTokenizer or checkpoint path).
 
+    `engine` runs the job (default: this process, with DataLoader workers); another engine
+    encodes elsewhere, so this process keeps a CPU copy of the model only for its metadata.
     Raises `UsageError` for bad arguments and `PipelineError` for failures (a sample under
     `on_error="raise"`, or too many skips); partial outputs are removed on any exception.
     """
@@ -87,13 +111,13 @@ def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_
     names = shard_names(urls)
     outputs = ShardOutputs(Path(out_dir))
     todo = outputs.prepare(urls, names, resume=config.resume)
-    model = load_model(model, config.device)
+    loaded = load_model(model, config.device if engine is None else "cpu")
     summary = EncodeSummary(rank=placement.rank, shards_total=len(urls), shards_already_done=len(urls) - len(todo),
-                            model_id=model.model_id, out_dir=str(outputs.root))
-    outputs.save_config("encode_config.json", {**asdict(config), "model_id": model.model_id, "shards": all_urls})
+                            model_id=loaded.model_id, out_dir=str(outputs.root))
+    outputs.save_config("encode_config.json", {**asdict(config), "model_id": loaded.model_id, "shards": all_urls})
     start = time.monotonic()
     if todo:
-        _run(model, todo, names, outputs, config, policy, summary)
+        (engine or _run)(EncodeJob(model, loaded, todo, names, outputs, config, policy, summary))
     summary.seconds = round(time.monotonic() - start, 3)
     summary.samples_per_second = round(summary.samples / max(summary.seconds, 1e-9), 2)
     write_summary(outputs.root, "encode", summary.to_dict())
@@ -122,34 +146,65 @@ def media_config(model: VQTokenizer, config: EncodeConfig) -> MediaConfig:
     )
 
 
-def _run(model, todo: list[str], names: dict[str, str], outputs: ShardOutputs, config: EncodeConfig,
-         policy: ErrorPolicy, summary: EncodeSummary) -> None:
-    dataset = MediaBatches(todo, media_config(model, config), config.batch_size, names)
-    workers = min(config.workers, len(todo))
+def _run(job: EncodeJob) -> None:
+    """The local engine: DataLoader workers read and decode shards while this process encodes."""
+    dataset = MediaBatches(job.todo, media_config(job.model, job.config), job.config.batch_size, job.names)
+    workers = min(job.config.workers, len(job.todo))
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=identity,
                         prefetch_factor=4 if workers else None)
-    dtype = code_dtype(model.codebook_size)
-    header = _model_header(model)
-    open_shards: dict[str, _OpenShard] = {}
-    try:
-        with ShardProgress(len(todo), enabled=config.progress) as progress:
-            for event in loader:
-                if event.shard not in open_shards:
-                    open_shards[event.shard] = _OpenShard(ShardWriter(outputs.tar(event.shard)))
-                shard = open_shards[event.shard]
-                if isinstance(event, SampleError):
-                    policy.handle(event, shard.errors)
-                    progress.advance(errors=1)
-                elif isinstance(event, PreparedBatch):
-                    written = _encode_batch(model, event, shard, policy, config, dtype, header)
-                    progress.advance(samples=written, errors=len(event.samples) - written)
-                elif isinstance(event, ShardEnd):
-                    del open_shards[event.shard]
-                    _finish(shard, event.shard, outputs, summary)
-                    progress.advance(shards=1)
-    finally:
-        for shard in open_shards.values():
+    with ShardProgress(len(job.todo), enabled=job.config.progress) as progress, \
+            ShardEncoder(job.model, job.outputs, job.config, job.policy) as encoder:
+        for event in loader:
+            written, skipped, stats = encoder.handle(event)
+            progress.advance(samples=written, errors=skipped, shards=int(stats is not None))
+            if stats is not None:
+                job.summary.add_shard(stats, job.outputs.errors(stats["shard"]))
+
+
+@dataclass
+class _OpenShard:
+    writer: ShardWriter
+    errors: list[SampleError] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+class ShardEncoder:
+    """Turns the events of media shards into code shards, the same way in every engine.
+
+    Events of several shards may interleave; each shard's output is committed and marked
+    done at its `ShardEnd`. Leaving the `with` block early drops unfinished outputs.
+    """
+
+    def __init__(self, model: VQTokenizer, outputs: ShardOutputs, config: EncodeConfig, policy: ErrorPolicy) -> None:
+        self.model = model
+        self.outputs = outputs
+        self.config = config
+        self.policy = policy
+        self.dtype = code_dtype(model.codebook_size)
+        self.header = _model_header(model)
+        self.open_shards: dict[str, _OpenShard] = {}
+
+    def __enter__(self) -> ShardEncoder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for shard in self.open_shards.values():
             shard.writer.abort()
+        self.open_shards.clear()
+
+    def handle(self, event: Event) -> tuple[int, int, dict | None]:
+        """Returns (samples written, samples skipped, the stats of the shard it finished or None)."""
+        if event.shard not in self.open_shards:
+            self.open_shards[event.shard] = _OpenShard(ShardWriter(self.outputs.tar(event.shard)))
+        shard = self.open_shards[event.shard]
+        if isinstance(event, SampleError):
+            self.policy.handle(event, shard.errors)
+            return 0, 1, None
+        if isinstance(event, PreparedBatch):
+            written = _encode_batch(self.model, event, shard, self.policy, self.config, self.dtype, self.header)
+            return written, len(event.samples) - written, None
+        del self.open_shards[event.shard]
+        return 0, 0, _finish(shard, event.shard, self.outputs)
 
 
 def _model_header(model) -> dict:
@@ -196,15 +251,11 @@ def _fields(sample: PreparedSample, codes: np.ndarray, header: dict) -> dict[str
     return fields
 
 
-def _finish(shard: _OpenShard, name: str, outputs: ShardOutputs, summary: EncodeSummary) -> None:
+def _finish(shard: _OpenShard, name: str, outputs: ShardOutputs) -> dict:
     """Commit the tar, then the error log, then the stats file that marks the shard done."""
     shard.writer.commit()
     write_error_log(outputs.errors(name), shard.errors)
     stats = {"shard": name, "count": shard.writer.count, "skipped": len(shard.errors),
              "seconds": round(time.monotonic() - shard.started, 3)}
     outputs.mark_done(name, stats)
-    summary.shards_encoded += 1
-    summary.samples += shard.writer.count
-    summary.skipped += len(shard.errors)
-    if shard.errors:
-        summary.error_logs.append(str(outputs.errors(name)))
+    return stats
