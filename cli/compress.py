@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from vqtok.cli.data import parse_size, print_summary, run_job
+from vqtok.cli.common import parse_size, print_summary, run_job
 from vqtok.pipelines.compress import CompressConfig, compress_file, decompress_file
 from vqtok.pipelines.encode import EncodeConfig
 from vqtok.pipelines.prior import fit_prior_shards

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Callable
 from dataclasses import fields, replace
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -16,10 +15,10 @@ from typing import Any, TypeVar
 
 import typer
 
+from vqtok.cli.common import echo_warnings, parse_size, print_summary, run_job
 from vqtok.pipelines import (
     DecodeConfig,
     EncodeConfig,
-    PipelineError,
     UsageError,
     decode_shards,
     encode_shards,
@@ -57,28 +56,6 @@ class OrderChoice(StrEnum):
     level_major = "level-major"
 
 
-def run_job(job: Callable[[], T]) -> T:
-    """Run a library call, turning its errors into messages and exit codes (never a traceback)."""
-    try:
-        return job()
-    except UsageError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except PipelineError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted; partial outputs removed", err=True)
-        raise typer.Exit(130) from None
-    except OSError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
-def print_summary(summary: Any) -> None:
-    typer.echo(json.dumps(summary.to_dict() if hasattr(summary, "to_dict") else summary, indent=2))
-
-
 def load_config(cls: type[T], path: Path | None, flags: dict[str, Any]) -> T:
     """`cls` from a JSON/TOML file, then the flags that were given (not None) on top."""
     base: dict[str, Any] = {}
@@ -95,16 +72,6 @@ def load_config(cls: type[T], path: Path | None, flags: dict[str, Any]) -> T:
     given = {name: value.value if isinstance(value, Enum) else value
              for name, value in flags.items() if value is not None}
     return replace(cls(**base), **given)
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"--frame-size must look like HxW (e.g. 64x64), not {text!r}") from None
-    return height, width
 
 
 shards_app = typer.Typer(help="Make WebDataset shards from media folders.", no_args_is_help=True)
@@ -138,6 +105,7 @@ def encode(
     clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: clip length)."),
     frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress (default: on)."),
+    compress: bool | None = typer.Option(None, "--compress", help="Entropy-code the codes with the checkpoint's prior (.vqc, not .npy)."),
     engine: EngineChoice = typer.Option(EngineChoice.local, help="Run here, or on a Ray cluster (pip install 'vqtok[ray]')."),
     ray_address: str | None = typer.Option(None, help="Ray: cluster to join, e.g. auto (default: $RAY_ADDRESS or a local Ray)."),
     concurrency: int | None = typer.Option(None, help="Ray: workers, each loading the model once (default: as many as fit)."),
@@ -150,7 +118,8 @@ def encode(
         options = load_config(EncodeConfig, config, {
             "batch_size": batch_size, "workers": workers, "device": device, "resume": resume,
             "on_error": on_error, "max_error_rate": max_error_rate, "window_seconds": window_seconds,
-            "clip_stride": clip_stride, "frame_size": parse_size(frame_size), "progress": progress})
+            "clip_stride": clip_stride, "frame_size": parse_size(frame_size), "progress": progress,
+            "compress": compress})
         ray_flags = {"address": ray_address, "concurrency": concurrency, "cpus_per_worker": cpus_per_worker,
                      "gpus_per_worker": gpus_per_worker, "max_retries": max_retries}
         if engine == EngineChoice.local:
@@ -160,7 +129,8 @@ def encode(
             return encode_shards(checkpoint, shards, out_dir, options)
         return encode_shards_ray(checkpoint, shards, out_dir, options, load_config(RayConfig, None, ray_flags))
 
-    print_summary(run_job(job))
+    with echo_warnings():
+        print_summary(run_job(job))
 
 
 def decode(
@@ -189,10 +159,11 @@ def export_tokens_command(
     eos: bool = typer.Option(False, "--eos", help="End each sample with an EOS token."),
     order: OrderChoice = typer.Option(OrderChoice.interleaved, help="Residual levels per position, or level after level."),
     on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="Stop on a bad sample, or skip and log it."),
+    checkpoint: Path | None = typer.Option(None, help="The checkpoint the codes were encoded with; needed for compressed shards only."),
 ) -> None:
     """Export codes as a flat token file for language-model training."""
-    manifest = run_job(lambda: export_tokens(code_shards, out_prefix, bos=bos, eos=eos,
-                                             order=order.value, on_error=on_error.value))
+    manifest = run_job(lambda: export_tokens(code_shards, out_prefix, bos=bos, eos=eos, order=order.value,
+                                             on_error=on_error.value, checkpoint=checkpoint))
     summary = {k: v for k, v in vars(manifest).items() if k != "keys"}
     print_summary(summary)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from vqtok.cli.data import print_summary, run_job
+from vqtok.cli.common import print_summary, run_job
 from vqtok.pipelines.training import TrainConfig, TrainingInterrupted, train
 
 

@@ -3,7 +3,8 @@
 Writes PNG (images), WAV or FLAC (audio) and MP4 (video), either as shards with the same
 basenames and keys (`output_format="shards"`) or as loose files `OUT_DIR/<key>.<ext>`
 (`output_format="files"`), never outside OUT_DIR. Done markers, resume and the error
-policy work as in `encode_shards`.
+policy work as in `encode_shards`. Compressed code shards (`encode --compress`) are decoded
+with the model's prior; shards coded with another prior are refused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 
 from vqtok import VQTokenizer
-from vqtok.pipelines.codes import unpack_codes
+from vqtok.compress import model_prior
+from vqtok.pipelines.codes import code_meta, unpack_codes
 from vqtok.pipelines.errors import ErrorPolicy, OnError, SampleError, UsageError, write_error_log
 from vqtok.pipelines.jobs import ShardOutputs, load_model, shard_names, write_summary
 from vqtok.pipelines.media import restore
@@ -78,9 +80,10 @@ def decode_shards(model: VQTokenizer | str | Path, code_shards: str | list[str],
     summary = DecodeSummary(rank=placement.rank, shards_total=len(urls),
                             shards_already_done=len(urls) - len(todo), out_dir=str(outputs.root))
     start = time.monotonic()
+    decoder = _SampleDecoder(model, model_prior(model), config)
     with ShardProgress(len(todo), label="decode", enabled=config.progress) as progress:
         for url in todo:
-            _decode_shard(model, url, names[url], outputs, config, policy, summary)
+            _decode_shard(decoder, url, names[url], outputs, policy, summary)
             progress.advance(samples=summary.samples - progress.samples,
                              errors=summary.skipped - progress.errors, shards=1)
     summary.seconds = round(time.monotonic() - start, 3)
@@ -118,7 +121,7 @@ class _FileSink:
         """Leave complete files; a resumed job rewrites this shard's files."""
 
 
-def _decode_shard(model, url: str, name: str, outputs: ShardOutputs, config: DecodeConfig,
+def _decode_shard(decoder: _SampleDecoder, url: str, name: str, outputs: ShardOutputs,
                   policy: ErrorPolicy, summary: DecodeSummary) -> None:
     started = time.monotonic()
     sink = ShardWriter(outputs.tar(name)) if outputs.with_tar else _FileSink(outputs.root)
@@ -128,7 +131,7 @@ def _decode_shard(model, url: str, name: str, outputs: ShardOutputs, config: Dec
             if isinstance(item, SampleError):
                 policy.handle(item, errors)
                 continue
-            error = _write_sample(model, item, sink, config)
+            error = _write_sample(decoder, item, sink)
             if error is not None:
                 policy.handle(error, errors)
         sink.commit()
@@ -145,10 +148,10 @@ def _decode_shard(model, url: str, name: str, outputs: ShardOutputs, config: Dec
         summary.error_logs.append(str(outputs.errors(name)))
 
 
-def _write_sample(model, sample: Sample, sink, config: DecodeConfig) -> SampleError | None:
+def _write_sample(decoder: _SampleDecoder, sample: Sample, sink) -> SampleError | None:
     """Decode and write one sample; a failure is returned as a SampleError of its stage."""
     try:
-        fields = _decode_sample(model, sample, config)
+        fields = decoder(sample)
     except UsageError:
         raise
     except Exception as exc:  # one bad sample must not sink the shard
@@ -161,18 +164,28 @@ def _write_sample(model, sample: Sample, sink, config: DecodeConfig) -> SampleEr
     return None
 
 
-@torch.inference_mode()
-def _decode_sample(model, sample: Sample, config: DecodeConfig) -> dict[str, bytes]:
-    codes, meta = unpack_codes(sample.fields)
-    if meta.get("model_id") != model.model_id:
-        raise UsageError(f"{sample.shard}: codes of {sample.key!r} come from model {meta.get('model_id')}, "
-                         f"not from this checkpoint ({model.model_id})")
-    media = meta["media"]
-    pieces = torch.from_numpy(codes.astype(np.int64))
-    size = tuple(media["input_size"])
-    decoded = [model.decode(chunk.to(config.device), size=size).cpu() for chunk in pieces.split(config.batch_size)]
-    ext, data = restore(torch.cat(decoded), media, meta["modality"], config.audio_format)
-    fields = {ext: data}
-    if "cls" in sample.fields:
-        fields["cls"] = sample.fields["cls"]
-    return fields
+@dataclass
+class _SampleDecoder:
+    """Code sample -> media fields, with the model and its prior (for compressed samples)."""
+
+    model: VQTokenizer
+    prior: np.ndarray  # (Q, K) int64
+    config: DecodeConfig
+
+    @torch.inference_mode()
+    def __call__(self, sample: Sample) -> dict[str, bytes]:
+        meta = code_meta(sample.fields)
+        if meta.get("model_id") != self.model.model_id:
+            raise UsageError(f"{sample.shard}: codes of {sample.key!r} come from model {meta.get('model_id')}, "
+                             f"not from this checkpoint ({self.model.model_id})")
+        codes, _ = unpack_codes(sample.fields, self.prior)
+        media = meta["media"]
+        pieces = torch.from_numpy(codes.astype(np.int64))
+        size = tuple(media["input_size"])
+        decoded = [self.model.decode(chunk.to(self.config.device), size=size).cpu()
+                   for chunk in pieces.split(self.config.batch_size)]
+        ext, data = restore(torch.cat(decoded), media, meta["modality"], self.config.audio_format)
+        fields = {ext: data}
+        if "cls" in sample.fields:
+            fields["cls"] = sample.fields["cls"]
+        return fields

@@ -4,7 +4,8 @@ Each output shard is written to `<name>.tar.partial`, renamed to `<name>.tar` wh
 then `<name>.stats.json` (count, skipped, seconds) marks it done. With `resume`, done shards
 are skipped and partial ones redone from scratch; output tars are byte-deterministic, so a
 killed and resumed job gives exactly the output of an uninterrupted one. Skipped samples
-are logged to `<name>.errors.jsonl`.
+are logged to `<name>.errors.jsonl`. With `compress`, samples hold the codes entropy-coded
+with the model's prior (`.vqc`, see `codes`) instead of `.npy`.
 
 The per-shard work (`ShardEncoder`) is shared by engines: the local one below feeds it the
 events of a DataLoader, `ray_engine` feeds it one shard per Ray actor call.
@@ -13,6 +14,7 @@ events of a DataLoader, `ray_engine` feeds it one shard per Ray actor call.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vqtok import VQTokenizer
+from vqtok.compress import model_prior
 from vqtok.pipelines.codes import code_dtype, pack_codes
 from vqtok.pipelines.dataset import Event, MediaBatches, PreparedBatch, PreparedSample, identity
 from vqtok.pipelines.errors import ErrorPolicy, OnError, SampleError, UsageError, write_error_log
@@ -46,6 +49,11 @@ class EncodeConfig:
     clip_stride: int | None = None
     frame_size: tuple[int, int] | None = None
     progress: bool = True
+    compress: bool = False  # entropy-code the codes with the model's prior
+
+
+UNIFORM_PRIOR_WARNING = ("the checkpoint has no fitted prior, so --compress codes with the uniform prior "
+                         "(log2 K bits per code); run `vqtok fit-prior` on it first for smaller files")
 
 
 @dataclass
@@ -112,6 +120,8 @@ def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_
     outputs = ShardOutputs(Path(out_dir))
     todo = outputs.prepare(urls, names, resume=config.resume)
     loaded = load_model(model, config.device if engine is None else "cpu")
+    if config.compress and getattr(loaded, "code_prior", None) is None:
+        warnings.warn(UNIFORM_PRIOR_WARNING, stacklevel=2)
     summary = EncodeSummary(rank=placement.rank, shards_total=len(urls), shards_already_done=len(urls) - len(todo),
                             model_id=loaded.model_id, out_dir=str(outputs.root))
     outputs.save_config("encode_config.json", {**asdict(config), "model_id": loaded.model_id, "shards": all_urls})
@@ -182,6 +192,7 @@ class ShardEncoder:
         self.policy = policy
         self.dtype = code_dtype(model.codebook_size)
         self.header = _model_header(model)
+        self.prior = model_prior(model) if config.compress else None
         self.open_shards: dict[str, _OpenShard] = {}
 
     def __enter__(self) -> ShardEncoder:
@@ -201,32 +212,29 @@ class ShardEncoder:
             self.policy.handle(event, shard.errors)
             return 0, 1, None
         if isinstance(event, PreparedBatch):
-            written = _encode_batch(self.model, event, shard, self.policy, self.config, self.dtype, self.header)
+            written = self._encode_batch(event, shard)
             return written, len(event.samples) - written, None
         del self.open_shards[event.shard]
         return 0, 0, _finish(shard, event.shard, self.outputs)
+
+    def _encode_batch(self, batch: PreparedBatch, shard: _OpenShard) -> int:
+        """Encode and write one batch; on a model failure retry sample by sample. Returns samples written."""
+        try:
+            per_sample = _encode_pieces(self.model, batch.pieces, [s.pieces for s in batch.samples], self.config)
+        except Exception as exc:  # a model failure on one sample must not sink its batch
+            if len(batch.samples) == 1:
+                self.policy.handle(SampleError(batch.shard, batch.samples[0].key, "model", str(exc)), shard.errors)
+                return 0
+            return sum(self._encode_batch(single, shard) for single in _singles(batch))
+        for sample, codes in zip(batch.samples, per_sample, strict=True):
+            shard.writer.write(sample.key, _fields(sample, codes.astype(self.dtype), self.header, self.prior))
+        return len(batch.samples)
 
 
 def _model_header(model) -> dict:
     return {"model_id": model.model_id, "preset": model.config.preset, "modality": model.config.modality,
             "codebook_size": model.codebook_size, "num_levels": model.num_levels,
             "layout": "pieces,levels,latent" if model.num_levels > 1 else "pieces,latent"}
-
-
-def _encode_batch(model, batch: PreparedBatch, shard: _OpenShard, policy: ErrorPolicy,
-                  config: EncodeConfig, dtype: np.dtype, header: dict) -> int:
-    """Encode and write one batch; on a model failure retry sample by sample. Returns samples written."""
-    try:
-        per_sample = _encode_pieces(model, batch.pieces, [s.pieces for s in batch.samples], config)
-    except Exception as exc:  # a model failure on one sample must not sink its batch
-        if len(batch.samples) == 1:
-            policy.handle(SampleError(batch.shard, batch.samples[0].key, "model", str(exc)), shard.errors)
-            return 0
-        return sum(_encode_batch(model, single, shard, policy, config, dtype, header)
-                   for single in _singles(batch))
-    for sample, codes in zip(batch.samples, per_sample, strict=True):
-        shard.writer.write(sample.key, _fields(sample, codes.astype(dtype), header))
-    return len(batch.samples)
 
 
 def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
@@ -241,11 +249,11 @@ def _encode_pieces(model, pieces: torch.Tensor, counts: list[int], config: Encod
     return [codes.numpy() for codes in torch.cat(chunks).split(counts)]
 
 
-def _fields(sample: PreparedSample, codes: np.ndarray, header: dict) -> dict[str, bytes]:
+def _fields(sample: PreparedSample, codes: np.ndarray, header: dict, prior: np.ndarray | None) -> dict[str, bytes]:
     meta = {**header, "key": sample.key, "media": sample.meta}
     if sample.labels is not None:
         meta["labels"] = sample.labels
-    fields = pack_codes(codes, meta)
+    fields = pack_codes(codes, meta, prior)
     if sample.cls is not None:
         fields["cls"] = sample.cls
     return fields

@@ -6,7 +6,8 @@ else uint32); `<prefix>.idx` holds `num_samples + 1` little-endian int64 offsets
 special token ids, flattening order, model id, keys). Codes are flattened piece by piece
 (windows, clips) in raster order, time-major for video; residual levels are either
 interleaved per position (`order="interleaved"`) or laid out level after level
-(`order="level-major"`).
+(`order="level-major"`). Compressed code shards (`encode --compress`) need the checkpoint
+they were encoded with, for its prior.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vqtok.pipelines.codes import unpack_codes
+from vqtok import VQTokenizer
+from vqtok.compress import model_prior
+from vqtok.pipelines.codes import is_compressed, unpack_codes
 from vqtok.pipelines.errors import (
     ErrorPolicy,
     OnError,
@@ -30,8 +33,9 @@ from vqtok.pipelines.errors import (
     UsageError,
     write_error_log,
 )
+from vqtok.pipelines.jobs import load_model
 from vqtok.pipelines.sources import expand_shards, shard_name
-from vqtok.pipelines.tario import read_samples
+from vqtok.pipelines.tario import Sample, read_samples
 
 Order = Literal["interleaved", "level-major"]
 
@@ -66,38 +70,30 @@ def flatten_codes(codes: np.ndarray, num_levels: int, order: Order = "interleave
 
 
 def export_tokens(code_shards: str | Sequence[str], out_prefix: str | Path, *, bos: bool = False,
-                  eos: bool = False, order: Order = "interleaved", on_error: OnError = "raise") -> TokenManifest:
+                  eos: bool = False, order: Order = "interleaved", on_error: OnError = "raise",
+                  checkpoint: VQTokenizer | str | Path | None = None) -> TokenManifest:
     """Write `<out_prefix>.bin/.idx/.json` from code shards, samples in shard then key order.
 
     With `bos`/`eos`, ids `codebook_size` and `codebook_size + 1` (or `codebook_size` alone)
-    frame each sample. All shards must come from one model.
+    frame each sample. All shards must come from one model. `checkpoint` (a VQTokenizer or
+    path) gives the prior of compressed shards; it is needed only when there are some.
     """
     if order not in ("interleaved", "level-major"):
         raise UsageError(f"--order must be 'interleaved' or 'level-major', not {order!r}")
-    policy = ErrorPolicy(on_error)
+    prior = None if checkpoint is None else model_prior(load_model(checkpoint, "cpu"))
     prefix = Path(out_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    manifest: TokenManifest | None = None
-    offsets = [0]
     bin_partial = prefix.with_name(prefix.name + ".bin.partial")
-    errors: list[SampleError] = []
-    with bin_partial.open("wb") as out:
-        for url in expand_shards(code_shards):
-            for item in read_samples(url, shard_name(url)):
-                if isinstance(item, SampleError):
-                    policy.handle(item, errors)
-                    continue
-                try:
-                    codes, meta = unpack_codes(item.fields)
-                except (KeyError, ValueError) as exc:
-                    policy.handle(SampleError(item.shard, item.key, "keys", str(exc)), errors)
-                    continue
-                manifest = manifest or _manifest(meta, bos, eos, order)
-                _check_same_model(manifest, meta, item.key)
-                tokens = _framed(flatten_codes(codes, manifest.num_levels, order), manifest)
-                out.write(tokens.astype(manifest.dtype).tobytes())
-                offsets.append(offsets[-1] + tokens.size)
-                manifest.keys.append(meta.get("key", item.key))
+    try:
+        with bin_partial.open("wb") as out:
+            writer = _TokenWriter(out, ErrorPolicy(on_error), prior, bos, eos, order)
+            for url in expand_shards(code_shards):
+                for item in read_samples(url, shard_name(url)):
+                    writer.add(item)
+    except BaseException:
+        bin_partial.unlink(missing_ok=True)
+        raise
+    manifest, offsets, errors = writer.manifest, writer.offsets, writer.errors
     if manifest is None:
         bin_partial.unlink()
         raise PipelineError("no code samples found to export")
@@ -108,6 +104,39 @@ def export_tokens(code_shards: str | Sequence[str], out_prefix: str | Path, *, b
     prefix.with_name(prefix.name + ".json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 
+
+@dataclass
+class _TokenWriter:
+    """Appends code samples to the open token file, keeping their offsets, errors and the manifest."""
+
+    out: BinaryIO
+    policy: ErrorPolicy
+    prior: np.ndarray | None  # (Q, K) int64, for compressed samples
+    bos: bool
+    eos: bool
+    order: Order
+    offsets: list[int] = field(default_factory=lambda: [0])
+    errors: list[SampleError] = field(default_factory=list)
+    manifest: TokenManifest | None = None  # from the first sample
+
+    def add(self, item: Sample | SampleError) -> None:
+        if isinstance(item, SampleError):
+            self.policy.handle(item, self.errors)
+            return
+        if self.prior is None and is_compressed(item.fields):
+            raise UsageError(f"{item.shard}: sample {item.key!r} holds compressed codes (encode --compress); "
+                             "pass --checkpoint with the checkpoint they were encoded with")
+        try:
+            codes, meta = unpack_codes(item.fields, self.prior)
+        except (KeyError, ValueError) as exc:
+            self.policy.handle(SampleError(item.shard, item.key, "keys", str(exc)), self.errors)
+            return
+        self.manifest = self.manifest or _manifest(meta, self.bos, self.eos, self.order)
+        _check_same_model(self.manifest, meta, item.key)
+        tokens = _framed(flatten_codes(codes, self.manifest.num_levels, self.order), self.manifest)
+        self.out.write(tokens.astype(self.manifest.dtype).tobytes())
+        self.offsets.append(self.offsets[-1] + tokens.size)
+        self.manifest.keys.append(meta.get("key", item.key))
 
 def _manifest(meta: dict, bos: bool, eos: bool, order: str) -> TokenManifest:
     size = int(meta["codebook_size"])
