@@ -35,6 +35,17 @@ def _configs() -> list[triton.Config]:
     ]
 
 
+@triton.jit
+def _load_shifted_rows(x_ptr, center_ptr, rows, row_ok, d0, D, stride_xn, stride_xd, BLOCK_D: tl.constexpr):
+    """x[rows, d0:d0+BLOCK_D] - center as fp32, zero outside the matrix."""
+    dims = d0 + tl.arange(0, BLOCK_D)
+    dim_ok = dims < D
+    xs = tl.load(x_ptr + rows[:, None] * stride_xn + dims[None, :] * stride_xd,
+                 mask=row_ok[:, None] & dim_ok[None, :], other=0.0).to(tl.float32)
+    center = tl.load(center_ptr + dims, mask=dim_ok, other=0.0)
+    return tl.where(dim_ok[None, :], xs - center[None, :], 0.0)
+
+
 @triton.autotune(configs=_configs(), key=["K", "D", "BLOCK_D", "IEEE"])
 @triton.jit
 def _nearest_code_kernel(
@@ -50,12 +61,7 @@ def _nearest_code_kernel(
 
     x_norm = tl.zeros([BLOCK_N], dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
-        dims = d0 + tl.arange(0, BLOCK_D)
-        dim_ok = dims < D
-        xs = tl.load(x_ptr + rows[:, None] * stride_xn + dims[None, :] * stride_xd,
-                     mask=row_ok[:, None] & dim_ok[None, :], other=0.0).to(tl.float32)
-        center = tl.load(center_ptr + dims, mask=dim_ok, other=0.0)
-        xs = tl.where(dim_ok[None, :], xs - center[None, :], 0.0)
+        xs = _load_shifted_rows(x_ptr, center_ptr, rows, row_ok, d0, D, stride_xn, stride_xd, BLOCK_D)
         x_norm += tl.sum(xs * xs, axis=1)
 
     best = tl.full([BLOCK_N], float("inf"), dtype=tl.float32)
@@ -65,12 +71,9 @@ def _nearest_code_kernel(
         code_ok = codes < K
         dot = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         for d0 in range(0, D, BLOCK_D):
+            xs = _load_shifted_rows(x_ptr, center_ptr, rows, row_ok, d0, D, stride_xn, stride_xd, BLOCK_D)
             dims = d0 + tl.arange(0, BLOCK_D)
             dim_ok = dims < D
-            xs = tl.load(x_ptr + rows[:, None] * stride_xn + dims[None, :] * stride_xd,
-                         mask=row_ok[:, None] & dim_ok[None, :], other=0.0).to(tl.float32)
-            center = tl.load(center_ptr + dims, mask=dim_ok, other=0.0)
-            xs = tl.where(dim_ok[None, :], xs - center[None, :], 0.0)
             cs = tl.load(codebook_ptr + codes[None, :] * stride_ck + dims[:, None] * stride_cd,
                          mask=code_ok[None, :] & dim_ok[:, None], other=0.0)
             if IEEE:
