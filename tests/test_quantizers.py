@@ -167,6 +167,19 @@ def test_kmeans_init_beats_random_init_on_clustered_data():
     assert kmeans_distortion < 0.5 * mean_distortion(x, make("vq", codebook_size=16).codebook)
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_kmeans_init_on_a_batch_smaller_than_the_codebook_leaves_no_duplicate_codes(metric):
+    # image-vq-f8 meets its first batch with 512 tokens for 1024 codes; duplicated codes lose
+    # every tie to their twin and stay dead until the first restart.
+    torch.manual_seed(2)
+    q = make("vq", codebook_size=64, metric=metric, dead_code_threshold=0.0, usage_window=4096)
+    q(torch.randn(1, 8, 16))
+    assert torch.unique(q.codebook, dim=0).shape[0] == 64
+    for _ in range(8):
+        out = q(torch.randn(1, 8, 64))
+    assert out.stats["used_fraction"] > 0.75  # far above the 16 / 64 a duplicated book allows
+
+
 def test_residual_levels_each_lower_the_distortion():
     torch.manual_seed(2)
     q = make("rvq", codebook_size=16, num_levels=4, dead_code_threshold=0.0)

@@ -68,10 +68,35 @@ def lloyd(x: Tensor, centroids: Tensor, iters: int, *, metric: str = "l2") -> tu
     return centroids, counts
 
 
+# Spread of the jittered copies that fill a batch smaller than K, relative to the data's spread.
+JITTER = 0.05
+
+
+def at_least_k_rows(x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """x (N, D) float, or with N < K, x and K - N jittered copies of its rows: (max(N, K), D).
+
+    k-means on fewer rows than centroids would seed exact duplicates; of tied codes the
+    nearest-code search always picks the first, so the copies would stay dead. Jittered
+    copies are distinct codes next to real data, which the first EMA steps pull apart.
+    """
+    n = x.shape[0]
+    if n >= k:
+        return x
+    copies = x[torch.randint(n, (k - n,), generator=generator, device=x.device)].float()
+    spread = x.float().std(dim=0, keepdim=True) if n > 1 else x.float().abs() + 1.0
+    noise = torch.randn(copies.shape, generator=generator, device=x.device)
+    return torch.cat([x.float(), copies + JITTER * spread * noise])
+
+
 def kmeans(
     x: Tensor, k: int, iters: int, *, metric: str = "l2", generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """k-means++ seeding then ``iters`` Lloyd steps: x (N, D) -> centroids (K, D), sizes (K,) fp32."""
+    """k-means++ seeding then ``iters`` Lloyd steps: x (N, D) -> centroids (K, D), sizes (K,) fp32.
+
+    With N < K the batch is first filled up to K rows (:func:`at_least_k_rows`), so that the
+    K centroids are distinct.
+    """
+    x = at_least_k_rows(x, k, generator)
     return lloyd(
         x, kmeans_plus_plus(x, k, metric=metric, generator=generator), iters, metric=metric
     )
