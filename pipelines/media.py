@@ -6,6 +6,11 @@ video), plus `meta`, a JSON-able dict with what `restore` needs to give back the
 its original size and length. Images go through Pillow, audio through soundfile (mixed to
 mono, resampled with torchaudio, cut into fixed windows), video through PyAV (clips of T
 frames at a stride, optionally resized).
+
+Inputs are untrusted: an image or video frame that declares more than `max_image_pixels`
+is refused before its pixels are decoded (a decompression bomb), and audio with NaN or Inf
+samples is refused rather than turned into meaningless codes; each raises ValueError, which
+the jobs count as a skipped sample.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "audio": ("wav", "flac", "ogg", "mp3"),
     "video": ("mp4", "webm", "mkv"),
 }
+MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpixel (8192 x 8192): far above what a tokenizer consumes
+# torchaudio's resampling kernel has (rate / gcd) x (other rate / gcd) taps: bound it, as
+# sample rates come from untrusted files and headers (16 kHz <-> 44.1 kHz needs 282 k taps).
+MAX_RESAMPLE_TAPS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class MediaConfig:
     `sample_rate` is the model's audio rate; audio is cut into windows of `window_seconds`.
     Video is cut into clips of `clip_frames` frames starting every `clip_stride` frames
     (default: `clip_frames`, no overlap), resized to `frame_size` (H, W) when given.
+    Images and frames larger than `max_image_pixels` (H * W) are refused before decoding;
+    None leaves only Pillow's own decompression-bomb check.
     """
 
     modality: Modality
@@ -49,6 +60,7 @@ class MediaConfig:
     clip_frames: int | None = None
     clip_stride: int | None = None
     frame_size: tuple[int, int] | None = None
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS
 
     @property
     def window(self) -> int:
@@ -83,11 +95,18 @@ def restore(x: torch.Tensor, meta: dict, modality: Modality, audio_format: str =
 
 
 def _prepare_image(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data)) as image:  # reads the header only
+        _check_pixels(image.width, image.height, config, "image")
         mode = "RGB" if config.channels == 3 else "L"
         pixels = np.asarray(image.convert(mode))
     x = _to_unit_range(pixels.reshape(pixels.shape[0], pixels.shape[1], -1).transpose(2, 0, 1))
     return x.unsqueeze(0), {"height": x.shape[1], "width": x.shape[2]}
+
+
+def _check_pixels(width: int, height: int, config: MediaConfig, what: str) -> None:
+    if config.max_image_pixels is not None and width * height > config.max_image_pixels:
+        raise ValueError(f"{what} of {width}x{height} pixels exceeds the limit of "
+                         f"{config.max_image_pixels} pixels (MediaConfig.max_image_pixels)")
 
 
 def _png_bytes(x: torch.Tensor) -> bytes:
@@ -102,10 +121,14 @@ def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     if samples.shape[0] == 0:
         raise ValueError("audio has no samples")
+    bad = samples.size - int(np.isfinite(samples).sum())
+    if bad:
+        raise ValueError(f"audio has {bad} NaN or Inf samples")
     mono = torch.from_numpy(samples).mean(dim=1)
     target = config.sample_rate or rate
     if rate != target:
-        mono = torchaudio.functional.resample(mono, rate, target)
+        mono = _resample(mono, rate, target)
+    mono = mono.clamp(-1.0, 1.0)  # float files and resampling ringing can leave the model's range
     window = config.window
     num_windows = max(1, math.ceil(mono.numel() / window))
     padded = F.pad(mono, (0, num_windows * window - mono.numel()))
@@ -122,18 +145,39 @@ def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
 
 def _audio_bytes(x: torch.Tensor, meta: dict, audio_format: str) -> bytes:
     """x: (N, 1, window) float -> mono audio at the original rate and length."""
+    _check_int(meta, "model_length", 1, x.numel())
+    rate, model_rate = _check_int(meta, "sample_rate", 1), _check_int(meta, "model_sample_rate", 1)
+    _check_int(meta, "length", 1, math.ceil(meta["model_length"] * rate / model_rate) + 1)
     mono = x.reshape(-1)[: meta["model_length"]].float()
-    if meta["model_sample_rate"] != meta["sample_rate"]:
-        mono = torchaudio.functional.resample(mono, meta["model_sample_rate"], meta["sample_rate"])
+    if model_rate != rate:
+        mono = _resample(mono, model_rate, rate)
     mono = F.pad(mono, (0, max(0, meta["length"] - mono.numel())))[: meta["length"]]
     buffer = io.BytesIO()
     soundfile.write(buffer, mono.clamp(-1, 1).numpy(), meta["sample_rate"], format=audio_format.upper())
     return buffer.getvalue()
 
 
+def _resample(mono: torch.Tensor, rate: int, target: int) -> torch.Tensor:
+    divisor = math.gcd(rate, target)
+    if (rate // divisor) * (target // divisor) > MAX_RESAMPLE_TAPS:
+        raise ValueError(f"resampling {rate} Hz to {target} Hz is not supported (rates too far from a common base)")
+    return torchaudio.functional.resample(mono, rate, target)
+
+
+def _check_int(meta: dict, name: str, low: int, high: int | None = None) -> int:
+    """meta[name], checked to be an int in [low, high]: restore's meta comes from untrusted files."""
+    value = meta.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        raise ValueError(f"media description: {name}={value!r} is not an integer in [{low}, {high or 'inf'}]")
+    return value
+
+
 def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
     with av.open(io.BytesIO(data)) as container:
+        if not container.streams.video:
+            raise ValueError("the file has no video stream")
         stream = container.streams.video[0]
+        _check_pixels(stream.codec_context.width, stream.codec_context.height, config, "video frame")
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     if not frames:
@@ -173,6 +217,17 @@ def _resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _mp4_bytes(x: torch.Tensor, meta: dict) -> bytes:
     """x: (N clips, C, T, h, w) float -> MP4 (H.264) of the original frame count and size."""
+    starts = meta.get("clip_starts")
+    if not isinstance(starts, list) or len(starts) != x.shape[0]:
+        raise ValueError(f"media description: clip_starts must list {x.shape[0]} clip starts")
+    frames = _check_int(meta, "frames", 1, max((_check_int({"start": s}, "start", 0) for s in starts), default=0)
+                        + x.shape[2])
+    height, width = _check_int(meta, "height", 1), _check_int(meta, "width", 1)
+    _check_pixels(width, height, MediaConfig("video"), "video frame")
+    fps = meta.get("fps")
+    if fps is not None and not (isinstance(fps, int | float) and 0 < fps <= 1000):
+        raise ValueError(f"media description: fps={fps!r} is not a frame rate")
+    meta = {**meta, "frames": frames, "height": height, "width": width}
     video = torch.empty(x.shape[1], meta["frames"], *x.shape[-2:])
     for clip, start in zip(x, meta["clip_starts"], strict=True):
         stop = min(start + clip.shape[1], meta["frames"])

@@ -4,6 +4,10 @@ A WebDataset sample is a run of adjacent tar members sharing a key: `a/b/0001.jp
 `a/b/0001.cls` form sample `a/b/0001` with fields `jpg` and `cls` (the key ends at the
 first dot of the basename). Reading yields `SampleError`s instead of raising, so the
 caller's error policy decides; writing is byte-deterministic (fixed mtime, owner, mode).
+
+Shards come from strangers: members that are links or devices, names that are absolute or
+climb with `..`, and members larger than a limit (much smaller for `.json` metadata) are
+refused as `SampleError`s without reading their data; a writer refuses such keys too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from pathlib import Path
 import webdataset as wds
 
 from vqtok.pipelines.errors import SampleError
+
+MAX_MEMBER_BYTES = 1 << 32  # a larger member is refused unread: no sample needs 4 GiB in memory
+MAX_JSON_BYTES = 1 << 20  # metadata: the same bound as a .vqt header
 
 
 @dataclass
@@ -36,41 +43,47 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext
 
 
-def read_samples(url: str, shard: str | None = None) -> Iterator[Sample | SampleError]:
+def read_samples(url: str, shard: str | None = None, *, max_member_bytes: int = MAX_MEMBER_BYTES,
+                 max_json_bytes: int = MAX_JSON_BYTES) -> Iterator[Sample | SampleError]:
     """Stream the samples of one shard; `url` is a path, `pipe:CMD` or http(s) URL.
 
-    Bad members become `SampleError(stage="keys")`; an unreadable or truncated tar ends the
-    stream with one `SampleError(stage="tar")` naming the sample it was in.
+    Bad members become `SampleError(stage="keys")`, reported once per key for a bad or
+    repeated key; an unreadable or truncated tar ends the stream with one
+    `SampleError(stage="tar")` naming the sample it was in.
     """
     shard = shard or url
     seen: set[str] = set()
     current: Sample | None = None
-    repeated = ""  # the key of a repeated run being dropped, reported once
+    dropped = ""  # the key of a run of members being dropped, reported once
     try:
         with wds.gopen(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            tar.fileobj = reads = _LastRead(tar.fileobj)
             for member in tar:
-                if not member.isfile():
+                tar.members = []  # a stream needs no index; it would grow with every member
+                if member.isdir():  # carries no data
                     continue
                 key, ext = split_member_name(member.name)
                 if current is not None and key != current.key:
                     if current.fields:  # a sample whose members were all bad is already reported
                         yield current
                     current = None
-                if key == repeated:
+                if key == dropped:
                     continue
                 if current is None:
-                    if key in seen:
-                        repeated = key
-                        yield SampleError(shard, key, "keys", "key repeats a non-adjacent sample")
+                    refusal = key_problem(key) or ("key repeats a non-adjacent sample" if key in seen else "")
+                    if refusal:
+                        dropped = key
+                        yield SampleError(shard, key, "keys", f"{member.name}: {refusal}")
                         continue
                     seen.add(key)
                     current = Sample(key, shard)
-                problem = _member_problem(ext, current)
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                limit = max_json_bytes if ext.rpartition(".")[2] == "json" else max_member_bytes
+                problem = _member_problem(member, ext, current, limit)
                 if problem:
                     yield SampleError(shard, key, "keys", f"{member.name}: {problem}")
                 else:
-                    current.fields[ext] = data
+                    current.fields[ext] = tar.extractfile(member).read()  # type: ignore[union-attr]
+            reads.check_end(tar.offset)
         if current is not None and current.fields:
             yield current
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
@@ -78,11 +91,50 @@ def read_samples(url: str, shard: str | None = None) -> Iterator[Sample | Sample
         yield SampleError(shard, where, "tar", f"unreadable tar: {exc or type(exc).__name__}")
 
 
-def _member_problem(ext: str, sample: Sample) -> str:
+class _LastRead:
+    """Wraps tarfile's stream to keep its last read. tarfile ends a stream quietly at a
+    missing, short or garbled header, which is how a shard cut at a member boundary looks;
+    only a zero block where the next header would be marks a complete archive."""
+
+    def __init__(self, fileobj) -> None:
+        self._fileobj = fileobj
+        self.start, self.data = -1, b""
+
+    def read(self, size: int = -1) -> bytes:
+        self.start = self._fileobj.tell()
+        self.data = self._fileobj.read(size)
+        return self.data
+
+    def __getattr__(self, name: str):
+        return getattr(self._fileobj, name)
+
+    def check_end(self, offset: int) -> None:
+        """Raise tarfile.ReadError unless the read that ended the stream was the end-of-archive block."""
+        if self.start < 0:  # tarfile met the end block when it opened the stream
+            return
+        if self.start != offset or len(self.data) != tarfile.BLOCKSIZE or self.data.count(0) != tarfile.BLOCKSIZE:
+            raise tarfile.ReadError(f"no end-of-archive marker at byte {offset}: truncated or corrupt")
+
+
+def key_problem(key: str) -> str:
+    """Why `key` may not name files (absolute, climbing with `..`, empty basename); '' if it may."""
+    parts = key.replace("\\", "/").split("/")
+    if key.startswith(("/", "\\")) or ".." in parts:
+        return "unsafe name (absolute or with '..')"
+    if not parts[-1]:
+        return "member name has no key before its extension"
+    return ""
+
+
+def _member_problem(member: tarfile.TarInfo, ext: str, sample: Sample, limit: int) -> str:
+    if not member.isfile():
+        return "links and special files are refused"
     if not ext:
         return "member has no extension"
     if ext in sample.fields:
         return f"field {ext!r} appears twice"
+    if member.size > limit:
+        return f"{member.size} bytes exceed the limit of {limit} for a .{ext} member"
     return ""
 
 
@@ -101,7 +153,10 @@ class ShardWriter:
         self.count = 0
 
     def write(self, key: str, fields: dict[str, bytes]) -> None:
-        """Add one sample; fields are written in sorted extension order."""
+        """Add one sample; fields are written in sorted extension order. ValueError for an unsafe key."""
+        problem = key_problem(key)
+        if problem:
+            raise ValueError(f"key {key!r}: {problem}")
         for ext in sorted(fields):
             info = tarfile.TarInfo(f"{key}.{ext}")
             info.size = len(fields[ext])

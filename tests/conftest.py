@@ -4,3 +4,13 @@ before any test module imports vqtok.kernels: the Triton kernels then run on the
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The RELIABILITY.md report: the `reliability` marker, the `observed` fixture and --reliability-report.
+from reliability import (  # noqa: E402, F401
+    observed,
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+)

@@ -24,11 +24,14 @@ class PayloadError(ValueError):
 def encode_payload(codes: np.ndarray, prior: np.ndarray) -> bytes:
     """Entropy-code `codes` with `prior` (int64 `(Q, K)` frequencies).
 
-    codes: integer `(N, Q, *latent)` when Q > 1, else any shape, all in [0, K).
+    codes: integer `(N, Q, *latent)` when Q > 1, else any shape, all in [0, K); ValueError otherwise.
     Returns the ANS stream as little-endian 32-bit words; `decode_payload` needs `codes.shape`.
     """
     prior = check_prior(prior)
-    levels = as_levels(np.asarray(codes), prior.shape[0])
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu":  # a float or bool array would be truncated silently
+        raise ValueError(f"codes must be an integer array, not {codes.dtype}")
+    levels = as_levels(codes, prior.shape[0])
     if levels.size and (levels.min() < 0 or levels.max() >= prior.shape[1]):
         raise ValueError(f"codes must lie in [0, {prior.shape[1]})")
     coder = _stack().AnsCoder()
