@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # this variable when Triton is first imported.
 TEST_ENV := TRITON_INTERPRET=1 OMP_NUM_THREADS=2
 
-.PHONY: install test test-all lint demo bench clean
+.PHONY: install test test-all lint demo bench reliability clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ test: install
 
 test-all: install
 	$(TEST_ENV) $(BIN)/pytest -q -m 'slow or not slow'
+
+# RELIABILITY.md is written by the hardening tests; run twice after adding a case (the
+# freshness test reads the file before the run rewrites it).
+reliability: install
+	$(TEST_ENV) $(BIN)/pytest -q -m 'slow or not slow' --reliability-report RELIABILITY.md tests/test_hardening_*.py
 
 lint: install
 	$(BIN)/ruff check .

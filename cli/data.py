@@ -106,6 +106,7 @@ def encode(
     frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress (default: on)."),
     compress: bool | None = typer.Option(None, "--compress", help="Entropy-code the codes with the checkpoint's prior (.vqc, not .npy)."),
+    max_image_pixels: int | None = typer.Option(None, help="Skip images or video frames larger than this many pixels (default: 2^26)."),
     engine: EngineChoice = typer.Option(EngineChoice.local, help="Run here, or on a Ray cluster (pip install 'vqtok[ray]')."),
     ray_address: str | None = typer.Option(None, help="Ray: cluster to join, e.g. auto (default: $RAY_ADDRESS or a local Ray)."),
     concurrency: int | None = typer.Option(None, help="Ray: workers, each loading the model once (default: as many as fit)."),
@@ -119,7 +120,7 @@ def encode(
             "batch_size": batch_size, "workers": workers, "device": device, "resume": resume,
             "on_error": on_error, "max_error_rate": max_error_rate, "window_seconds": window_seconds,
             "clip_stride": clip_stride, "frame_size": parse_size(frame_size), "progress": progress,
-            "compress": compress})
+            "compress": compress, "max_image_pixels": max_image_pixels})
         ray_flags = {"address": ray_address, "concurrency": concurrency, "cpus_per_worker": cpus_per_worker,
                      "gpus_per_worker": gpus_per_worker, "max_retries": max_retries}
         if engine == EngineChoice.local:

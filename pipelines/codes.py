@@ -79,7 +79,19 @@ def unpack_codes(fields: dict[str, bytes], prior: np.ndarray | None = None) -> t
         raise KeyError(f"code sample lacks {PLAIN_FIELD} or {COMPRESSED_FIELD}")
     if list(codes.shape) != meta.get("shape"):
         raise ValueError(f"codes shape {list(codes.shape)} differs from header {meta.get('shape')}")
+    _check_code_values(codes, meta.get("codebook_size"))
     return codes, meta
+
+
+def _check_code_values(codes: np.ndarray, codebook_size: object) -> None:
+    """Codes are integers in [0, K): a float would be truncated and a code >= K would read
+    another row or collide with the special token ids."""
+    if codes.dtype.name not in STORED_DTYPES:
+        raise ValueError(f"codes are {codes.dtype.name}; code files hold {' or '.join(STORED_DTYPES)}")
+    if not isinstance(codebook_size, int) or codebook_size < 1:
+        raise ValueError(f"bad codebook_size {codebook_size!r} in the header")
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= codebook_size):
+        raise ValueError(f"codes must lie in [0, {codebook_size}); found {int(codes.min())}..{int(codes.max())}")
 
 
 def _decompress(payload: bytes, meta: dict, prior: np.ndarray | None) -> np.ndarray:

@@ -29,7 +29,7 @@ from vqtok.pipelines.codes import code_dtype, pack_codes
 from vqtok.pipelines.dataset import Event, MediaBatches, PreparedBatch, PreparedSample, identity
 from vqtok.pipelines.errors import ErrorPolicy, OnError, SampleError, UsageError, write_error_log
 from vqtok.pipelines.jobs import ShardOutputs, load_model, shard_names, write_summary
-from vqtok.pipelines.media import MediaConfig
+from vqtok.pipelines.media import MAX_IMAGE_PIXELS, MediaConfig
 from vqtok.pipelines.progress import ShardProgress
 from vqtok.pipelines.sources import Placement, expand_shards
 from vqtok.pipelines.tario import ShardWriter
@@ -50,6 +50,7 @@ class EncodeConfig:
     frame_size: tuple[int, int] | None = None
     progress: bool = True
     compress: bool = False  # entropy-code the codes with the model's prior
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS  # decompression-bomb guard; None: Pillow's own
 
 
 UNIFORM_PRIOR_WARNING = ("the checkpoint has no fitted prior, so --compress codes with the uniform prior "
@@ -153,6 +154,7 @@ def media_config(model: VQTokenizer, config: EncodeConfig) -> MediaConfig:
         clip_frames=getattr(model_config, "clip_frames", None),
         clip_stride=config.clip_stride,
         frame_size=tuple(config.frame_size) if config.frame_size else None,
+        max_image_pixels=config.max_image_pixels,
     )
 
 

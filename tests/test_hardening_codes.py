@@ -16,6 +16,7 @@ from vqtok.compress import ContainerError, encode_payload, pack, uniform_prior, 
 from vqtok.pipelines import (
     DecodeConfig,
     EncodeConfig,
+    PipelineError,
     UsageError,
     decode_shards,
     encode_shards,
@@ -125,8 +126,6 @@ def test_decode_of_codes_at_or_above_k_is_a_counted_skip(models, tmp_path, obser
 
 @pytest.mark.reliability(input="code shard whose .npy holds float codes (1.9)", fault="decode",
                          expected="refused as a bad sample (not truncated to code 1)")
-@pytest.mark.xfail(strict=True, reason="bug: pipelines/decode.py _decode_sample casts codes with "
-                   "codes.astype(np.int64) without checking dtype (codes.py unpack_codes accepts any dtype)")
 def test_decode_refuses_float_codes(models, tmp_path):
     model = models["image-vq-f8"]
     summary = _decode(model, _code_shard(tmp_path, model, np.full((1, 1, 1), 1.9)), tmp_path)
@@ -135,12 +134,10 @@ def test_decode_refuses_float_codes(models, tmp_path):
 
 @pytest.mark.reliability(input="code shard with codes >= K", fault="export-tokens with --bos/--eos",
                          expected="refused: such a token would collide with the BOS/EOS ids")
-@pytest.mark.xfail(strict=True, reason="bug: pipelines/tokens.py export_tokens writes codes without checking "
-                   "0 <= code < codebook_size; code K becomes the BOS id")
 def test_export_refuses_codes_at_or_above_k(models, tmp_path):
     model = models["image-vq-f8"]
     shard = _code_shard(tmp_path, model, np.full((1, 1, 1), model.codebook_size, dtype=np.uint16))
-    with pytest.raises((UsageError, ValueError)):
+    with pytest.raises(PipelineError, match=r"codes must lie in \[0, 1024\)"):
         export_tokens(str(shard), tmp_path / "tokens", bos=True, eos=True)
 
 

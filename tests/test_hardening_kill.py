@@ -184,8 +184,5 @@ def test_train_killed_while_checkpointing_resumes_exactly(train_setup, tmp_path,
 @pytest.mark.reliability(input="vqtok train, 6 steps, checkpoint every 2", fault="SIGKILL after a checkpoint's "
                          "state.json is written but before its directory is renamed into place",
                          expected="the .partial checkpoint is ignored; resume is exact")
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: checkpointing.list_checkpoints globs "
-                   "'step-*', so 'step-00000004.partial' with its state.json is listed and int() of its "
-                   "name raises ValueError (pipelines/training/checkpointing.py:90)")
 def test_train_killed_before_checkpoint_rename_resumes_exactly(train_setup, tmp_path):
     _train_killed_at(train_setup, tmp_path, 2 * CHECKPOINT_EVENTS - 2)  # just before step 4's rename

@@ -77,3 +77,14 @@ def test_config_file_with_flag_overrides_is_saved(audio_shards, checkpoints, tmp
     result = runner.invoke(app, ["encode", str(checkpoints["audio-vq-16k"]), str(audio_shards), str(tmp_path / "c2"),
                                  "--config", str(config)])
     assert result.exit_code == 2 and "batch_sise" in result.output
+
+
+def test_image_pixel_limit_flag_skips_larger_images(checkpoints, tmp_path):  # noqa: F811
+    write_images(tmp_path / "src")
+    runner.invoke(app, ["shards", "make", str(tmp_path / "src"), str(tmp_path / "shards"), "--modality", "image"])
+    result = runner.invoke(app, ["encode", str(checkpoints["image-vq-f8"]), str(tmp_path / "shards"),
+                                 str(tmp_path / "codes"), "--workers", "0", "--on-error", "skip",
+                                 "--max-image-pixels", str(40 * 56), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = _json_tail(result.stdout)
+    assert summary["samples"] == 2 and summary["skipped"] == 3  # only the two 40 x 56 crops fit

@@ -120,7 +120,7 @@ def test_residual_codes_round_trip_through_the_compressed_form():
     rng = np.random.default_rng(0)
     prior = quantize_counts(rng.integers(0, 50, size=(4, 1024)))
     codes = rng.integers(0, 1024, size=(2, 4, 3, 5)).astype(np.uint16)
-    fields = pack_codes(codes, {"key": "k"}, prior)
+    fields = pack_codes(codes, {"key": "k", "codebook_size": 1024}, prior)
     restored, meta = unpack_codes(fields, prior)
     assert restored.dtype == np.uint16 and meta["shape"] == [2, 4, 3, 5]
     np.testing.assert_array_equal(restored, codes)

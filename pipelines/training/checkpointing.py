@@ -87,7 +87,9 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir() and (p / STATE_FILE).is_file()]
+    # A step-N.partial directory is a checkpoint whose writer died before the rename.
+    found = [p for p in root.glob(f"{STEP_PREFIX}*")
+             if p.is_dir() and p.name.removeprefix(STEP_PREFIX).isdigit() and (p / STATE_FILE).is_file()]
     return sorted(found, key=lambda p: int(p.name.removeprefix(STEP_PREFIX)))
 
 
