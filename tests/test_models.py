@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import vqtok
-from vqtok.models import TokenizerConfig
+from vqtok.models import PRESETS, TokenizerConfig
 from vqtok.registry import QUANTIZERS
 
 IMAGES = Path(__file__).parent / "data" / "images"
@@ -52,7 +52,7 @@ def expected_codes_shape(model: vqtok.VQTokenizer, x: torch.Tensor) -> tuple[int
 
 
 @pytest.mark.parametrize("quantizer", QUANTIZERS.names())
-@pytest.mark.parametrize("preset", vqtok.list_models())
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_shapes_for_every_preset_and_quantizer(preset: str, quantizer: str) -> None:
     model = tiny_model(preset, quantizer)
     x = sample(model)
@@ -67,7 +67,7 @@ def test_shapes_for_every_preset_and_quantizer(preset: str, quantizer: str) -> N
     assert model.decode(codes, size=x.shape[2:]).shape == x.shape
 
 
-@pytest.mark.parametrize("preset", vqtok.list_models())
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_have_documented_geometry(preset: str) -> None:
     model = vqtok.create_model(preset)
     config = model.config
@@ -106,7 +106,7 @@ def test_gradient_reaches_the_encoder_through_the_quantizer(quantizer: str) -> N
 
 
 @pytest.mark.parametrize("quantizer", QUANTIZERS.names())
-@pytest.mark.parametrize("preset", vqtok.list_models())
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_encode_then_decode_equals_forward_in_eval_mode(preset: str, quantizer: str) -> None:
     model = tiny_model(preset, quantizer)
     x = sample(model)
@@ -212,12 +212,16 @@ def overfit(
     """Train on ``images`` only; returns (first, last) reconstruction MSE."""
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    # Without warm-up, Adam's first full-size steps shift every latent alike and the codes
+    # collapse onto a few entries (see BENCHMARKS.md, image preset training).
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (steps // 6 + 1)))
     history = []
     for _ in range(steps):
         _, losses, _ = model(images)
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
+        warmup.step()
         history.append(losses["reconstruction"].item())
     return history[0], min(history[-5:])
 
@@ -228,6 +232,7 @@ OVERFIT_QUANTIZER = {"codebook_size": 256, "codebook_dim": None, "metric": "l2"}
 
 def test_small_image_model_starts_fitting_real_images_fast() -> None:
     # The fast suite's stand-in for the slow test below: 32x32 photos, 4x per side, 60 steps.
+    torch.manual_seed(0)  # passes for seeds 0-3 with the warm-up; without it, about half failed
     images = torch.nn.functional.avg_pool2d(load_images(), 2)
     model = vqtok.create_model(
         "image-vq-f8",
