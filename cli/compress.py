@@ -1,4 +1,4 @@
-"""Compression commands: `compress`, `decompress`, `fit-prior` and `eval rd`.
+"""Compression commands: `compress`, `decompress`, `fit-prior`, `eval rd` and `eval nll`.
 
 Thin: flags become configs and calls into `vqtok.pipelines`; library errors become a
 one-line message and exit 2 (bad input, wrong model, unreadable .vqt) or 1 (failure).
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from vqtok.cli.common import parse_size, print_summary, run_job
+from vqtok.cli.common import parse_size, print_summary, run_job, write_json
 from vqtok.pipelines.compress import CompressConfig, compress_file, decompress_file
 from vqtok.pipelines.encode import EncodeConfig
 from vqtok.pipelines.prior import fit_prior_shards
@@ -85,6 +85,26 @@ def rd(
 
     curves = run_job(job)
     print_summary({curve["name"]: curve["results"] for curve in curves})
+
+
+@eval_app.command("nll")
+def nll(
+    checkpoint: Path = typer.Argument(..., help="A VAE, ladder VAE or CVAE checkpoint directory (CVAE: shards need .cls labels)."),
+    shards: list[str] = typer.Argument(..., help="Shards, folders of them or brace patterns."),
+    samples: int = typer.Option(1000, help="K, importance samples per input (IWAE_K and the naive estimate)."),
+    batch_size: int = typer.Option(32, help="Inputs per batch."),
+    limit: int = typer.Option(0, help="Evaluate at most this many inputs (0: all)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the report to this JSON file."),
+    pictures: Path = typer.Option(None, help="Also draw reconstructions, samples, traversals here (images)."),
+    device: str = typer.Option("cpu", help="Torch device."),
+) -> None:
+    """Negative ELBO, IWAE bound, naive prior-sampling estimate, KL and active units, in nats."""
+    from vqtok.pipelines.eval_vae import evaluate_nll
+
+    report = run_job(lambda: evaluate_nll(checkpoint, shards, samples=samples, batch_size=batch_size,
+                                          max_inputs=limit or None, device=device, pictures=pictures))
+    write_json(json_out, report.to_dict())
+    print_summary(report)
 
 
 def register(app: typer.Typer) -> None:

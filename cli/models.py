@@ -26,19 +26,21 @@ def presets_table() -> Table:
         )
     for name in vqtok.list_models():
         model = vqtok.create_model(name)
-        config = model.config
-        levels = f" x {model.num_levels}" if model.num_levels > 1 else ""
-        params = sum(p.numel() for p in model.parameters())
-        table.add_row(
-            name,
-            config.modality,
-            "x".join(str(s) for s in config.strides),
-            config.quantizer,
-            f"{model.codebook_size}{levels}",
-            f"{params / 1e6:.2f}M",
-            _rate(config),
-        )
+        params = f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
+        table.add_row(name, *_geometry(model), params, _rate(model.config))
     return table
+
+
+def _geometry(model) -> tuple[str, str, str, str]:
+    """(modality, strides, quantizer, codebook) cells; continuous models show their
+    family and likelihood where a tokenizer shows its quantizer, and no codebook."""
+    config = model.config
+    if isinstance(config, vqtok.TokenizerConfig):
+        levels = f" x {model.num_levels}" if model.num_levels > 1 else ""
+        strides = "x".join(str(s) for s in config.strides)
+        return config.modality, strides, config.quantizer, f"{model.codebook_size}{levels}"
+    strides = "x".join(str(s) for s in config.strides) or "flat"
+    return config.modality, strides, f"{config.family} ({config.likelihood})", "-"
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,9 @@ A model may carry ``code_prior``, the (Q, K) int64 code frequencies that `vqtok 
 entropy-codes with (see ``vqtok.compress.prior``). It is stored as the extra tensor
 ``code_prior`` in ``model.safetensors``, outside the state dict, so fitting a prior does not
 change ``model_id``; compressed files name their prior by its own hash.
+
+Continuous-latent models (``vqtok.models.vae_presets``) use the same two files; their config
+is a VAEConfig, told apart by its ``family`` key.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ import vqtok
 from vqtok.models.config import TokenizerConfig
 from vqtok.models.identity import content_hash
 from vqtok.models.tokenizer import VQTokenizer
+from vqtok.models.vae import LatentModel
+from vqtok.models.vae_config import VAEConfig
+from vqtok.models.vae_presets import build_latent_model
 
 FORMAT = "vqtok-tokenizer"
 FORMAT_VERSION = 1
@@ -38,7 +44,7 @@ class CheckpointError(Exception):
     """A checkpoint is missing, unreadable, or does not match what it claims to be."""
 
 
-def save(model: VQTokenizer, path: str | Path) -> Path:
+def save(model: VQTokenizer | LatentModel, path: str | Path) -> Path:
     """Write ``model`` to the directory ``path`` (created if needed; its two files are replaced).
 
     Returns the directory. Its ``config.json`` records ``model.model_id``.
@@ -49,7 +55,7 @@ def save(model: VQTokenizer, path: str | Path) -> Path:
     config = model.config.to_dict()
     model_id = content_hash(config, state)
     tensors = dict(state)
-    if model.code_prior is not None:
+    if getattr(model, "code_prior", None) is not None:
         tensors[PRIOR_KEY] = model.code_prior.detach().cpu().to(torch.int64).contiguous()
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model_id": model_id})
     record = {
@@ -64,7 +70,7 @@ def save(model: VQTokenizer, path: str | Path) -> Path:
     return directory
 
 
-def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer:
+def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer | LatentModel:
     """Read a checkpoint directory written by ``save`` (or its ``model.safetensors``/``config.json``).
 
     Returns the model in eval mode on ``map_location``. Raises CheckpointError when a file is
@@ -74,13 +80,14 @@ def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer:
     directory = _checkpoint_dir(Path(path))
     record = _read_record(directory / CONFIG_FILE)
     try:
-        model = VQTokenizer(TokenizerConfig.from_dict(record["config"]))
+        model = _rebuild(record["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(
             f"{directory}: cannot rebuild the model from {CONFIG_FILE}: {error}"
         ) from None
     state = _read_weights(directory / WEIGHTS_FILE)
-    model.code_prior = _check_prior(state.pop(PRIOR_KEY, None), model, directory)
+    if isinstance(model, VQTokenizer):
+        model.code_prior = _check_prior(state.pop(PRIOR_KEY, None), model, directory)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -102,8 +109,19 @@ def _check_prior(prior: torch.Tensor | None, model: VQTokenizer, directory: Path
     return prior
 
 
-def _summary(model: VQTokenizer) -> dict[str, Any]:
+def _rebuild(config: dict[str, Any]) -> VQTokenizer | LatentModel:
+    """A tokenizer, or a continuous-latent model when the config names its ``family``."""
+    if "family" in config:
+        return build_latent_model(VAEConfig.from_dict(config))
+    return VQTokenizer(TokenizerConfig.from_dict(config))
+
+
+def _summary(model: VQTokenizer | LatentModel) -> dict[str, Any]:
     config = model.config
+    if isinstance(config, VAEConfig):
+        return {"preset": config.preset, "modality": config.modality, "family": config.family,
+                "latent_dim": config.latent_dim, "likelihood": config.likelihood,
+                "sample_rate": config.sample_rate, "fps": config.fps}
     return {
         "preset": config.preset,
         "modality": config.modality,

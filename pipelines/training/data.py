@@ -43,6 +43,8 @@ def resolve_crop(model: TokenizerConfig, crop: Sequence[int]) -> list[int]:
         if len(crop) != model.dims:
             raise UsageError(f"{model.modality} crops need {model.dims} sizes, got {list(crop)}")
         return list(crop)
+    if getattr(model, "input_size", None):  # models with a fixed input size (flat VAEs)
+        return list(model.input_size)
     if model.modality == "audio":
         return [model.sample_rate or 16000]
     if model.modality == "video":
@@ -83,8 +85,9 @@ def _seed(*parts: int) -> int:
 
 
 class CropBatches(IterableDataset):
-    """One epoch of ``shards`` as batches ``(B, C, *crop)`` float32 in [-1, 1], and the
-    ``SampleError`` of each sample that could not be read or decoded.
+    """One epoch of ``shards`` as batches ``(B, C, *crop)`` float32 in [-1, 1] (with ``labels``,
+    pairs of such a batch and the samples' ``.cls`` classes (B,) int64, for conditional
+    models), and the ``SampleError`` of each sample that could not be read or decoded.
 
     ``train`` takes random crops, shuffles shard order and pieces (``shuffle_buffer``);
     otherwise crops are centred and order is kept. The last batch may be smaller.
@@ -92,7 +95,7 @@ class CropBatches(IterableDataset):
 
     def __init__(self, shards: Sequence[str], media: MediaConfig, crop: Sequence[int],
                  batch_size: int, *, train: bool, shuffle_buffer: int = 1, seed: int = 0,
-                 rank: int = 0, epoch: int = 0) -> None:
+                 rank: int = 0, epoch: int = 0, labels: bool = False) -> None:
         self.shards = list(shards)
         self.media = media
         self.crop = list(crop)
@@ -100,6 +103,7 @@ class CropBatches(IterableDataset):
         self.train = train
         self.shuffle_buffer = shuffle_buffer if train else 1
         self.seed, self.rank, self.epoch = seed, rank, epoch
+        self.labels = labels
 
     def __iter__(self) -> Iterator[torch.Tensor | SampleError]:
         info = torch.utils.data.get_worker_info()
@@ -120,15 +124,15 @@ class CropBatches(IterableDataset):
             if len(buffer) >= self.shuffle_buffer:
                 batch.append(self._take(buffer, generator))
             if len(batch) == self.batch_size:
-                yield torch.stack(batch)
+                yield collate(batch)
                 batch = []
         while buffer:
             batch.append(self._take(buffer, generator))
             if len(batch) == self.batch_size:
-                yield torch.stack(batch)
+                yield collate(batch)
                 batch = []
         if batch:  # the short last batch: no piece is dropped
-            yield torch.stack(batch)
+            yield collate(batch)
 
     def _take(self, buffer: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """Remove and return a random piece of ``buffer`` (the oldest one when not training)."""
@@ -150,8 +154,34 @@ class CropBatches(IterableDataset):
                 except Exception as exc:  # a decoder failure is this sample's, not the run's
                     yield SampleError(url, sample.key, "decode", str(exc))
                     continue
+                label = None
+                if self.labels:
+                    try:
+                        label = class_label(sample.fields)
+                    except ValueError as exc:
+                        yield SampleError(url, sample.key, "label", str(exc))
+                        continue
                 for piece in pieces:
-                    yield crop_piece(piece, self.crop, generator if self.train else None)
+                    cropped = crop_piece(piece, self.crop, generator if self.train else None)
+                    yield cropped if label is None else (cropped, label)
+
+
+def class_label(fields: dict[str, bytes]) -> int:
+    """The integer class of a sample's ``.cls`` field; ValueError when it has none."""
+    for name, data in fields.items():
+        if name.lower().rsplit(".", 1)[-1] == "cls":
+            try:
+                return int(data.decode().strip())
+            except (UnicodeDecodeError, ValueError):
+                raise ValueError(f"its .cls field {data[:20]!r} is not an integer") from None
+    raise ValueError("it has no .cls label, which a conditional model needs")
+
+
+def collate(items: list) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Stack pieces into a batch (B, C, *crop); (piece, label) pairs give (x, labels (B,) int64)."""
+    if isinstance(items[0], tuple):
+        return torch.stack([piece for piece, _ in items]), torch.tensor([label for _, label in items])
+    return torch.stack(items)
 
 
 def _quiet_worker(worker_id: int) -> None:

@@ -2,7 +2,9 @@
 
 The model interface is ``model(x) -> (x_hat, losses, stats)``: ``losses`` are weighted
 scalar tensors (a quantizer's commitment loss, a VAE's KL...) whose "reconstruction" entry
-is replaced by this package's per-modality reconstruction loss; ``stats`` are floats to log.
+is replaced by this package's per-modality reconstruction loss (models without one, like the
+VAEs, bring their own likelihood); ``stats`` are floats to log. A model with ``set_step``
+is told each step before it runs (the VAEs' KL warm-up).
 
 Each step: forward under bf16 autocast on CUDA (quantizers keep themselves in fp32),
 backward, gradient clipping, AdamW, warm-up + cosine schedule, optional weight EMA. Under
@@ -173,6 +175,7 @@ class Trainer:
         self.val_shards = expand_shards(config.val) if config.val else []
         self.model = _build_model(config).to(self.device)
         model_config = self.model.config
+        self.conditional = getattr(model_config, "family", None) == "cvae"  # batches carry .cls labels
         self.config = dataclasses.replace(config, crop=resolve_crop(model_config, config.crop))
         self.media = media_for(model_config, self.config.crop)
         self.train_shards = self.placement.select(train_shards)
@@ -267,7 +270,8 @@ class Trainer:
 
         def make_epoch(epoch: int) -> CropBatches:
             return CropBatches(self.train_shards, self.media, config.crop, config.batch_size, train=True,
-                               shuffle_buffer=config.shuffle_buffer, seed=config.seed, rank=rank, epoch=epoch)
+                               shuffle_buffer=config.shuffle_buffer, seed=config.seed, rank=rank, epoch=epoch,
+                               labels=self.conditional)
 
         return training_batches(make_epoch, config.num_workers, self.state.positions[rank], self._skip)
 
@@ -283,17 +287,22 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
-    def _losses(self, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
-        """Forward: x_hat, every weighted loss term and the model's stats."""
+    def _losses(self, module: nn.Module, x: torch.Tensor, c: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
+        """Forward (with the condition c for conditional models): x_hat, every weighted loss
+        term and the model's stats."""
         with self._autocast():
-            x_hat, model_losses, stats = module(x)
+            x_hat, model_losses, stats = module(x) if c is None else module(x, c)
         terms = {k: v for k, v in model_losses.items() if k != "reconstruction"}
-        terms.update(self.loss_fn(x_hat, x))
+        if "reconstruction" in model_losses:
+            terms.update(self.loss_fn(x_hat, x))
         return x_hat, terms, stats
 
-    def _step(self, x: torch.Tensor) -> dict[str, float]:
-        x = x.to(self.device, non_blocking=True)
-        _, terms, stats = self._losses(self.net, x)
+    def _step(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        x, c = self._on_device(batch)
+        if hasattr(self.model, "set_step"):
+            self.model.set_step(self.state.step)
+        _, terms, stats = self._losses(self.net, x, c)
         loss = torch.stack(list(terms.values())).sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -309,6 +318,11 @@ class Trainer:
             self.ema.update(self.model)
         return {"loss": mean_loss, **{k: float(v.detach()) for k, v in terms.items()}, **stats,
                 "grad_norm": float(grad_norm), "lr": lr}
+
+    def _on_device(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x, c) on the run's device; c is None unless the model is conditional."""
+        x, c = batch if isinstance(batch, (tuple, list)) else (batch, None)  # the DataLoader makes pairs lists
+        return x.to(self.device, non_blocking=True), None if c is None else c.to(self.device)
 
     def _agree_on(self, loss: torch.Tensor) -> float:
         """The loss averaged over ranks; also shares Ctrl-C, so that every rank stops together."""
@@ -371,13 +385,14 @@ class Trainer:
         metrics = ValidationMetrics(module.codebook_size if codes_known else 0,
                                     module.num_levels if codes_known else 0, self.sample_rate)
         loss_total, batches = 0.0, 0
-        dataset = CropBatches(self.val_shards, self.media, self.config.crop, self.config.batch_size, train=False)
+        dataset = CropBatches(self.val_shards, self.media, self.config.crop, self.config.batch_size, train=False,
+                              labels=self.conditional)
         for item in epoch_loader(dataset, 0):
             if isinstance(item, SampleError):
                 self._skip_once(item)
                 continue
-            x = item.to(self.device)
-            x_hat, terms, _ = self._losses(module, x)
+            x, c = self._on_device(item)
+            x_hat, terms, _ = self._losses(module, x, c)
             metrics.update(x, x_hat, module.encode(x) if codes_known else None)
             loss_total += float(torch.stack(list(terms.values())).sum())
             if batches == 0:

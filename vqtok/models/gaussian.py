@@ -1,0 +1,55 @@
+"""Diagonal Gaussian algebra shared by the VAEs: sampling, densities, KL, precision weighting.
+
+All functions are elementwise over tensors of any shape; ``logvar`` is log sigma^2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I): the lecture's reparameterization, so that the
+    gradient of E_q[f(z)] flows to (mu, sigma) through a sample."""
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+def log_normal(x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(x; mu, sigma^2) = -(log 2 pi + log sigma^2 + (x - mu)^2 / sigma^2) / 2, elementwise."""
+    return -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar))
+
+
+def log_standard_normal(x: Tensor) -> Tensor:
+    """log N(x; 0, 1), elementwise."""
+    return -0.5 * (LOG_2PI + x.pow(2))
+
+
+def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """D_KL(N(mu, sigma^2) || N(0, 1)) = (mu^2 + sigma^2 - 1 - log sigma^2) / 2, elementwise:
+    the closed-form KL term of the ELBO for the prior p(z) = N(0, I)."""
+    return 0.5 * (mu.pow(2) + torch.exp(logvar) - 1.0 - logvar)
+
+
+def kl_normal(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """D_KL(N(mu_q, s_q^2) || N(mu_p, s_p^2))
+    = (log s_p^2 - log s_q^2 + (s_q^2 + (mu_q - mu_p)^2) / s_p^2 - 1) / 2, elementwise."""
+    return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p) - 1.0)
+
+
+def precision_weighted(mu_a: Tensor, logvar_a: Tensor, mu_b: Tensor, logvar_b: Tensor) -> tuple[Tensor, Tensor]:
+    """The product of two Gaussians, renormalized (Sonderby et al. 2016, eq. 17-18):
+    sigma^2 = 1 / (1/s_a^2 + 1/s_b^2), mu = (mu_a / s_a^2 + mu_b / s_b^2) sigma^2.
+    Returns (mu, logvar)."""
+    precision_a, precision_b = torch.exp(-logvar_a), torch.exp(-logvar_b)
+    variance = 1.0 / (precision_a + precision_b)
+    return (mu_a * precision_a + mu_b * precision_b) * variance, torch.log(variance)
+
+
+def flat_sum(x: Tensor) -> Tensor:
+    """(B, ...) -> (B,): the sum over every axis but the batch axis."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)

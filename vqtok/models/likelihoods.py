@@ -1,0 +1,143 @@
+"""Observation models p(x|z) for data x in [-1, 1], as the VAEs' decoders parameterize them.
+
+A decoder emits ``params_per_channel * C`` channels; a likelihood splits them into its
+parameters and returns exact log-densities (or log-probabilities for discrete data) in nats,
+elementwise, so that the VAE's loss is a true negative ELBO:
+
+- "bernoulli": binary data (x in {-1, 1}, read as bits (x + 1) / 2); one logit per value.
+- "gaussian": N(x; mu, sigma^2) with sigma a fixed hyperparameter, as in the lecture's
+  p(x|z) = N(f(z), sigma^2 I).
+- "gaussian_learned": the same with one learned sigma shared by every value (so that a
+  linear decoder is exactly probabilistic PCA's p(x|z) = N(Wz + b, sigma^2 I)).
+- "logistic": the discretized logistic of PixelCNN++ (Salimans et al. 2017) for 8-bit data:
+  the probability mass of the bin of width 2/255 around x, edge bins open to +-infinity;
+  its negative log-likelihood divided by (D ln 2) is bits per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqtok.models.gaussian import log_normal
+
+BIN_HALF_WIDTH = 1.0 / 255.0  # 256 levels spread over [-1, 1]
+MIN_LOG_SCALE = -7.0
+
+
+class Likelihood(nn.Module):
+    """Base: ``log_prob(params, x)`` elementwise log p(x|z); ``mean`` and ``sample`` in data space.
+
+    params: (B, params_per_channel * C, *spatial) float; x: (B, C, *spatial) float in [-1, 1].
+    """
+
+    params_per_channel = 1
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def mean(self, params: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sample(self, params: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class Bernoulli(Likelihood):
+    """p(x|z) = prod_k l_k^{b_k} (1 - l_k)^{1 - b_k} with b = (x + 1) / 2 and l = sigmoid(logits)."""
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        bits = (x + 1.0) * 0.5
+        return -F.binary_cross_entropy_with_logits(params, bits, reduction="none")
+
+    def mean(self, params: Tensor) -> Tensor:
+        return 2.0 * torch.sigmoid(params) - 1.0
+
+    def sample(self, params: Tensor) -> Tensor:
+        return 2.0 * torch.bernoulli(torch.sigmoid(params)) - 1.0
+
+
+class Gaussian(Likelihood):
+    """p(x|z) = N(x; mu(z), sigma^2), sigma fixed (``learned=False``) or one learned scalar."""
+
+    def __init__(self, sigma: float, learned: bool = False) -> None:
+        super().__init__()
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        log_sigma = torch.tensor([math.log(sigma)])  # (1,): 0-dim tensors cannot be hashed as bytes
+        if learned:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        return log_normal(x, params, 2.0 * self.log_sigma)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params
+
+    def sample(self, params: Tensor) -> Tensor:
+        return params + torch.exp(self.log_sigma) * torch.randn_like(params)
+
+
+class DiscretizedLogistic(Likelihood):
+    """P(x|z) = CDF((x + 1/255 - mu)/s) - CDF((x - 1/255 - mu)/s), with CDF = sigmoid, the
+    lowest and highest of the 256 bins extending to -inf and +inf so that the masses sum to 1.
+    params: mean and log-scale, (B, 2C, *spatial)."""
+
+    params_per_channel = 2
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        mu, log_scale = self._split(params)
+        inv_scale = torch.exp(-log_scale)
+        upper = inv_scale * (x - mu + BIN_HALF_WIDTH)
+        lower = inv_scale * (x - mu - BIN_HALF_WIDTH)
+        log_cdf_upper = F.logsigmoid(upper)  # log CDF, for the lowest bin
+        log_survival_lower = F.logsigmoid(-lower)  # log (1 - CDF), for the highest bin
+        mass = torch.sigmoid(upper) - torch.sigmoid(lower)
+        # Where the bin's mass underflows, the density at its centre times its width is exact
+        # to first order and keeps gradients alive.
+        centre = inv_scale * (x - mu)
+        log_density = centre - log_scale - 2.0 * F.softplus(centre) + math.log(2.0 * BIN_HALF_WIDTH)
+        interior = torch.where(mass > 1e-5, torch.log(mass.clamp_min(1e-12)), log_density)
+        top = x > 1.0 - BIN_HALF_WIDTH
+        bottom = x < -1.0 + BIN_HALF_WIDTH
+        return torch.where(bottom, log_cdf_upper, torch.where(top, log_survival_lower, interior))
+
+    def mean(self, params: Tensor) -> Tensor:
+        return self._split(params)[0].clamp(-1.0, 1.0)
+
+    def sample(self, params: Tensor) -> Tensor:
+        mu, log_scale = self._split(params)
+        u = torch.rand_like(mu).clamp(1e-5, 1.0 - 1e-5)
+        x = mu + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
+        return quantize_8bit(x)
+
+    @staticmethod
+    def _split(params: Tensor) -> tuple[Tensor, Tensor]:
+        mu, log_scale = params.chunk(2, dim=1)
+        return mu, log_scale.clamp_min(MIN_LOG_SCALE)
+
+
+def quantize_8bit(x: Tensor) -> Tensor:
+    """Round values to the nearest of the 256 levels of [-1, 1] (clamped into range)."""
+    return torch.round((x.clamp(-1.0, 1.0) + 1.0) * 127.5) / 127.5 - 1.0
+
+
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "logistic")
+
+
+def make_likelihood(name: str, sigma: float = 0.1) -> Likelihood:
+    """The likelihood ``name`` (one of LIKELIHOODS); ``sigma`` is the Gaussians' (initial) sigma."""
+    if name == "bernoulli":
+        return Bernoulli()
+    if name == "gaussian":
+        return Gaussian(sigma)
+    if name == "gaussian_learned":
+        return Gaussian(sigma, learned=True)
+    if name == "logistic":
+        return DiscretizedLogistic()
+    raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {name!r}")

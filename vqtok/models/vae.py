@@ -1,0 +1,209 @@
+"""The VAE (and beta-VAE, and the deterministic autoencoder set against it) on flat or conv inputs.
+
+The lecture's objective, per sample and in nats:
+
+    ELBO(x) = E_{z ~ q(z|x)} [log p(x|z)] - D_KL(q(z|x) || p(z)),
+
+with q(z|x) = N(mu(x), diag sigma^2(x)), z = mu + sigma * eps (the reparameterization),
+p(z) = N(0, I) and the closed-form KL sum_k (mu_k^2 + sigma_k^2 - 1 - log sigma_k^2) / 2.
+Training minimizes the beta-VAE loss of Higgins et al. (2017), as in the lecture,
+
+    L_BETA = -E_q [log p(x|z)] + beta D_KL(q(z|x) || p(z)),
+
+returned as losses {"nll": -E_q log p(x|z), "kl": beta_t * KL} whose sum is L_BETA per
+sample (batch mean), where beta_t = beta * min(1, step / kl_warmup_steps) (KL warm-up) and,
+with free bits, each latent unit's batch-mean KL counts at least ``free_bits`` nats. The
+unweighted ELBO, KL and bits per dimension are reported in the stats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from vqtok.models.gaussian import (
+    flat_sum,
+    kl_normal,
+    kl_standard_normal,
+    log_normal,
+    log_standard_normal,
+    reparameterize,
+)
+from vqtok.models.identity import content_hash
+from vqtok.models.likelihoods import make_likelihood
+from vqtok.models.vae_config import VAEConfig
+from vqtok.models.vae_nets import build_decoder, build_encoder, latent_shape
+
+ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E_q[z_u]) > 0.01
+
+Prior = tuple[Tensor, Tensor] | None  # (mu, logvar) of p(z|c), or None for N(0, I)
+
+
+def active_units(posterior_means: Tensor) -> int:
+    """Units whose posterior mean varies across inputs: Var_x(E_q[z_u]) > 0.01.
+
+    posterior_means: (N, *units) float, one row per input (N >= 2)."""
+    return int((posterior_means.flatten(1).float().var(dim=0) > ACTIVE_UNIT_VARIANCE).sum())
+
+
+class LatentModel(nn.Module):
+    """What every continuous-latent model shares: its config, content id, the KL schedule
+    and the step hook the trainer calls before each training step."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.likelihood = make_likelihood(config.likelihood, config.sigma)
+        self.step = 0
+
+    @property
+    def model_id(self) -> str:
+        """Content hash of config and weights (16 hex chars), as for the tokenizers."""
+        return content_hash(self.config.to_dict(), self.state_dict())
+
+    def set_step(self, step: int) -> None:
+        """The training step about to run; drives the KL warm-up."""
+        self.step = step
+
+    def kl_weight(self, latent_units: int) -> float:
+        """beta_t: the configured beta (or beta_norm * n / K) times the warm-up ramp."""
+        warmup = self.config.kl_warmup_steps
+        ramp = min(1.0, self.step / warmup) if warmup and self.training else 1.0
+        return self.config.kl_weight(latent_units) * ramp
+
+    def penalized_kl(self, kl: Tensor) -> Tensor:
+        """Batch-mean KL in nats with free bits: sum_u max(free_bits, mean_x KL_u).
+        kl: (B, *units) elementwise KL."""
+        per_unit = kl.float().mean(dim=0)
+        if self.config.free_bits:
+            per_unit = per_unit.clamp_min(self.config.free_bits)
+        return per_unit.sum()
+
+    def log_likelihood(self, params: Tensor, x: Tensor) -> Tensor:
+        """log p(x|z) per sample in nats, computed in fp32: (B,)."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return flat_sum(self.likelihood.log_prob(params.float(), x.float()))
+
+    def objective(self, log_px: Tensor, kl: Tensor, units: int, x: Tensor) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Losses {"nll", "kl"} and stats (elbo, kl, nll, bits_per_dim, kl_weight) from
+        log p(x|z): (B,) and the elementwise KL: (B, *units)."""
+        weight = self.kl_weight(units)
+        nll, kl_nats = -log_px.mean(), flat_sum(kl.detach().float()).mean()
+        elbo = -float(nll.detach() + kl_nats)
+        losses = {"nll": nll, "kl": weight * self.penalized_kl(kl)}
+        stats = {"elbo": elbo, "nll": float(nll.detach()), "kl": float(kl_nats), "kl_weight": weight,
+                 "bits_per_dim": -elbo / (x[0].numel() * math.log(2.0))}
+        return losses, stats
+
+
+class VAE(LatentModel):
+    """Gaussian-latent VAE, beta-VAE, or (family "ae") the deterministic autoencoder.
+
+    x: (B, C, *spatial) float in [-1, 1] (flat networks: spatial = input_size); latents z:
+    (B, K) flat or (B, K, *spatial / strides) conv. Subclasses may condition on c: (B, M).
+    """
+
+    def __init__(self, config: VAEConfig, condition: int = 0) -> None:
+        super().__init__(config)
+        self.deterministic = config.family == "ae"
+        moments = 1 if self.deterministic else 2
+        self.encoder = build_encoder(config, moments * config.latent_dim, condition)
+        self.decoder = build_decoder(config, self.likelihood.params_per_channel, condition)
+
+    def posterior(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of q(z|x[, c]); for the autoencoder logvar is -inf-like (unused)."""
+        h = self.encoder(x, c)
+        if self.deterministic:
+            return h, torch.full_like(h, -30.0)
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar
+
+    def prior(self, c: Tensor | None) -> Prior:
+        """(mu, logvar) of p(z|c), or None for the standard normal prior."""
+        return None
+
+    def kl(self, mu: Tensor, logvar: Tensor, prior: Prior) -> Tensor:
+        """Closed-form D_KL(q || p), elementwise: (B, *units)."""
+        if prior is None:
+            return kl_standard_normal(mu, logvar)
+        return kl_normal(mu, logvar, *prior)
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
+        """x: (B, C, *spatial) -> x_hat (the likelihood's mean, x's shape), losses, stats.
+
+        VAE losses: {"nll", "kl"}, summing to the (beta-)negative ELBO per sample in nats
+        (one z sample). Autoencoder: {"nll"}, -log p(x | z = mu(x)), no KL and no bound."""
+        mu, logvar = self.posterior(x, c)
+        z = mu if self.deterministic else reparameterize(mu, logvar)
+        params = self.decoder(z, c, x.shape[2:])
+        log_px = self.log_likelihood(params, x)
+        x_hat = self.likelihood.mean(params)
+        if self.deterministic:
+            nll = -log_px.mean()
+            return x_hat, {"nll": nll}, {"nll": float(nll.detach())}
+        losses, stats = self.objective(log_px, self.kl(mu, logvar, self.prior(c)), mu[0].numel(), x)
+        if x.shape[0] > 1:
+            stats["active_units"] = float(active_units(mu.detach()))
+        return x_hat, losses, stats
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """The posterior mean E_q[z]: (B, *latent) float."""
+        return self.posterior(x, c)[0]
+
+    def decode(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+        """z: (B, *latent) -> the mean of p(x|z), (B, C, *size) float (flat: size is fixed)."""
+        return self.likelihood.mean(self.decoder(z, c, size or self.config.input_size))
+
+    def latent_shape(self, size: Sequence[int] | None = None) -> tuple[int, ...]:
+        """Shape of one z for inputs of spatial ``size`` (default ``input_size``)."""
+        return latent_shape(self.config, size or self.config.input_size)
+
+    def sample_prior(self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+        """n draws z ~ p(z[|c]): (n, *latent)."""
+        prior = self.prior(c)
+        if prior is None:
+            return torch.randn(n, *self.latent_shape(size), device=self._device())
+        return reparameterize(*prior)
+
+    @torch.no_grad()
+    def sample(self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+        """x = mean of p(x|z) for z ~ p(z[|c]): (n, C, *size) float."""
+        return self.decode(self.sample_prior(n, c, size), c, size)
+
+    def log_importance_weights(self, x: Tensor, samples: int, c: Tensor | None = None) -> Tensor:
+        """log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x): (samples, B) float32.
+
+        Their mean over k estimates the ELBO; log mean_k exp of them is the importance-weighted
+        bound of Burda et al. (2016)."""
+        mu, logvar = self.posterior(x, c)
+        prior = self.prior(c)
+        z = reparameterize(mu.expand(samples, *mu.shape), logvar.expand(samples, *mu.shape))
+        log_q = log_normal(z, mu, logvar)
+        log_p = log_standard_normal(z) if prior is None else log_normal(z, *prior)
+        log_px = self._log_px(z, x, c)
+        return log_px + (log_p - log_q).flatten(2).sum(dim=2)
+
+    def log_prior_weights(self, x: Tensor, samples: int, c: Tensor | None = None) -> Tensor:
+        """log p(x|z_k) for z_k ~ p(z[|c]): (samples, B); log mean_k exp of them is the naive
+        Monte Carlo estimate of log p(x) = log E_{p(z)} p(x|z) the lecture starts from."""
+        z = torch.stack([self.sample_prior(x.shape[0], c, x.shape[2:]) for _ in range(samples)])
+        return self._log_px(z, x, c)
+
+    def _log_px(self, z: Tensor, x: Tensor, c: Tensor | None) -> Tensor:
+        """z: (S, B, *latent) -> log p(x|z): (S, B)."""
+        samples, batch = z.shape[:2]
+        c_rep = None if c is None else tile_batch(c, samples)
+        params = self.decoder(z.reshape(samples * batch, *z.shape[2:]), c_rep, x.shape[2:])
+        return self.log_likelihood(params, tile_batch(x, samples)).view(samples, batch)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def tile_batch(t: Tensor, samples: int) -> Tensor:
+    """(B, ...) -> (samples * B, ...): ``samples`` copies of the batch, sample-major."""
+    return t.unsqueeze(0).expand(samples, *t.shape).reshape(samples * t.shape[0], *t.shape[1:])

@@ -1,0 +1,135 @@
+"""VAEConfig: the architecture and objective of a continuous-latent model, as a JSON-able dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from vqtok.models.config import MODALITY_DIMS
+from vqtok.models.likelihoods import LIKELIHOODS
+
+FAMILIES = ("vae", "ae", "ladder", "cvae")
+NETWORKS = ("mlp", "linear", "conv")
+
+
+@dataclass
+class VAEConfig:
+    """A continuous-latent model of ``vqtok.models.vae_presets``.
+
+    family: "vae" (also beta-VAE), "ae" (the deterministic autoencoder, same networks),
+        "ladder" (Sonderby et al. 2016) or "cvae" (conditional, Kingma et al. 2014).
+    network: "mlp" (flat inputs of shape (channels, *input_size)), "linear" (one affine map
+        each way: with "gaussian_learned" this is probabilistic PCA), or "conv" (the residual
+        conv stacks of the tokenizers; any input size, ``input_size`` sets the sample size).
+    hidden: MLP widths, input side first (ladder: one deterministic block per layer).
+    latent_dim: K, the latent size (conv: latent channels per position).
+    ladder_dims: ladder only, latent size per stochastic layer, bottom (next to x) first.
+    stage_strides, widths, blocks_per_stage, causal_time: the conv stacks (see TokenizerConfig).
+    likelihood, sigma: p(x|z) (see ``vqtok.models.likelihoods``); sigma for the Gaussians.
+    beta: weight of the KL term; with ``beta_normalized`` it is the lecture's
+        beta_norm = beta K / n, and the KL weight applied is beta_norm * n / K.
+    kl_warmup_steps: the KL weight ramps linearly from 0 over these training steps.
+    free_bits: nats per latent unit below which the KL is not penalized (Kingma et al. 2016).
+    num_classes: cvae, size of the one-hot condition c. learned_prior: cvae, p(z|c)
+        instead of p(z).
+    """
+
+    preset: str
+    family: str = "vae"
+    modality: str = "image"
+    channels: int = 1
+    input_size: tuple[int, ...] = (28, 28)
+    network: str = "mlp"
+    hidden: tuple[int, ...] = (512, 256)
+    latent_dim: int = 32
+    ladder_dims: tuple[int, ...] = ()
+    stage_strides: tuple[tuple[int, ...], ...] = ()
+    widths: tuple[int, ...] = ()
+    blocks_per_stage: int = 1
+    causal_time: bool = False
+    likelihood: str = "bernoulli"
+    sigma: float = 0.1
+    beta: float = 1.0
+    beta_normalized: bool = False
+    kl_warmup_steps: int = 0
+    free_bits: float = 0.0
+    num_classes: int = 0
+    learned_prior: bool = False
+    sample_rate: int | None = None
+    fps: float | None = None
+    clip_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        self.input_size = tuple(int(s) for s in self.input_size)
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.ladder_dims = tuple(int(d) for d in self.ladder_dims)
+        self.stage_strides = tuple(tuple(int(s) for s in stage) for stage in self.stage_strides)
+        self.widths = tuple(int(w) for w in self.widths)
+        self._check()
+
+    def _check(self) -> None:
+        choices = {"family": FAMILIES, "network": NETWORKS, "modality": tuple(MODALITY_DIMS),
+                   "likelihood": LIKELIHOODS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if len(self.input_size) != self.dims:
+            raise ValueError(f"{self.modality} needs input_size of {self.dims} sizes, got {self.input_size}")
+        if self.network == "conv" and (len(self.widths) != len(self.stage_strides) + 1 or not self.stage_strides):
+            raise ValueError("conv networks need stage_strides and one more widths than stages")
+        if self.family == "ladder" and (self.network != "mlp" or len(self.ladder_dims) < 2
+                                        or len(self.hidden) != len(self.ladder_dims)):
+            raise ValueError("ladder VAEs are MLPs with at least 2 ladder_dims and one hidden width per layer")
+        if self.family == "cvae" and (self.num_classes < 2 or self.network == "conv"):
+            raise ValueError("cvae needs num_classes >= 2 and an mlp or linear network")
+        if self.beta < 0 or self.free_bits < 0 or self.kl_warmup_steps < 0 or self.sigma <= 0:
+            raise ValueError("beta, free_bits and kl_warmup_steps must be >= 0 and sigma > 0")
+        if min(self.channels, self.latent_dim, *self.input_size) < 1:
+            raise ValueError("channels, latent_dim and input_size must be positive")
+
+    @property
+    def dims(self) -> int:
+        """Number of spatial axes: 1 audio, 2 image, 3 video."""
+        return MODALITY_DIMS[self.modality]
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Total downsampling per axis of a conv network; () for flat networks."""
+        return tuple(math.prod(axis) for axis in zip(*self.stage_strides, strict=True))
+
+    @property
+    def input_dim(self) -> int:
+        """n, the number of values in one input of size ``input_size``."""
+        return self.channels * math.prod(self.input_size)
+
+    def kl_weight(self, latent_units: int) -> float:
+        """beta, or beta_norm * n / K when ``beta_normalized`` (K = ``latent_units``)."""
+        return self.beta * self.input_dim / latent_units if self.beta_normalized else self.beta
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists); ``"family"`` marks it as a VAE config."""
+        out = dataclasses.asdict(self)
+        out["stage_strides"] = [list(s) for s in self.stage_strides]
+        for name in ("input_size", "hidden", "ladder_dims", "widths"):
+            out[name] = list(out[name])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VAEConfig:
+        """Inverse of ``to_dict``; unknown keys raise ValueError naming them."""
+        _refuse_unknown(data)
+        return cls(**data)
+
+    def with_overrides(self, **overrides: Any) -> VAEConfig:
+        """A copy with fields replaced; unknown names raise ValueError."""
+        _refuse_unknown(overrides)
+        return dataclasses.replace(self, **overrides)
+
+
+def _refuse_unknown(keys: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(VAEConfig)}
+    unknown = sorted(set(keys) - known)
+    if unknown:
+        raise ValueError(f"unknown VAE config keys: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
