@@ -15,13 +15,13 @@ of the model and its input.
 
 from __future__ import annotations
 
-import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
+
+from vqtok.pipelines.memory import run_in_fresh_process
 
 REFERENCE = "vector-quantize-pytorch"
 
@@ -82,12 +82,6 @@ def _reference_version() -> str | None:
     return version(REFERENCE)
 
 
-def _in_fresh_process(impl: str, n: int, k: int, d: int, steps: int) -> dict:
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_measure, impl, n, k, d, steps).result()
-
-
 def bench_quantizer(
     n: int = 65536, k: int = 8192, d: int = 64, steps: int = 3, compare: bool = True
 ) -> list[dict]:
@@ -98,7 +92,7 @@ def bench_quantizer(
     reference when it ran. A reference that is not installed gives a row with ``missing``.
     """
     case = {"n": n, "k": k, "d": d, "steps": steps, "threads": torch.get_num_threads()}
-    rows = [{"impl": "vqtok", **case, **_in_fresh_process("vqtok", n, k, d, steps)}]
+    rows = [{"impl": "vqtok", **case, **run_in_fresh_process(_measure, "vqtok", n, k, d, steps)}]
     if not compare:
         return rows
     version = _reference_version()
@@ -109,7 +103,7 @@ def bench_quantizer(
         "impl": REFERENCE,
         "version": version,
         **case,
-        **_in_fresh_process("reference", n, k, d, steps),
+        **run_in_fresh_process(_measure, "reference", n, k, d, steps),
     }
     rows.append(reference)
     ours = rows[0]

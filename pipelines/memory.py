@@ -11,7 +11,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
-from collections.abc import Iterator
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +78,11 @@ def measure_peak(device: torch.device) -> Iterator[PeakMemory]:
     base = _status_kib("VmRSS")
     yield peak
     peak.extra_bytes = max(0, _status_kib("VmHWM") - base) * 1024
+
+
+def run_in_fresh_process(fn: Callable[..., object], *args: object) -> object:
+    """``fn(*args)`` in a newly spawned process, so that memory another measurement freed
+    (and allocators kept) cannot hide this one's. ``fn`` must be importable by name."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
