@@ -118,9 +118,9 @@ def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_
     all_urls = expand_shards(shards)
     urls = placement.select(all_urls)
     names = shard_names(urls)
+    loaded = load_model(model, config.device if engine is None else "cpu")  # before OUT_DIR is touched
     outputs = ShardOutputs(Path(out_dir))
     todo = outputs.prepare(urls, names, resume=config.resume)
-    loaded = load_model(model, config.device if engine is None else "cpu")
     if config.compress and getattr(loaded, "code_prior", None) is None:
         warnings.warn(UNIFORM_PRIOR_WARNING, stacklevel=2)
     summary = EncodeSummary(rank=placement.rank, shards_total=len(urls), shards_already_done=len(urls) - len(todo),

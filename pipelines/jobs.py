@@ -85,6 +85,9 @@ def load_model(model_or_path: VQTokenizer | str | Path, device: str) -> VQTokeni
             model_or_path = vqtok.load(model_or_path)
         except vqtok.CheckpointError as exc:
             raise UsageError(f"cannot load checkpoint: {exc}") from None
+    if not isinstance(model_or_path, VQTokenizer):
+        raise UsageError(f"this job needs a tokenizer checkpoint; {type(model_or_path).__name__} has no "
+                         "discrete codes (VAE baselines are evaluated with `vqtok eval nll`)")
     return model_or_path.to(device).eval()
 
 

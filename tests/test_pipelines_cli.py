@@ -88,3 +88,15 @@ def test_image_pixel_limit_flag_skips_larger_images(checkpoints, tmp_path):  # n
     assert result.exit_code == 0, result.output
     summary = _json_tail(result.stdout)
     assert summary["samples"] == 2 and summary["skipped"] == 3  # only the two 40 x 56 crops fit
+
+
+def test_a_vae_checkpoint_is_refused_by_the_code_jobs(tmp_path):
+    import vqtok
+
+    checkpoint = vqtok.save(vqtok.create_model("image-vae-mlp"), tmp_path / "vae")
+    write_images(tmp_path / "src")
+    runner.invoke(app, ["shards", "make", str(tmp_path / "src"), str(tmp_path / "shards"), "--modality", "image"])
+    result = runner.invoke(app, ["encode", str(checkpoint), str(tmp_path / "shards"), str(tmp_path / "codes")])
+    assert result.exit_code == 2
+    assert "needs a tokenizer checkpoint" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "codes").exists()

@@ -14,13 +14,15 @@ from typing import Any
 import vqtok.quantizers  # noqa: F401  (registers the quantizers)
 from vqtok.checkpoint import CheckpointError, load, save
 from vqtok.models import TokenizerConfig, VQTokenizer
+from vqtok.models.vae import LatentModel
 from vqtok.registry import MODELS
 
 __version__ = "0.1.0"
 
 
-def create_model(name: str, **overrides: Any) -> VQTokenizer:
-    """Build the preset ``name`` (see ``list_models()``) with config fields overridden."""
+def create_model(name: str, **overrides: Any) -> VQTokenizer | LatentModel:
+    """Build the preset ``name`` (see ``list_models()``) with config fields overridden:
+    a tokenizer, or for the continuous baselines a VAE-family ``LatentModel``."""
     return MODELS.create(name, **overrides)
 
 
