@@ -56,7 +56,7 @@ def evaluate_nll(checkpoint: str | Path | LatentModel, shards: list[str], *, sam
                  seed: int = 0, pictures: str | Path | None = None) -> NLLReport:
     """The NLLReport of a VAE-family checkpoint on ``shards`` (at most ``max_inputs`` inputs);
     with ``pictures``, also the image pictures of ``save_vae_pictures`` from the first batch."""
-    model = load_model(checkpoint, device)
+    model = load_model(checkpoint, device, tokenizer=False)
     if not isinstance(model, LatentModel) or model.config.family == "ae":
         raise UsageError("eval nll needs a VAE, ladder VAE or conditional VAE checkpoint (no likelihood bound otherwise)")
     if samples < 1:

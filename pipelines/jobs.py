@@ -74,8 +74,9 @@ def shard_names(urls: Sequence[str]) -> dict[str, str]:
     return names
 
 
-def load_model(model_or_path: VQTokenizer | str | Path, device: str) -> VQTokenizer:
-    """A model in eval mode on `device`, from a VQTokenizer or a checkpoint path."""
+def load_model(model_or_path: VQTokenizer | str | Path, device: str, *, tokenizer: bool = True) -> VQTokenizer:
+    """A model in eval mode on `device`, from a model or a checkpoint path. With `tokenizer`
+    (the code jobs) anything without discrete codes is refused."""
     try:
         torch.device(device)
     except RuntimeError as exc:
@@ -85,7 +86,7 @@ def load_model(model_or_path: VQTokenizer | str | Path, device: str) -> VQTokeni
             model_or_path = vqtok.load(model_or_path)
         except vqtok.CheckpointError as exc:
             raise UsageError(f"cannot load checkpoint: {exc}") from None
-    if not isinstance(model_or_path, VQTokenizer):
+    if tokenizer and not isinstance(model_or_path, VQTokenizer):
         raise UsageError(f"this job needs a tokenizer checkpoint; {type(model_or_path).__name__} has no "
                          "discrete codes (VAE baselines are evaluated with `vqtok eval nll`)")
     return model_or_path.to(device).eval()

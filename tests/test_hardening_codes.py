@@ -182,8 +182,6 @@ def test_traversal_keys_never_reach_the_outputs(models, tmp_path, observed):
 
 @pytest.mark.reliability(input="checkpoint whose config.json is 2 MiB (valid JSON padded with spaces)",
                          fault="unbounded metadata in a checkpoint", expected="CheckpointError before parsing it")
-@pytest.mark.xfail(strict=True, reason="gap: vqtok/checkpoint.py _read_record reads config.json with no size "
-                   "bound (path.read_text() at line 147)")
 def test_oversized_checkpoint_config_is_refused(tmp_path):
     checkpoint = save_small_model("image-vq-f8", tmp_path / "model")
     config = checkpoint / "config.json"

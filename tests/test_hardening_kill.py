@@ -153,11 +153,16 @@ def _final_weights(run: pathlib.Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def train_setup(tmp_path_factory):
+    # Bit-identical weights need the same reduction order in the forked child that is killed
+    # and in this process: a forked child's OpenMP pool does not match the parent's.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("kill-train")
     shards = image_shards(root)
     settings = dict(steps=6, deterministic=True, ema_decay=0.5, val_every=100, checkpoint_every=2)
     reference = train(tiny_config(shards, root / "reference", **settings), progress=False)
-    return shards, settings, _final_weights(root / "reference"), reference.loss
+    yield shards, settings, _final_weights(root / "reference"), reference.loss
+    torch.set_num_threads(threads)
 
 
 def _train_killed_at(train_setup, tmp_path, signal_at: int) -> int:

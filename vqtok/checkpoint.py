@@ -35,6 +35,7 @@ from vqtok.models.vae_presets import build_latent_model
 
 FORMAT = "vqtok-tokenizer"
 FORMAT_VERSION = 1
+MAX_CONFIG_BYTES = 1 << 20
 WEIGHTS_FILE = "model.safetensors"
 PRIOR_KEY = "code_prior"
 CONFIG_FILE = "config.json"
@@ -147,6 +148,10 @@ def _checkpoint_dir(path: Path) -> Path:
 
 def _read_record(path: Path) -> dict[str, Any]:
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:  # a config is a few KiB; a huge one is not ours to parse
+            raise CheckpointError(f"{path}: {size} bytes is too large for a checkpoint config "
+                                  f"(at most {MAX_CONFIG_BYTES})")
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint config: {error}") from None
