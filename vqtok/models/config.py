@@ -10,8 +10,26 @@ from typing import Any
 MODALITY_DIMS = {"audio": 1, "image": 2, "video": 3}
 
 
+class ConvGeometry:
+    """Axes and total strides of a config with ``modality`` and ``stage_strides`` fields."""
+
+    modality: str
+    stage_strides: tuple[tuple[int, ...], ...]
+
+    @property
+    def dims(self) -> int:
+        """Number of spatial axes: 1 audio, 2 image, 3 video."""
+        return MODALITY_DIMS[self.modality]
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Total downsampling per axis, e.g. (320,) for audio or (4, 8, 8) for video; ()
+        for a network without stages."""
+        return tuple(math.prod(axis) for axis in zip(*self.stage_strides, strict=True))
+
+
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(ConvGeometry):
     """Architecture of a VQTokenizer.
 
     ``stage_strides`` lists one per-axis stride tuple per encoder stage, e.g. ((2, 2),) * 3
@@ -64,16 +82,6 @@ class TokenizerConfig:
             raise ValueError("causal_time applies to video (time is axis 0 of 3)")
         if min(self.channels, self.latent_dim, *self.widths) < 1:
             raise ValueError("channels, latent_dim and widths must be positive")
-
-    @property
-    def dims(self) -> int:
-        """Number of spatial axes: 1 audio, 2 image, 3 video."""
-        return MODALITY_DIMS[self.modality]
-
-    @property
-    def strides(self) -> tuple[int, ...]:
-        """Total downsampling per axis, e.g. (320,) for audio or (4, 8, 8) for video."""
-        return tuple(math.prod(axis) for axis in zip(*self.stage_strides, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""

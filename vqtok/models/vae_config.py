@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from vqtok.models.config import MODALITY_DIMS
+from vqtok.models.config import MODALITY_DIMS, ConvGeometry
 from vqtok.models.likelihoods import LIKELIHOODS
 
 FAMILIES = ("vae", "ae", "ladder", "cvae")
@@ -15,7 +15,7 @@ NETWORKS = ("mlp", "linear", "conv")
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(ConvGeometry):
     """A continuous-latent model of ``vqtok.models.vae_presets``.
 
     family: "vae" (also beta-VAE), "ae" (the deterministic autoencoder, same networks),
@@ -88,16 +88,6 @@ class VAEConfig:
             raise ValueError("beta, free_bits and kl_warmup_steps must be >= 0 and sigma > 0")
         if min(self.channels, self.latent_dim, *self.input_size) < 1:
             raise ValueError("channels, latent_dim and input_size must be positive")
-
-    @property
-    def dims(self) -> int:
-        """Number of spatial axes: 1 audio, 2 image, 3 video."""
-        return MODALITY_DIMS[self.modality]
-
-    @property
-    def strides(self) -> tuple[int, ...]:
-        """Total downsampling per axis of a conv network; () for flat networks."""
-        return tuple(math.prod(axis) for axis in zip(*self.stage_strides, strict=True))
 
     @property
     def input_dim(self) -> int:
