@@ -9,11 +9,12 @@ would store and `decode` what they would get back, in the same form as the refer
 from __future__ import annotations
 
 import io
-from fractions import Fraction
 
 import av
 import numpy as np
 from PIL import Image, features
+
+from vqtok.pipelines.media import encode_mp4
 
 IMAGE_CODECS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
 AUDIO_CODECS = {"opus": ("libopus", "ogg", 48000), "mp3": ("libmp3lame", "mp3", None)}
@@ -89,18 +90,7 @@ def decode_audio(data: bytes, sample_rate: int, length: int) -> np.ndarray:
 
 def encode_video(frames: np.ndarray, fps: float, codec: str, crf: int) -> bytes:
     """frames: (T, H, W, 3) uint8 -> MP4 bytes at constant rate factor `crf`."""
-    buffer = io.BytesIO()
-    height, width = frames.shape[1:3]
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream(VIDEO_CODECS[codec], rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = width, height
-        # 4:2:0 needs even sizes; odd ones keep full chroma.
-        stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        for pixels in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
+    return encode_mp4(frames, fps, codec=VIDEO_CODECS[codec], crf=crf, preset="medium")
 
 
 def decode_video(data: bytes) -> tuple[np.ndarray, float]:

@@ -235,18 +235,20 @@ def _mp4_bytes(x: torch.Tensor, meta: dict) -> bytes:
     if tuple(video.shape[-2:]) != (meta["height"], meta["width"]):
         video = _resize_frames(video, (meta["height"], meta["width"]))
     frames = _to_uint8(video).permute(1, 2, 3, 0).numpy()
-    return _encode_mp4(frames, meta["fps"] or 8.0)
+    return encode_mp4(frames, meta["fps"] or 8.0)
 
 
-def _encode_mp4(frames: np.ndarray, fps: float) -> bytes:
-    """frames: (T, H, W, 3) uint8 -> MP4 bytes; 4:2:0 chroma needs even sizes, so odd ones keep 4:4:4."""
+def encode_mp4(frames: np.ndarray, fps: float, *, codec: str = "libx264", crf: int = 18,
+               preset: str = "fast") -> bytes:
+    """frames: (T, H, W, 3) uint8 -> MP4 bytes at constant rate factor ``crf``; 4:2:0 chroma
+    needs even sizes, so odd ones keep 4:4:4."""
     buffer = io.BytesIO()
     height, width = frames.shape[1:3]
     with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-        stream.options = {"crf": "18", "preset": "fast"}
+        stream.options = {"crf": str(crf), "preset": preset}
         for pixels in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode())
