@@ -13,6 +13,7 @@ import typer
 from vqtok.cli.common import parse_size, print_summary, run_job, write_json
 from vqtok.pipelines.compress import CompressConfig, compress_file, decompress_file
 from vqtok.pipelines.encode import EncodeConfig
+from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.prior import fit_prior_shards
 from vqtok.pipelines.rd import RDConfig, evaluate_rd, split_paths
 
@@ -69,6 +70,20 @@ def fit_prior(
 eval_app = typer.Typer(help="Evaluate tokenizers.", no_args_is_help=True)
 
 
+def parse_sweeps(items: list[str]) -> dict[str, list[int]]:
+    """``["jpeg=1,3,5"]`` -> ``{"jpeg": [1, 3, 5]}``; a malformed item is a usage error."""
+    sweeps: dict[str, list[int]] = {}
+    for item in items:
+        codec, _, values = item.partition("=")
+        try:
+            sweeps[codec.strip()] = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--sweep {item!r}: expected CODEC=N,N,... with whole numbers") from None
+        if not codec.strip() or not sweeps[codec.strip()]:
+            raise UsageError(f"--sweep {item!r}: expected CODEC=N,N,...")
+    return sweeps
+
+
 @eval_app.command("rd")
 def rd(
     paths: list[Path] = typer.Argument(..., help="Checkpoint directories, then media files or folders of them."),
@@ -76,12 +91,18 @@ def rd(
     out: Path = typer.Option(Path("rd"), help="Folder for the per-method JSON, rd.csv and rd-*.png."),
     window_seconds: float = typer.Option(2.0, help="Audio window length in seconds for the models."),
     device: str = typer.Option("cpu", help="Torch device for the models."),
+    sweep: list[str] = typer.Option(None, help="A codec's settings instead of its default sweep, e.g. "
+                                    "--sweep jpeg=1,3,5,8 --sweep opus=6,8,12 (quality, or kbps for audio)."),
 ) -> None:
     """Rate-distortion curves of checkpoints (each residual level count) and classical codecs."""
     def job():
         checkpoints, inputs = split_paths(paths)
         codecs = [name.strip() for name in baselines.split(",") if name.strip()]
-        return evaluate_rd(checkpoints, inputs, out, RDConfig(codecs, {}, window_seconds, device))
+        sweeps = parse_sweeps(sweep or [])
+        unused = sorted(set(sweeps) - set(codecs))
+        if unused:
+            raise UsageError(f"--sweep names {', '.join(unused)}, which --baselines does not include")
+        return evaluate_rd(checkpoints, inputs, out, RDConfig(codecs, sweeps, window_seconds, device))
 
     curves = run_job(job)
     print_summary({curve["name"]: curve["results"] for curve in curves})

@@ -93,3 +93,15 @@ def test_mixed_modalities_exit_2(checkpoints, tmp_path):  # noqa: F811
     result = runner.invoke(app, ["eval", "rd", str(checkpoints["image-vq-f8"]), str(IMAGE),
                                  "--baselines", "opus", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "one modality" in result.output
+
+
+def test_rd_cli_sweep_sets_the_codec_settings(checkpoints, tmp_path):  # noqa: F811
+    args = ["eval", "rd", str(checkpoints["image-vq-f8"]), str(IMAGE), "--baselines", "jpeg"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "rd"), "--sweep", "jpeg=1,5"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "rd" / "rd.csv") as handle:
+        settings = [r["setting"] for r in csv.DictReader(handle) if r["method"] == "jpeg"]
+    assert settings == ["1", "5"]
+    for bad in ("jpeg=low", "jpeg=", "webp=10"):
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--sweep", bad])
+        assert result.exit_code == 2 and "--sweep" in result.output, (bad, result.output)
