@@ -79,13 +79,15 @@ shards_app = typer.Typer(help="Make WebDataset shards from media folders.", no_a
 
 @shards_app.command("make")
 def shards_make(
-    src: Path = typer.Argument(..., help="Folder of media files (searched recursively)."),
+    src: Path = typer.Argument(..., help="Folder of media files (searched recursively), or an array file of "
+                                         "images: IDX (MNIST family, .gz or not), .npy, .npz."),
     out_dir: Path = typer.Argument(..., help="Where to write the .tar shards and shards.json."),
     modality: ModalityChoice = typer.Option(..., help="Which files to pack."),
     maxcount: int = typer.Option(1000, help="Samples per shard at most."),
-    labels: Path | None = typer.Option(None, help="JSON object or CSV (file,label): .cls for ints, .json otherwise."),
+    labels: Path | None = typer.Option(None, help="Folder: JSON object or CSV (file,label). Array file: an IDX/.npy "
+                                                  "array of labels. Integers become .cls, anything else .json."),
 ) -> None:
-    """Pack a folder of images, audio or video into WebDataset tar shards."""
+    """Pack a folder of images, audio or video, or an array file of images, into WebDataset tar shards."""
     summary = run_job(lambda: make_shards(src, out_dir, modality.value, maxcount=maxcount, labels=labels))
     print_summary(summary)
 

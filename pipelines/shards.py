@@ -1,4 +1,4 @@
-"""`make_shards`: pack a folder of media files into WebDataset tar shards.
+"""`make_shards`: pack a folder of media files, or an array file of images, into WebDataset tar shards.
 
 Keys are made safe from WebDataset's traps: a key ends at the first dot of a basename,
 so dots (and path separators) in file names become `_`, and names that collide after that
@@ -11,9 +11,17 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vqtok.pipelines.arrays import (
+    array_samples,
+    is_array_file,
+    npz_has_labels,
+    read_array,
+    read_labels_array,
+)
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.media import EXTENSIONS, Modality
 from vqtok.pipelines.tario import ShardWriter
@@ -43,40 +51,82 @@ def make_shards(
     labels: str | Path | None = None,
     prefix: str = "shard",
 ) -> MakeShardsSummary:
-    """Pack the `modality` files under `src` (recursively, sorted) into `out_dir/<prefix>-NNNNNN.tar`.
+    """Pack `src` into `out_dir/<prefix>-NNNNNN.tar`, at most `maxcount` samples per shard.
 
-    Each shard holds at most `maxcount` samples. `labels` is a JSON object or a two-column
-    CSV (file, label) keyed by a file's path relative to `src` or its name without extension.
+    `src` is a folder of `modality` files (recursively, sorted), or an array file of images
+    (IDX, .npy, .npz; see `vqtok.pipelines.arrays`). For a folder, `labels` is a JSON
+    object or a two-column CSV (file, label) keyed by a file's path relative to `src` or
+    its name without extension; for an array file, an array of one label per image (IDX
+    or .npy; a .npz's own y/labels array is used when `labels` is not given).
     """
     src, out_dir = Path(src), Path(out_dir)
     if modality not in EXTENSIONS:
         raise UsageError(f"modality must be one of {', '.join(EXTENSIONS)}, not {modality!r}")
-    if not src.is_dir():
-        raise UsageError(f"source folder not found: {src}")
     if maxcount < 1:
         raise UsageError(f"--maxcount must be at least 1, got {maxcount}")
+    if is_array_file(src):
+        if modality != "image":
+            raise UsageError(f"array files hold images; {src} cannot become {modality} shards")
+        return _write_shards(_array_samples(src, labels), out_dir, modality, maxcount, prefix, [])
+    if not src.is_dir():
+        what = "is neither a folder nor an array file (IDX, .npy, .npz)" if src.exists() else "not found"
+        raise UsageError(f"{src}: {what}")
     files, ignored = _media_files(src, modality)
     if not files:
         raise UsageError(f"no {modality} files ({'/'.join(EXTENSIONS[modality])}) under {src}")
     label_table = _read_labels(Path(labels)) if labels else {}
-    keys = safe_keys([f.relative_to(src) for f in files])
-    summary = MakeShardsSummary(ignored=[str(f.relative_to(src)) for f in ignored])
+    samples = _file_samples(src, files, label_table)
+    return _write_shards(samples, out_dir, modality, maxcount, prefix, [str(f.relative_to(src)) for f in ignored])
+
+
+Sample = tuple[str, dict[str, bytes], str]  # key, fields, where it came from
+
+
+def _write_shards(samples: Iterator[Sample], out_dir: Path, modality: str, maxcount: int, prefix: str,
+                  ignored: list[str]) -> MakeShardsSummary:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = MakeShardsSummary(ignored=ignored)
     sources: dict[str, str] = {}
-    for start in range(0, len(files), maxcount):
-        path = out_dir / f"{prefix}-{start // maxcount:06d}.tar"
-        writer = ShardWriter(path)
-        for file, key in zip(files[start : start + maxcount], keys[start : start + maxcount], strict=True):
-            relative = file.relative_to(src)
-            fields = {file.suffix[1:].lower(): file.read_bytes()}
-            fields.update(_label_fields(label_table, relative))
-            writer.write(key, fields)
-            sources[key] = str(relative)
-        summary.shards.append(str(writer.commit()))
-        summary.counts.append(writer.count)
+    writer: ShardWriter | None = None
+    for key, fields, source in samples:
+        if writer is None or writer.count == maxcount:
+            _commit(writer, summary)
+            writer = ShardWriter(out_dir / f"{prefix}-{len(summary.shards):06d}.tar")
+        writer.write(key, fields)
+        sources[key] = source
+    _commit(writer, summary)
     summary.samples = sum(summary.counts)
     manifest = {"modality": modality, **summary.to_dict(), "sources": sources}
     (out_dir / "shards.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return summary
+
+
+def _commit(writer: ShardWriter | None, summary: MakeShardsSummary) -> None:
+    if writer is not None:
+        summary.shards.append(str(writer.commit()))
+        summary.counts.append(writer.count)
+
+
+def _file_samples(src: Path, files: list[Path], label_table: dict[str, object]) -> Iterator[Sample]:
+    for file, key in zip(files, safe_keys([f.relative_to(src) for f in files]), strict=True):
+        relative = file.relative_to(src)
+        fields = {file.suffix[1:].lower(): file.read_bytes()}
+        fields.update(_label_fields(label_table, relative))
+        yield key, fields, str(relative)
+
+
+def _array_samples(src: Path, labels: str | Path | None) -> Iterator[Sample]:
+    images = read_array(src)
+    if len(images) == 0:
+        raise UsageError(f"{src} holds no images")
+    if labels is not None:
+        label_array = read_labels_array(labels)
+    elif src.suffix.lower() == ".npz" and npz_has_labels(src):
+        label_array = read_labels_array(src)
+    else:
+        label_array = None
+    for key, fields in array_samples(images, label_array):
+        yield key, fields, f"{src.name}[{int(key)}]"
 
 
 def _media_files(src: Path, modality: Modality) -> tuple[list[Path], list[Path]]:
