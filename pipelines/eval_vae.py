@@ -4,8 +4,10 @@ Per input, with K samples: the ELBO (mean log importance weight), the importance
 bound IWAE_K (Burda et al. 2016), and the naive Monte Carlo estimate from prior samples
 that the lecture starts from, at the same K; plus the ELBO's two terms (reconstruction
 E_q log p(x|z) and KL, one sample), active units (Cov_x(E_q[z_u]) > 0.01) and bits per
-dimension. Inputs are centre crops of the model's ``input_size`` from the shards' media; a
-conditional VAE is evaluated given each sample's ``.cls`` class. Everything is in nats per input unless named bits.
+dimension. Inputs are centre crops of the model's ``input_size`` from the shards' media,
+binarized once with ``seed`` for a Bernoulli likelihood (the usual stochastically binarized
+test set); a conditional VAE is evaluated given each sample's ``.cls`` class or ``.json``
+attributes. Everything is in nats per input unless named bits.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from vqtok.models.vae import LatentModel, active_units
 from vqtok.pipelines.errors import SampleError, UsageError
 from vqtok.pipelines.jobs import load_model
 from vqtok.pipelines.sources import expand_shards
-from vqtok.pipelines.training.data import CropBatches, epoch_loader, media_for
+from vqtok.pipelines.training.data import CropBatches, epoch_loader, input_options, media_for
 from vqtok.pipelines.vae_pictures import save_vae_pictures
 
 
@@ -63,9 +65,10 @@ def evaluate_nll(checkpoint: str | Path | LatentModel, shards: list[str], *, sam
         raise UsageError(f"--samples must be at least 1, got {samples}")
     torch.manual_seed(seed)
     crop = list(model.config.input_size)
-    conditional = model.config.family == "cvae"  # conditions come from the samples' .cls labels
+    inputs = input_options(model.config)
+    conditional = inputs["condition_size"] > 0
     batches = CropBatches(expand_shards(shards), media_for(model.config, crop), crop, batch_size, train=False,
-                          labels=conditional)
+                          seed=seed, **inputs)
     sums: dict[str, float] = defaultdict(float)
     means: dict[str, list[torch.Tensor]] = defaultdict(list)
     count, skipped, dims = 0, 0, 0

@@ -11,6 +11,8 @@ taken) is what a checkpoint stores, and resuming replays the epoch up to it.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -62,6 +64,14 @@ def media_for(model: TokenizerConfig, crop: Sequence[int]) -> MediaConfig:
     return MediaConfig("image", channels=model.channels)
 
 
+def input_options(model: TokenizerConfig) -> dict[str, int | bool]:
+    """The `CropBatches` options a model's config asks for: ``condition_size`` (a conditional
+    VAE's ``num_classes``) and ``binarize`` (a Bernoulli likelihood models binary data)."""
+    conditional = getattr(model, "family", None) == "cvae"
+    return {"condition_size": model.num_classes if conditional else 0,
+            "binarize": getattr(model, "likelihood", None) == "bernoulli"}
+
+
 def crop_piece(piece: torch.Tensor, size: Sequence[int], generator: torch.Generator | None) -> torch.Tensor:
     """piece: (C, *spatial) float -> (C, *size): a random window (centred without ``generator``),
     after replicating the trailing edge of axes shorter than ``size``."""
@@ -85,17 +95,21 @@ def _seed(*parts: int) -> int:
 
 
 class CropBatches(IterableDataset):
-    """One epoch of ``shards`` as batches ``(B, C, *crop)`` float32 in [-1, 1] (with ``labels``,
-    pairs of such a batch and the samples' ``.cls`` classes (B,) int64, for conditional
-    models), and the ``SampleError`` of each sample that could not be read or decoded.
+    """One epoch of ``shards`` as batches ``(B, C, *crop)`` float32 in [-1, 1], and the
+    ``SampleError`` of each sample that could not be read or decoded.
 
     ``train`` takes random crops, shuffles shard order and pieces (``shuffle_buffer``);
     otherwise crops are centred and order is kept. The last batch may be smaller.
+    ``condition_size`` M > 0 (conditional models): batches are pairs (x, c) with c: (B, M)
+    float, each sample's ``condition_vector``. ``binarize``: each value becomes 1 with
+    probability (x + 1) / 2, else -1, drawn anew each epoch (dynamic binarization, for
+    Bernoulli likelihoods); the draws come from the seeded generator, so evaluation data
+    is binarized the same way every run.
     """
 
     def __init__(self, shards: Sequence[str], media: MediaConfig, crop: Sequence[int],
                  batch_size: int, *, train: bool, shuffle_buffer: int = 1, seed: int = 0,
-                 rank: int = 0, epoch: int = 0, labels: bool = False) -> None:
+                 rank: int = 0, epoch: int = 0, condition_size: int = 0, binarize: bool = False) -> None:
         self.shards = list(shards)
         self.media = media
         self.crop = list(crop)
@@ -103,7 +117,8 @@ class CropBatches(IterableDataset):
         self.train = train
         self.shuffle_buffer = shuffle_buffer if train else 1
         self.seed, self.rank, self.epoch = seed, rank, epoch
-        self.labels = labels
+        self.condition_size = condition_size
+        self.binarize = binarize
 
     def __iter__(self) -> Iterator[torch.Tensor | SampleError]:
         info = torch.utils.data.get_worker_info()
@@ -154,33 +169,65 @@ class CropBatches(IterableDataset):
                 except Exception as exc:  # a decoder failure is this sample's, not the run's
                     yield SampleError(url, sample.key, "decode", str(exc))
                     continue
-                label = None
-                if self.labels:
+                condition = None
+                if self.condition_size:
                     try:
-                        label = class_label(sample.fields)
+                        condition = condition_vector(sample.fields, self.condition_size)
                     except ValueError as exc:
                         yield SampleError(url, sample.key, "label", str(exc))
                         continue
                 for piece in pieces:
                     cropped = crop_piece(piece, self.crop, generator if self.train else None)
-                    yield cropped if label is None else (cropped, label)
+                    if self.binarize:
+                        cropped = binarize(cropped, generator)
+                    yield cropped if condition is None else (cropped, condition)
 
 
-def class_label(fields: dict[str, bytes]) -> int:
-    """The integer class of a sample's ``.cls`` field; ValueError when it has none."""
-    for name, data in fields.items():
-        if name.lower().rsplit(".", 1)[-1] == "cls":
-            try:
-                return int(data.decode().strip())
-            except (UnicodeDecodeError, ValueError):
-                raise ValueError(f"its .cls field {data[:20]!r} is not an integer") from None
-    raise ValueError("it has no .cls label, which a conditional model needs")
+def binarize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """x: float in [-1, 1] -> values in {-1, 1}, 1 with probability (x + 1) / 2."""
+    draws = torch.rand(x.shape, generator=generator)
+    return torch.where(draws < (x + 1) / 2, 1.0, -1.0)
+
+
+def condition_vector(fields: dict[str, bytes], size: int) -> torch.Tensor:
+    """A sample's condition c: (size,) float32: the one-hot of its ``.cls`` class, or its
+    ``.json`` attributes (a list of ``size`` numbers, or an object of ``size`` numbers taken
+    in sorted key order). ValueError when it has neither or they do not fit."""
+    by_ext = {name.lower().rsplit(".", 1)[-1]: data for name, data in fields.items()}
+    if "cls" in by_ext:
+        return _one_hot(by_ext["cls"], size)
+    if "json" in by_ext:
+        return _attributes(by_ext["json"], size)
+    raise ValueError("it has no .cls label or .json attributes, which a conditional model needs")
+
+
+def _one_hot(data: bytes, size: int) -> torch.Tensor:
+    try:
+        label = int(data.decode().strip())
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"its .cls field {data[:20]!r} is not an integer") from None
+    if not 0 <= label < size:
+        raise ValueError(f"its class {label} is outside the model's {size} classes")
+    return torch.nn.functional.one_hot(torch.tensor(label), size).float()
+
+
+def _attributes(data: bytes, size: int) -> torch.Tensor:
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("its .json field is not valid JSON") from None
+    values = [value[k] for k in sorted(value)] if isinstance(value, dict) else value
+    numeric = isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    if not numeric or len(values) != size:
+        raise ValueError(f"its .json attributes must be {size} finite numbers (a list or an object)")
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def collate(items: list) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Stack pieces into a batch (B, C, *crop); (piece, label) pairs give (x, labels (B,) int64)."""
+    """Stack pieces into a batch (B, C, *crop); (piece, condition) pairs give (x, c (B, M))."""
     if isinstance(items[0], tuple):
-        return torch.stack([piece for piece, _ in items]), torch.tensor([label for _, label in items])
+        return torch.stack([piece for piece, _ in items]), torch.stack([condition for _, condition in items])
     return torch.stack(items)
 
 

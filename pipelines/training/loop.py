@@ -48,6 +48,7 @@ from vqtok.pipelines.training.data import (
     DataPosition,
     check_readable,
     epoch_loader,
+    input_options,
     media_for,
     resolve_crop,
     training_batches,
@@ -175,7 +176,7 @@ class Trainer:
         self.val_shards = expand_shards(config.val) if config.val else []
         self.model = _build_model(config).to(self.device)
         model_config = self.model.config
-        self.conditional = getattr(model_config, "family", None) == "cvae"  # batches carry .cls labels
+        self.inputs = input_options(model_config)  # conditions, binarization
         self.config = dataclasses.replace(config, crop=resolve_crop(model_config, config.crop))
         self.media = media_for(model_config, self.config.crop)
         self.train_shards = self.placement.select(train_shards)
@@ -271,7 +272,7 @@ class Trainer:
         def make_epoch(epoch: int) -> CropBatches:
             return CropBatches(self.train_shards, self.media, config.crop, config.batch_size, train=True,
                                shuffle_buffer=config.shuffle_buffer, seed=config.seed, rank=rank, epoch=epoch,
-                               labels=self.conditional)
+                               **self.inputs)
 
         return training_batches(make_epoch, config.num_workers, self.state.positions[rank], self._skip)
 
@@ -386,7 +387,7 @@ class Trainer:
                                     module.num_levels if codes_known else 0, self.sample_rate)
         loss_total, batches = 0.0, 0
         dataset = CropBatches(self.val_shards, self.media, self.config.crop, self.config.batch_size, train=False,
-                              labels=self.conditional)
+                              **self.inputs)
         for item in epoch_loader(dataset, 0):
             if isinstance(item, SampleError):
                 self._skip_once(item)
