@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
-from vqtok.cli.common import parse_size, print_summary, run_job, write_json
+from vqtok.cli.common import out, parse_size, print_summary, run_job, write_json
 from vqtok.pipelines.compress import CompressConfig, compress_file, decompress_file
 from vqtok.pipelines.encode import EncodeConfig
 from vqtok.pipelines.errors import UsageError
@@ -110,7 +111,7 @@ def rd(
 
 @eval_app.command("nll")
 def nll(
-    checkpoint: Path = typer.Argument(..., help="A VAE, ladder VAE or CVAE checkpoint directory (CVAE: shards need .cls labels)."),
+    checkpoint: Path = typer.Argument(..., help="A VAE, ladder VAE or CVAE checkpoint directory (CVAE: shards need .cls or .json conditions)."),
     shards: list[str] = typer.Argument(..., help="Shards, folders of them or brace patterns."),
     samples: int = typer.Option(1000, help="K, importance samples per input (IWAE_K and the naive estimate)."),
     batch_size: int = typer.Option(32, help="Inputs per batch."),
@@ -125,7 +126,24 @@ def nll(
     report = run_job(lambda: evaluate_nll(checkpoint, shards, samples=samples, batch_size=batch_size,
                                           max_inputs=limit or None, device=device, pictures=pictures))
     write_json(json_out, report.to_dict())
-    print_summary(report)
+    out.print(nll_table(report.to_dict()))
+
+
+def nll_table(report: dict) -> Table:
+    """The NLL report as rows of (quantity, value): bounds in nats per input, then per-layer figures."""
+    k = report["samples"]
+    table = Table("quantity", "value", title=f"{report['model']} on {report['inputs']} inputs (K = {k})")
+    rows = [("NLL = -IWAE_K (nats)", report["nll"]), ("negative ELBO (nats)", -report["elbo"]),
+            ("naive -log mean_K p(x|z), z ~ p(z) (nats)", -report["naive"]),
+            ("reconstruction E_q log p(x|z) (nats)", report["reconstruction"]), ("KL (nats)", report["kl"]),
+            ("bits per dim (from NLL)", report["bits_per_dim"])]
+    rows += [(f"KL {name.removeprefix('kl_')} (nats)", value) for name, value in report["kl_per_layer"].items()]
+    rows += [(f"active units {name}", units) for name, units in report["active_units"].items()]
+    if report["skipped"]:
+        rows.append(("skipped samples", report["skipped"]))
+    for name, value in rows:
+        table.add_row(name, f"{value:.3f}" if isinstance(value, float) else str(value))
+    return table
 
 
 def register(app: typer.Typer) -> None:
