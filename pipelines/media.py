@@ -37,6 +37,10 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "video": ("mp4", "webm", "mkv"),
 }
 MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpixel (8192 x 8192): far above what a tokenizer consumes
+# A few kilobytes of FLAC or H.264 can decode to hours of silence or of black frames: refuse
+# more than this many decoded values (samples x channels, frames x H x W x 3) per file.
+# 2^30 float32 values are 4 GiB: 6 hours of 48 kHz stereo, 4 minutes of 256x256 video.
+MAX_DECODED_VALUES = 1 << 30
 # torchaudio's resampling kernel has (rate / gcd) x (other rate / gcd) taps: bound it, as
 # sample rates come from untrusted files and headers (16 kHz <-> 44.1 kHz needs 282 k taps).
 MAX_RESAMPLE_TAPS = 1 << 24
@@ -50,7 +54,8 @@ class MediaConfig:
     Video is cut into clips of `clip_frames` frames starting every `clip_stride` frames
     (default: `clip_frames`, no overlap), resized to `frame_size` (H, W) when given.
     Images and frames larger than `max_image_pixels` (H * W) are refused before decoding;
-    None leaves only Pillow's own decompression-bomb check.
+    None leaves only Pillow's own decompression-bomb check. Audio and video that decode to
+    more than `max_decoded_values` values are refused while decoding, before they fill memory.
     """
 
     modality: Modality
@@ -61,6 +66,7 @@ class MediaConfig:
     clip_stride: int | None = None
     frame_size: tuple[int, int] | None = None
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
+    max_decoded_values: int = MAX_DECODED_VALUES
 
     @property
     def window(self) -> int:
@@ -118,7 +124,7 @@ def _png_bytes(x: torch.Tensor) -> bytes:
 
 
 def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
-    samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    samples, rate = _read_audio_bounded(data, config.max_decoded_values)
     if samples.shape[0] == 0:
         raise ValueError("audio has no samples")
     bad = samples.size - int(np.isfinite(samples).sum())
@@ -141,6 +147,18 @@ def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
         "num_windows": num_windows,
     }
     return padded.reshape(num_windows, 1, window), meta
+
+
+def _read_audio_bounded(data: bytes, max_values: int) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 and the rate; reads at most ``max_values`` values, since
+    the header's frame count can be absent or wrong."""
+    with soundfile.SoundFile(io.BytesIO(data)) as handle:
+        cap = max(1, max_values // handle.channels)
+        samples = handle.read(frames=cap + 1, dtype="float32", always_2d=True)
+        if samples.shape[0] > cap:
+            raise ValueError(f"audio decodes to more than {max_values} values "
+                             f"({cap / handle.samplerate / 3600:.1f} h at {handle.samplerate} Hz)")
+        return samples, handle.samplerate
 
 
 def _audio_bytes(x: torch.Tensor, meta: dict, audio_format: str) -> bytes:
@@ -179,7 +197,7 @@ def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
         stream = container.streams.video[0]
         _check_pixels(stream.codec_context.width, stream.codec_context.height, config, "video frame")
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        frames = _decode_frames_bounded(container, stream, config.max_decoded_values)
     if not frames:
         raise ValueError("video has no frames")
     video = _to_unit_range(np.stack(frames).transpose(3, 0, 1, 2))
@@ -200,6 +218,17 @@ def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
         "clip_starts": starts,
     }
     return torch.stack(clips), meta
+
+
+def _decode_frames_bounded(container: av.container.InputContainer, stream: av.video.VideoStream,
+                           max_values: int) -> list[np.ndarray]:
+    frames, values = [], 0
+    for frame in container.decode(stream):
+        frames.append(frame.to_ndarray(format="rgb24"))
+        values += frames[-1].size
+        if values > max_values:
+            raise ValueError(f"video decodes to more than {max_values} values (stopped at frame {len(frames)})")
+    return frames
 
 
 def _clip(video: torch.Tensor, start: int, length: int) -> torch.Tensor:
