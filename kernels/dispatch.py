@@ -105,6 +105,7 @@ def ema_update(
     eps: float = 1e-5,
     deterministic: bool = False,
     backend: str = "auto",
+    check_indices: bool = True,
 ) -> torch.Tensor:
     """One EMA codebook step, in place on ``cluster_size`` and ``embed_sum``.
 
@@ -112,6 +113,9 @@ def ema_update(
     in [0, K). Applies N <- g N + (1-g) n and m <- g m + (1-g) sum z with g = ``decay``, and
     returns the Laplace-smoothed codebook e = m / N~ as (K, D) fp32. ``deterministic`` makes
     the sums bit-reproducible on CUDA (sorted segment reduction instead of atomics).
+    ``check_indices=False`` skips the range check, which on a GPU waits for the device
+    (min/max read back to the host) on every call: for indices straight from ``nearest_code``,
+    which are in range by construction. Out-of-range indices are undefined behaviour then.
     """
     k, d = embed_sum.shape
     if cluster_size.shape != (k,) or z.dim() != 2 or z.shape[1] != d or indices.shape != (z.shape[0],):
@@ -125,7 +129,7 @@ def ema_update(
         raise ValueError(f"decay must be in [0, 1), got {decay}")
     with torch.no_grad():
         indices = indices.to(torch.int64)
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
+        if check_indices and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
             raise ValueError(f"indices must lie in [0, {k})")
         if choose_backend(z.device, backend) == "triton":
             from vqtok.kernels import triton_ema

@@ -92,6 +92,16 @@ def test_non_contiguous_batch():
         assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-6)
 
 
+def test_unchecked_indices_give_the_checked_result():
+    g = torch.Generator().manual_seed(2)
+    z, indices = torch.randn(40, 6, generator=g), torch.randint(0, 7, (40,), generator=g)
+    for backend in available_backends():
+        checked = ema_update(torch.ones(7), torch.zeros(7, 6), z, indices, decay=0.8, backend=backend)
+        unchecked = ema_update(torch.ones(7), torch.zeros(7, 6), z, indices, decay=0.8, backend=backend,
+                               check_indices=False)
+        assert torch.equal(checked, unchecked)
+
+
 def test_bad_arguments_are_refused():
     size, m = torch.ones(4), torch.zeros(4, 3)
     with pytest.raises(ValueError, match="indices must lie"):

@@ -29,8 +29,9 @@ def ema_codebook_step(
     """Update ``cluster_size`` (K,) and ``embed_sum`` (K, D) fp32 in place from z (N, D) and
     indices (N,) int64; returns the new codebook (K, D) fp32."""
     if world_size() == 1:
+        # indices come from nearest_code: skip the range check's host sync on each step
         return ema_update(
-            cluster_size, embed_sum, z, indices, decay=decay, eps=eps, backend=backend
+            cluster_size, embed_sum, z, indices, decay=decay, eps=eps, backend=backend, check_indices=False
         )
     counts, sums = code_counts_and_sums(z, indices, cluster_size.shape[0])
     all_reduce_sum(counts, sums)
