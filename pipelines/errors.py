@@ -8,12 +8,16 @@ written as one JSON line (shard, key, stage, message) so that no sample is dropp
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 OnError = Literal["raise", "skip"]
 STAGES = ("tar", "keys", "decode", "model", "write")
+# Decoders name their input by repr, e.g. "<_io.BytesIO object at 0x7f...>": drop the address,
+# so that the error logs of two runs over the same data are identical.
+OBJECT_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
 
 
 class PipelineError(Exception):
@@ -32,6 +36,9 @@ class SampleError:
     key: str
     stage: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", OBJECT_ADDRESS.sub("", self.message))
 
     def describe(self) -> str:
         return f"{self.shard}: sample {self.key!r} failed at {self.stage}: {self.message}"

@@ -112,3 +112,15 @@ def test_model_failure_skips_only_the_failing_samples(image_shards, checkpoints,
     logged = [json.loads(line) for log in summary.error_logs for line in open(log)]
     assert sorted((e["key"], e["stage"]) for e in logged) == [("photo", "model"), ("photo_2", "model")]
     assert summary.samples == 3
+
+
+def test_sample_errors_carry_no_object_addresses_so_logs_repeat():
+    from vqtok.pipelines.errors import SampleError
+    from vqtok.pipelines.media import MediaConfig, prepare
+
+    messages = []
+    for _ in range(2):
+        with pytest.raises(Exception) as raised:
+            prepare(b"not an image", MediaConfig("image"))
+        messages.append(SampleError("s.tar", "k", "decode", str(raised.value)).message)
+    assert messages[0] == messages[1] and "0x" not in messages[0] and "cannot identify image" in messages[0]
