@@ -117,7 +117,7 @@ def _check_pixels(width: int, height: int, config: MediaConfig, what: str) -> No
 
 def _png_bytes(x: torch.Tensor) -> bytes:
     """x: (C, H, W) float in [-1, 1] -> PNG bytes."""
-    pixels = _to_uint8(x).permute(1, 2, 0).numpy()
+    pixels = to_uint8(x).permute(1, 2, 0).numpy()
     buffer = io.BytesIO()
     Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -256,15 +256,20 @@ def _mp4_bytes(x: torch.Tensor, meta: dict) -> bytes:
     fps = meta.get("fps")
     if fps is not None and not (isinstance(fps, int | float) and 0 < fps <= 1000):
         raise ValueError(f"media description: fps={fps!r} is not a frame rate")
-    meta = {**meta, "frames": frames, "height": height, "width": width}
-    video = torch.empty(x.shape[1], meta["frames"], *x.shape[-2:])
-    for clip, start in zip(x, meta["clip_starts"], strict=True):
-        stop = min(start + clip.shape[1], meta["frames"])
+    video = assemble_clips(x, starts, frames)
+    if tuple(video.shape[-2:]) != (height, width):
+        video = _resize_frames(video, (height, width))
+    return encode_mp4(to_uint8(video).permute(1, 2, 3, 0).numpy(), fps or 8.0)
+
+
+def assemble_clips(clips: torch.Tensor, starts: list[int], frames: int) -> torch.Tensor:
+    """clips: (N, C, T, h, w) float -> the video (C, frames, h, w) they cover; where clips
+    overlap, the later one wins."""
+    video = torch.empty(clips.shape[1], frames, *clips.shape[-2:])
+    for clip, start in zip(clips, starts, strict=True):
+        stop = min(start + clip.shape[1], frames)
         video[:, start:stop] = clip[:, : stop - start]
-    if tuple(video.shape[-2:]) != (meta["height"], meta["width"]):
-        video = _resize_frames(video, (meta["height"], meta["width"]))
-    frames = _to_uint8(video).permute(1, 2, 3, 0).numpy()
-    return encode_mp4(frames, meta["fps"] or 8.0)
+    return video
 
 
 def encode_mp4(frames: np.ndarray, fps: float, *, codec: str = "libx264", crf: int = 18,
@@ -292,7 +297,8 @@ def _to_unit_range(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x)
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """x: float in [-1, 1] (clamped) -> uint8 in [0, 255], same shape."""
     return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
 
 

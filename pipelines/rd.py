@@ -24,10 +24,16 @@ import soundfile
 import torch
 
 from vqtok.pipelines import baselines
-from vqtok.pipelines.compress import CompressConfig, compress_bytes, decode_codes, read_vqt
+from vqtok.pipelines.compress import (
+    CompressConfig,
+    compress_bytes,
+    decode_codes,
+    media_meta,
+    read_vqt,
+)
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.jobs import load_model
-from vqtok.pipelines.media import EXTENSIONS, restore
+from vqtok.pipelines.media import EXTENSIONS, assemble_clips, restore, to_uint8
 from vqtok.pipelines.quality import log_mel_distance, ms_ssim, psnr, si_snr
 from vqtok.pipelines.rdplot import plot_curves
 
@@ -169,25 +175,16 @@ def _model_decode(model, vqt: bytes, reference: Reference) -> np.ndarray:
     """What decompressing `vqt` gives, as `reference.content` holds it."""
     header, payload = read_vqt(vqt)
     codes = torch.from_numpy(decode_codes(model, header, payload))
-    media = header["media"]
+    media = media_meta(model, header)
     x_hat = model.decode(codes.to(next(model.parameters()).device), size=media["input_size"]).cpu()
     modality = header["modality"]
     if modality == "video":
-        return _assemble_clips(x_hat, media["clip_starts"], media["frames"])
+        video = assemble_clips(x_hat, media["clip_starts"], media["frames"])
+        return to_uint8(video).permute(1, 2, 3, 0).numpy()
     _, data = restore(x_hat, media, modality)
     if modality == "image":
         return baselines.decode_image(data)
     return soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)[0].mean(axis=1)
-
-
-def _assemble_clips(clips: torch.Tensor, starts: list[int], frames: int) -> np.ndarray:
-    """clips: (N, C, T, H, W) float in [-1, 1] -> frames (frames, H, W, C) uint8 (later clips win overlaps)."""
-    video = torch.empty(clips.shape[1], frames, *clips.shape[-2:])
-    for clip, start in zip(clips, starts, strict=True):
-        stop = min(start + clip.shape[1], frames)
-        video[:, start:stop] = clip[:, : stop - start]
-    pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(1, 2, 3, 0).numpy()
 
 
 def _measure_codec(codec: str, modality: str, references: list[Reference],
