@@ -7,6 +7,8 @@
   [-3, 3] from the posterior mean of one input while the others stay fixed.
 - ``classes.png`` (CVAE): one row of samples per class.
 - ``layers.png`` (ladder VAE): row l samples layers l..L, the layers below at their mean.
+
+Flat and conv models alike; samples have the inputs' size.
 """
 
 from __future__ import annotations
@@ -37,20 +39,22 @@ def save_grid(path: Path, images: Tensor, per_row: int) -> Path:
 
 @torch.no_grad()
 def save_vae_pictures(model: LatentModel, x: Tensor, out: str | Path) -> list[Path]:
-    """Write the pictures above for the image model ``model`` given inputs x: (B, C, H, W)
-    (CVAE: conditions are the classes 0..num_classes-1). Returns the paths written."""
+    """Write the pictures above for the image model ``model`` given inputs x: (B, C, H, W),
+    samples of size (H, W) (CVAE: conditions are the classes 0..num_classes-1). Returns the
+    paths written."""
     if model.config.modality != "image":
         raise UsageError("pictures are drawn for image models only")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
+    size = tuple(x.shape[2:])
     if isinstance(model, ConditionalVAE):
-        return [_class_grid(model, out / "classes.png")]
+        return [_class_grid(model, out / "classes.png", size)]
     paths = [save_reconstruction_picture(out / "reconstructions.png", x[:PER_ROW], model(x[:PER_ROW])[0], "image")]
     if isinstance(model, LadderVAE):
-        rows = [model.sample(PER_ROW, stochastic_from=layer) for layer in range(1, model.layers + 1)]
+        rows = [model.sample(PER_ROW, stochastic_from=layer, size=size) for layer in range(1, model.layers + 1)]
         return [*paths, save_grid(out / "layers.png", torch.cat(rows), PER_ROW)]
-    paths.append(save_grid(out / "samples.png", model.sample(2 * PER_ROW), PER_ROW))
+    paths.append(save_grid(out / "samples.png", model.sample(2 * PER_ROW, size=size), PER_ROW))
     if model.config.network != "conv" and model.config.family != "ae":
         paths.append(_traversals(model, x[:1], out / "traversals.png"))
     return paths
@@ -66,6 +70,7 @@ def _traversals(model, x: Tensor, path: Path) -> Path:
     return save_grid(path, model.decode(codes), PER_ROW)
 
 
-def _class_grid(model: ConditionalVAE, path: Path) -> Path:
-    labels = torch.arange(model.config.num_classes).repeat_interleave(PER_ROW)
-    return save_grid(path, model.sample(labels.shape[0], labels), PER_ROW)
+def _class_grid(model: ConditionalVAE, path: Path, size: tuple[int, ...]) -> Path:
+    device = next(model.parameters()).device
+    labels = torch.arange(model.config.num_classes, device=device).repeat_interleave(PER_ROW)
+    return save_grid(path, model.sample(labels.shape[0], labels, size), PER_ROW)

@@ -22,8 +22,10 @@ TINY = {
 def tiny(name: str, **changes) -> vqtok.models.vae.LatentModel:
     config = VAE_PRESETS[name]
     options = dict(TINY[config.network])
-    if config.family == "ladder":
+    if config.family == "ladder" and config.network == "mlp":
         options = {"hidden": (32, 16, 8, 8, 8)[: len(config.ladder_dims)]}
+    if config.family == "ladder" and config.network == "conv":
+        options = {"widths": (8,) * (len(config.ladder_dims) + 1)}
     if config.network != "conv":
         options["input_size"] = (8, 8)
     return vqtok.create_model(name, **{**options, **changes})
@@ -124,15 +126,16 @@ def test_conditional_vae_needs_c_and_its_learned_prior_depends_on_c() -> None:
     assert not torch.allclose(mu_a, mu_b)
 
 
-@pytest.mark.parametrize("learned_prior", [False, True])
-def test_conditional_samples_follow_their_condition(learned_prior: bool) -> None:
+@pytest.mark.parametrize("preset", ["image-cvae-mlp", "image-cvae-prior-mlp", "image-cvae-conv", "image-cvae-prior-conv"])
+def test_conditional_samples_follow_their_condition(preset: str) -> None:
     """Four classes, each a bright row of an 8x8 binary image with flipped noise pixels;
     after a short training, samples of class k must look most like template k."""
     torch.manual_seed(0)
     templates = -torch.ones(4, 1, 8, 8)
     for k in range(4):
         templates[k, 0, 2 * k : 2 * k + 2] = 1.0
-    model = tiny("image-cvae-prior-mlp" if learned_prior else "image-cvae-mlp", hidden=(64, 32))
+    network = {"hidden": (64, 32)} if preset.endswith("mlp") else {"input_size": (8, 8), "widths": (8, 16, 16)}
+    model = tiny(preset, num_classes=4, **network)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(150):
         labels = torch.randint(4, (64,))
@@ -142,14 +145,16 @@ def test_conditional_samples_follow_their_condition(learned_prior: bool) -> None
         sum(losses.values()).backward()
         optimizer.step()
     labels = torch.arange(4).repeat(25)
-    samples = model.sample(100, labels)
+    samples = model.eval().sample(100, labels)
     nearest = torch.cdist(samples.flatten(1), templates.flatten(1)).argmin(dim=1)
     assert float((nearest == labels).float().mean()) >= 0.9
 
 
 @pytest.mark.parametrize("preset, expected", [
     ("image-ladder3-vae-mlp", ["layers.png", "reconstructions.png"]),
+    ("image-ladder3-vae-conv", ["layers.png", "reconstructions.png"]),
     ("image-cvae-mlp", ["classes.png"]),
+    ("image-cvae-prior-conv", ["classes.png"]),
     ("image-ae-mlp", ["reconstructions.png", "samples.png"]),
 ])
 def test_pictures_show_what_each_family_is_about(preset: str, expected: list[str], tmp_path) -> None:
@@ -159,8 +164,12 @@ def test_pictures_show_what_each_family_is_about(preset: str, expected: list[str
 
     model = tiny(preset)
     x, _ = batch(model, n=4)
+    if model.config.network == "conv":  # conv models draw samples at the inputs' size
+        x = x[..., :10, :12]
     paths = save_vae_pictures(model, x, tmp_path)
     assert sorted(p.name for p in paths) == expected
-    if preset == "image-cvae-mlp":
-        with Image.open(paths[0]) as picture:  # one row of 8 per class, 8x8 tiles with 2-pixel gaps
-            assert picture.size == (2 + 8 * 10, 2 + model.config.num_classes * 10)
+    rows = {"classes.png": model.config.num_classes, "layers.png": len(model.config.ladder_dims)}
+    if expected[0] in rows:
+        height, width = x.shape[2:]
+        with Image.open(tmp_path / expected[0]) as picture:  # a row of 8 per class or layer, 2-pixel gaps
+            assert picture.size == (2 + 8 * (width + 2), 2 + rows[expected[0]] * (height + 2))

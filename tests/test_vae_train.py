@@ -144,7 +144,31 @@ def test_naive_prior_estimate_falls_below_the_iwae_bound_on_a_fitted_model() -> 
     assert float(naive_bound(model, x, 100).mean()) < float(iwae.mean()) - 10
 
 
-def test_conditional_vae_trains_on_the_shards_class_labels(tmp_path) -> None:
+def test_conv_ladder_vae_trains_and_reports_each_layer(tmp_path) -> None:
+    shards = ppca_shards(tmp_path, 16)
+    options = {"input_size": [8, 8], "stage_strides": [[2, 2], [2, 2]], "widths": [8, 8, 8], "ladder_dims": [2, 3],
+               "likelihood": "logistic", "kl_warmup_steps": 4}
+    config = TrainConfig(model="image-ladder3-vae-conv", model_options=options, out=str(tmp_path / "run"),
+                         train=[str(shards)], batch_size=8, steps=6, warmup_steps=1, log_every=1,
+                         checkpoint_every=6, tensorboard=False)
+    summary = train(config, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"kl_layer1", "kl_layer2", "active_units_layer2"} <= set(rows[-1])
+    from vqtok.models.conv_ladder import ConvLadderVAE
+    from vqtok.pipelines.eval_vae import evaluate_nll
+
+    assert isinstance(vqtok.load(summary.final_model), ConvLadderVAE)
+    report = evaluate_nll(summary.final_model, [str(shards)], samples=10, pictures=tmp_path / "pictures")
+    assert report.inputs == 16 and report.elbo <= report.iwae
+    assert set(report.kl_per_layer) == {"kl_layer1", "kl_layer2"} and set(report.active_units) == {"layer1", "layer2"}
+    assert sorted(p.name for p in (tmp_path / "pictures").glob("*.png")) == ["layers.png", "reconstructions.png"]
+
+
+@pytest.mark.parametrize("preset, options", [
+    ("image-cvae-prior-mlp", {"hidden": [16], "latent_dim": 2}),
+    ("image-cvae-conv", {"widths": [8, 8, 8], "latent_dim": 2, "learned_prior": True}),
+])
+def test_conditional_vae_trains_on_the_shards_class_labels(preset: str, options: dict, tmp_path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     labels = {}
@@ -155,9 +179,8 @@ def test_conditional_vae_trains_on_the_shards_class_labels(tmp_path) -> None:
         labels[f"{i:02d}"] = i % 3
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     make_shards(src, tmp_path / "shards", "image", maxcount=6, labels=tmp_path / "labels.json")
-    config = TrainConfig(model="image-cvae-prior-mlp", out=str(tmp_path / "run"), train=[str(tmp_path / "shards")],
-                         val=[str(tmp_path / "shards")],
-                         model_options={"input_size": [8, 8], "hidden": [16], "latent_dim": 2, "num_classes": 3},
+    config = TrainConfig(model=preset, out=str(tmp_path / "run"), train=[str(tmp_path / "shards")],
+                         val=[str(tmp_path / "shards")], model_options={**options, "input_size": [8, 8], "num_classes": 3},
                          batch_size=4, steps=4, warmup_steps=1, log_every=1, val_every=4, checkpoint_every=4,
                          tensorboard=False, best_metric="loss")
     summary = train(config, progress=False)

@@ -6,7 +6,11 @@ derived in the lecture,
     -E_q [log p(x|z,c)] + beta D_KL(q(z|x,c) || p(z))     (independent case).
 
 The condition c is a one-hot class (``num_classes`` values) or any (B, num_classes) float
-vector of attributes; integer labels (B,) are one-hot encoded.
+vector of attributes; integer labels (B,) are one-hot encoded. Flat networks append c to
+their input features; conv networks (1D/2D/3D, any input size) append it as constant
+channels to the encoder's input x and to the decoder's input z. The learned prior's
+(mu, logvar) come from c alone: one Gaussian per latent unit for flat latents, one per
+channel shared by every position for conv latents (B, K, *spatial).
 """
 
 from __future__ import annotations
@@ -23,29 +27,34 @@ from vqtok.models.vae_nets import mlp
 
 
 class ConditionalVAE(VAE):
-    """A flat VAE whose encoder, decoder and (with ``learned_prior``) prior see c."""
+    """A VAE (flat or conv) whose encoder, decoder and (with ``learned_prior``) prior see c."""
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config, condition=config.num_classes)
-        width = config.hidden[-1] if config.hidden else config.latent_dim
-        self.prior_net = mlp([config.num_classes, width, 2 * config.latent_dim]) if config.learned_prior else None
+        self.prior_net = mlp([config.num_classes, _prior_width(config), 2 * config.latent_dim]) if config.learned_prior else None
 
     def condition(self, c: Tensor | None) -> Tensor:
         """Labels (B,) int -> one-hot (B, M) float; (B, M) float vectors pass through."""
         if c is None:
             raise ValueError("a conditional VAE needs the condition c (labels or attribute vectors)")
+        classes = self.config.num_classes
         if c.dim() == 1:
             if c.is_floating_point():
                 raise ValueError("labels must be integers; attribute vectors must be (B, M)")
-            return F.one_hot(c.long(), self.config.num_classes).float()
-        if c.shape[1] != self.config.num_classes:
-            raise ValueError(f"condition vectors need {self.config.num_classes} values, got {c.shape[1]}")
+            if c.numel() and (int(c.min()) < 0 or int(c.max()) >= classes):
+                raise ValueError(f"labels must lie in 0..{classes - 1}, got {int(c.min())}..{int(c.max())}")
+            return F.one_hot(c.long(), classes).float()
+        if c.dim() != 2 or c.shape[1] != classes:
+            raise ValueError(f"conditions must be labels (B,) or vectors (B, {classes}), got {tuple(c.shape)}")
         return c.float()
 
     def prior(self, c: Tensor | None) -> Prior:
         if self.prior_net is None:
             return None
-        mu, logvar = self.prior_net(c).chunk(2, dim=1)
+        moments = self.prior_net(self.condition(c))
+        if self.config.network == "conv":  # the same Gaussian at every position
+            moments = moments.view(*moments.shape, *([1] * self.config.dims))
+        mu, logvar = moments.chunk(2, dim=1)
         return mu, logvar
 
     def posterior(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -74,3 +83,10 @@ class ConditionalVAE(VAE):
 
     def decode(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
         return super().decode(z, self.condition(c), size)
+
+
+def _prior_width(config: VAEConfig) -> int:
+    """Hidden width of the prior network p(z|c): that of the layers next to the latent."""
+    if config.network == "conv":
+        return config.widths[-1]
+    return config.hidden[-1] if config.hidden else config.latent_dim

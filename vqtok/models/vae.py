@@ -122,7 +122,8 @@ class VAE(LatentModel):
         return mu, logvar
 
     def prior(self, c: Tensor | None) -> Prior:
-        """(mu, logvar) of p(z|c), or None for the standard normal prior."""
+        """(mu, logvar) of p(z|c), each (B, *latent) or broadcastable to it (a conv prior may
+        be (B, K, 1, ...), the same at every position); None for the standard normal prior."""
         return None
 
     def kl(self, mu: Tensor, logvar: Tensor, prior: Prior) -> Tensor:
@@ -163,11 +164,13 @@ class VAE(LatentModel):
         return latent_shape(self.config, size or self.config.input_size)
 
     def sample_prior(self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
-        """n draws z ~ p(z[|c]): (n, *latent)."""
+        """n draws z ~ p(z[|c]): (n, *latent) for inputs of spatial ``size``."""
+        shape = (n, *self.latent_shape(size))
         prior = self.prior(c)
         if prior is None:
-            return torch.randn(n, *self.latent_shape(size), device=self._device())
-        return reparameterize(*prior)
+            return torch.randn(shape, device=self._device())
+        mu, logvar = prior
+        return reparameterize(mu.expand(shape), logvar.expand(shape))
 
     @torch.no_grad()
     def sample(self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:

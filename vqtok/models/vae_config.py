@@ -23,9 +23,11 @@ class VAEConfig(ConvGeometry):
     network: "mlp" (flat inputs of shape (channels, *input_size)), "linear" (one affine map
         each way: with "gaussian_learned" this is probabilistic PCA), or "conv" (the residual
         conv stacks of the tokenizers; any input size, ``input_size`` sets the sample size).
+        Every family takes "mlp" and "conv"; all but "ladder" take "linear".
     hidden: MLP widths, input side first (ladder: one deterministic block per layer).
-    latent_dim: K, the latent size (conv: latent channels per position).
-    ladder_dims: ladder only, latent size per stochastic layer, bottom (next to x) first.
+    latent_dim: K, the latent size (conv: latent channels per position; unused by ladders).
+    ladder_dims: ladder only, latent size per stochastic layer (conv: channels), bottom (next
+        to x) first; a conv ladder has one layer per stage of ``stage_strides``.
     stage_strides, widths, blocks_per_stage, causal_time: the conv stacks (see TokenizerConfig).
     likelihood, sigma: p(x|z) (see ``vqtok.models.likelihoods``); sigma for the Gaussians.
     beta: weight of the KL term; with ``beta_normalized`` it is the lecture's
@@ -77,17 +79,34 @@ class VAEConfig(ConvGeometry):
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if len(self.input_size) != self.dims:
             raise ValueError(f"{self.modality} needs input_size of {self.dims} sizes, got {self.input_size}")
-        if self.network == "conv" and (len(self.widths) != len(self.stage_strides) + 1 or not self.stage_strides):
-            raise ValueError("conv networks need stage_strides and one more widths than stages")
-        if self.family == "ladder" and (self.network != "mlp" or len(self.ladder_dims) < 2
-                                        or len(self.hidden) != len(self.ladder_dims)):
-            raise ValueError("ladder VAEs are MLPs with at least 2 ladder_dims and one hidden width per layer")
-        if self.family == "cvae" and (self.num_classes < 2 or self.network == "conv"):
-            raise ValueError("cvae needs num_classes >= 2 and an mlp or linear network")
+        if self.network == "conv":
+            self._check_conv()
+        if self.family == "ladder":
+            self._check_ladder()
+        if self.family == "cvae" and self.num_classes < 2:
+            raise ValueError(f"cvae needs num_classes >= 2, got {self.num_classes}")
         if self.beta < 0 or self.free_bits < 0 or self.kl_warmup_steps < 0 or self.sigma <= 0:
             raise ValueError("beta, free_bits and kl_warmup_steps must be >= 0 and sigma > 0")
         if min(self.channels, self.latent_dim, *self.input_size) < 1:
             raise ValueError("channels, latent_dim and input_size must be positive")
+
+    def _check_conv(self) -> None:
+        if not self.stage_strides or len(self.widths) != len(self.stage_strides) + 1:
+            raise ValueError("conv networks need stage_strides and one more widths than stages")
+        if any(len(stage) != self.dims for stage in self.stage_strides):
+            raise ValueError(f"{self.modality} needs stage_strides of {self.dims}-tuples, got {self.stage_strides}")
+
+    def _check_ladder(self) -> None:
+        if len(self.ladder_dims) < 2 or min(self.ladder_dims) < 1:
+            raise ValueError(f"ladder VAEs need at least 2 positive ladder_dims, got {self.ladder_dims}")
+        if self.network == "mlp" and len(self.hidden) != len(self.ladder_dims):
+            raise ValueError(f"mlp ladder VAEs need one hidden width per layer: {len(self.ladder_dims)} "
+                             f"ladder_dims, {len(self.hidden)} hidden")
+        if self.network == "conv" and len(self.stage_strides) != len(self.ladder_dims):
+            raise ValueError(f"conv ladder VAEs have one stochastic layer per stage: {len(self.ladder_dims)} "
+                             f"ladder_dims, {len(self.stage_strides)} stage_strides")
+        if self.network == "linear":
+            raise ValueError("ladder VAEs need an mlp or conv network")
 
     @property
     def input_dim(self) -> int:

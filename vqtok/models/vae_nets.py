@@ -1,9 +1,10 @@
 """The networks of the continuous-latent models: flat MLP or linear maps, or the tokenizers'
-residual conv stacks, each optionally fed a condition vector c (flat networks only).
+residual conv stacks, each optionally fed a condition vector c: (B, M).
 
-Encoders map x: (B, C, *spatial) [and c: (B, M)] to (B, out, ...): (B, out) for flat
-networks, (B, out, *spatial / strides) for conv. Decoders map z back to the likelihood's
-parameters (B, P * C, *spatial), P = params_per_channel.
+Encoders map x: (B, C, *spatial) [and c] to (B, out, ...): (B, out) for flat networks,
+(B, out, *spatial / strides) for conv. Decoders map z back to the likelihood's parameters
+(B, P * C, *spatial), P = params_per_channel. Flat networks append c to their input
+features; conv networks append it as M constant channels to their input.
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _with_condition(h: Tensor, c: Tensor | None) -> Tensor:
-    return h if c is None else torch.cat([h, c.to(h.dtype)], dim=1)
+def with_condition(h: Tensor, c: Tensor | None) -> Tensor:
+    """h: (B, F) or (B, F, *spatial), c: (B, M) -> (B, F + M[, *spatial]): c appended as
+    features, or as channels constant over every position."""
+    if c is None:
+        return h
+    c = c.to(h.dtype).view(*c.shape, *([1] * (h.dim() - 2))).expand(-1, -1, *h.shape[2:])
+    return torch.cat([h, c], dim=1)
 
 
 class FlatEncoder(nn.Module):
@@ -41,7 +47,7 @@ class FlatEncoder(nn.Module):
         self.net = mlp([in_features, *hidden, out_features])
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return self.net(_with_condition(x.flatten(1), c))
+        return self.net(with_condition(x.flatten(1), c))
 
 
 class FlatDecoder(nn.Module):
@@ -53,7 +59,7 @@ class FlatDecoder(nn.Module):
         self.net = mlp([in_features, *hidden, math.prod(self.out_shape)])
 
     def forward(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
-        return self.net(_with_condition(z, c)).view(z.shape[0], *self.out_shape)
+        return self.net(with_condition(z, c)).view(z.shape[0], *self.out_shape)
 
 
 def conv_config(config: VAEConfig, channels: int, latent_channels: int) -> TokenizerConfig:
@@ -66,33 +72,35 @@ def conv_config(config: VAEConfig, channels: int, latent_channels: int) -> Token
 
 
 class ConvEncoder(nn.Module):
-    """(B, C, *spatial) -> (B, out, *latent): pad to the strides, residual conv encoder."""
+    """(B, C, *spatial) [+ c (B, M)] -> (B, out, *latent): pad to the strides, append c as
+    channels, residual conv encoder."""
 
-    def __init__(self, config: VAEConfig, out_channels: int) -> None:
+    def __init__(self, config: VAEConfig, out_channels: int, condition: int = 0) -> None:
         super().__init__()
-        self.stack = conv_config(config, config.channels, out_channels)
+        self.stack = conv_config(config, config.channels + condition, out_channels)
         self.net = Encoder(self.stack)
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return self.net(pad_to_multiple(x, self.stack.strides, self.stack.causal_time))
+        return self.net(with_condition(pad_to_multiple(x, self.stack.strides, self.stack.causal_time), c))
 
 
 class ConvDecoder(nn.Module):
-    """(B, K, *latent) -> (B, out, *spatial): residual conv decoder, cropped to ``size``."""
+    """(B, K, *latent) [+ c (B, M)] -> (B, out, *spatial): append c as channels, residual
+    conv decoder, cropped to ``size``."""
 
-    def __init__(self, config: VAEConfig, out_channels: int) -> None:
+    def __init__(self, config: VAEConfig, out_channels: int, condition: int = 0) -> None:
         super().__init__()
-        self.net = Decoder(conv_config(config, out_channels, config.latent_dim))
+        self.net = Decoder(conv_config(config, out_channels, config.latent_dim + condition))
 
     def forward(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
-        out = self.net(z)
+        out = self.net(with_condition(z, c))
         return out if size is None else crop(out, tuple(size))
 
 
 def build_encoder(config: VAEConfig, out_features: int, condition: int = 0) -> nn.Module:
     """The encoder to ``out_features`` values (channels for conv) per latent position."""
     if config.network == "conv":
-        return ConvEncoder(config, out_features)
+        return ConvEncoder(config, out_features, condition)
     hidden = config.hidden if config.network == "mlp" else ()
     return FlatEncoder(config.input_dim + condition, hidden, out_features)
 
@@ -101,7 +109,7 @@ def build_decoder(config: VAEConfig, params_per_channel: int, condition: int = 0
     """The decoder from the latent to the likelihood's parameters."""
     out_channels = params_per_channel * config.channels
     if config.network == "conv":
-        return ConvDecoder(config, out_channels)
+        return ConvDecoder(config, out_channels, condition)
     hidden = tuple(reversed(config.hidden)) if config.network == "mlp" else ()
     return FlatDecoder(config.latent_dim + condition, hidden, (out_channels, *config.input_size))
 
@@ -110,9 +118,14 @@ def latent_shape(config: VAEConfig, size: Sequence[int]) -> tuple[int, ...]:
     """Shape of z for inputs of spatial ``size``: (K,) flat, (K, *size / strides) conv."""
     if config.network != "conv":
         return (config.latent_dim,)
-    stack = conv_config(config, config.channels, config.latent_dim)
+    return (config.latent_dim, *downsampled(size, config.strides, config.causal_time))
+
+
+def downsampled(size: Sequence[int], strides: Sequence[int], causal_time: bool) -> tuple[int, ...]:
+    """Spatial shape of a conv stack's output for inputs of spatial ``size`` padded to total
+    ``strides``: ceil(n / s) per axis, 1 + ceil((n - 1) / s) on a causal time axis."""
     out = []
-    for axis, (n, s) in enumerate(zip(size, stack.strides, strict=True)):
-        out.append(1 + -(-(n - 1) // s) if axis == 0 and stack.causal_time else -(-n // s))
-    return (config.latent_dim, *out)
+    for axis, (n, s) in enumerate(zip(size, strides, strict=True)):
+        out.append(1 + -(-(n - 1) // s) if axis == 0 and causal_time else -(-n // s))
+    return tuple(out)
 
