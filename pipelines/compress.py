@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from vqtok.compress import (
-    CODER,
-    PRIOR_TOTAL,
+    ADAPTIVE_CODER,
+    CODERS,
     ContainerError,
     PayloadError,
     decode_payload,
@@ -35,7 +35,10 @@ from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.jobs import load_model
 from vqtok.pipelines.media import prepare, restore
 
-FORMAT = "vqt"
+# What restore() needs but the header does not store, because the model or the codes say it
+# (see media_meta); video stores clip_stride instead of the list of clip starts.
+DERIVED_MEDIA_KEYS = {"image": ("input_size",), "audio": ("input_size", "num_windows", "model_sample_rate"),
+                      "video": ("clip_frames", "clip_starts")}
 
 
 @dataclass
@@ -43,6 +46,7 @@ class CompressConfig:
     """How media is cut into model inputs (as for `vqtok encode`) and where the model runs.
 
     `levels` keeps only the first residual-VQ levels (a lower rate); None keeps them all.
+    `coder` is one of `vqtok.compress.CODERS`.
     """
 
     device: str = "cpu"
@@ -51,6 +55,7 @@ class CompressConfig:
     clip_stride: int | None = None
     frame_size: tuple[int, int] | None = None
     levels: int | None = None
+    coder: str = ADAPTIVE_CODER
 
 
 @dataclass
@@ -59,14 +64,18 @@ class Rates:
 
     `uniform_bits` is log2 K per code (a fixed-width code), `entropy_bits` the empirical
     entropy of this file's codes per level, `prior_bits` the cross-entropy under the stored
-    prior (what an ideal coder would write) and `written_bytes` the whole .vqt file.
+    static prior, `coded_bits` that under the coder's model (what an ideal coder would
+    write; equal to `prior_bits` for `ans-static`), `header_bytes` everything of the .vqt
+    but the payload and `written_bytes` the whole .vqt file.
     """
 
     codes: int
     uniform_bits: float
     entropy_bits: float
     prior_bits: float
+    coded_bits: float
     payload_bytes: int
+    header_bytes: int
     written_bytes: int
 
     def to_dict(self) -> dict:
@@ -74,6 +83,7 @@ class Rates:
             "uniform_bits_per_code": self.uniform_bits / max(self.codes, 1),
             "entropy_bits_per_code": self.entropy_bits / max(self.codes, 1),
             "prior_bits_per_code": self.prior_bits / max(self.codes, 1),
+            "coded_bits_per_code": self.coded_bits / max(self.codes, 1),
             "written_bits_per_code": 8 * self.written_bytes / max(self.codes, 1),
         }
         return {**asdict(self), **{k: round(v, 4) for k, v in per_code.items()}}
@@ -104,19 +114,17 @@ def compress_bytes(model, data: bytes, config: CompressConfig | None = None,
     if model.num_levels > 1:
         codes = codes[:, :levels]
     prior = model_prior(model)
-    payload = encode_payload(codes, prior[:levels])
+    if config.coder not in CODERS:
+        raise UsageError(f"unknown coder {config.coder!r}; expected one of {', '.join(CODERS)}")
+    payload = encode_payload(codes, prior[:levels], config.coder)
     header = {
-        "format": FORMAT,
-        "model_id": model.model_id,
-        "prior_id": prior_id(prior),
-        "preset": model.config.preset,
+        "model": model.model_id,
+        "prior": prior_id(prior),
         "modality": model.config.modality,
-        "codebook_size": model.codebook_size,
+        "coder": config.coder,
         "levels": levels,
-        "codes_shape": list(codes.shape),
-        "coder": {"name": CODER, "prior_total": PRIOR_TOTAL},
-        "source_bytes": len(data),
-        "media": meta,
+        "codes": list(codes.shape),
+        "media": _stored_media(meta, model.config.modality),
         **({"checkpoint": checkpoint} if checkpoint else {}),
     }
     vqt = pack(header, payload)
@@ -125,10 +133,21 @@ def compress_bytes(model, data: bytes, config: CompressConfig | None = None,
         uniform_bits=codes.size * math.log2(model.codebook_size),
         entropy_bits=empirical_entropy_bits(codes, levels),
         prior_bits=ideal_bits(codes, prior[:levels]),
+        coded_bits=ideal_bits(codes, prior[:levels], config.coder),
         payload_bytes=len(payload),
+        header_bytes=len(vqt) - len(payload),
         written_bytes=len(vqt),
     )
     return vqt, rates
+
+
+def _stored_media(meta: dict, modality: str) -> dict:
+    """`prepare`'s media description less what `media_meta` derives again."""
+    stored = {key: value for key, value in meta.items() if key not in DERIVED_MEDIA_KEYS[modality]}
+    if modality == "video":  # clips start every `stride` frames (media.prepare)
+        starts = meta["clip_starts"]
+        stored["clip_stride"] = starts[1] - starts[0] if len(starts) > 1 else 1
+    return stored
 
 
 def _levels_kept(model, levels: int | None) -> int:
@@ -146,43 +165,61 @@ def read_vqt(data: bytes) -> tuple[dict, bytes]:
     except ContainerError as error:
         raise UsageError(f"cannot read .vqt: {error}") from None
     header = container.header
-    if header.get("format") != FORMAT:
-        raise UsageError("cannot read .vqt: the header does not describe vqtok codes")
     _check_header_fields(header)
     return header, container.payload
 
 
 def _check_header_fields(header: dict) -> None:
-    expected = {"model_id": str, "prior_id": str, "modality": str, "levels": int,
-                "codes_shape": list, "media": dict}
+    expected = {"model": str, "prior": str, "modality": str, "coder": str, "levels": int,
+                "codes": list, "media": dict}
     for name, kind in expected.items():
         if not isinstance(header.get(name), kind):
             raise UsageError(f"cannot read .vqt: header field {name!r} is missing or not a {kind.__name__}")
-    shape = header["codes_shape"]
+    shape = header["codes"]
     if not shape or not all(isinstance(n, int) and n > 0 for n in shape):
-        raise UsageError(f"cannot read .vqt: bad codes_shape {shape}")
+        raise UsageError(f"cannot read .vqt: bad codes shape {shape}")
+    if header["coder"] not in CODERS:
+        raise UsageError(f"cannot read .vqt: coder {header['coder']!r} is not one of {', '.join(CODERS)}")
 
 
 def decode_codes(model, header: dict, payload: bytes) -> np.ndarray:
-    """The codes int64 `codes_shape` of a parsed .vqt, after checking that `model` made them."""
-    if header["model_id"] != model.model_id:
-        raise UsageError(f"the .vqt was made with model {header['model_id']} "
-                         f"({header.get('preset', 'unknown preset')}), not with this checkpoint "
+    """The codes int64 of shape `header["codes"]` of a parsed .vqt, after checking that `model` made them."""
+    if header["model"] != model.model_id:
+        raise UsageError(f"the .vqt was made with model {header['model']}, not with this checkpoint "
                          f"({model.model_id}, {model.config.preset}); pass the matching --checkpoint")
     prior = model_prior(model)
-    if header["prior_id"] != prior_id(prior):
-        raise UsageError(f"the .vqt was coded with prior {header['prior_id']}, but this checkpoint "
+    if header["prior"] != prior_id(prior):
+        raise UsageError(f"the .vqt was coded with prior {header['prior']}, but this checkpoint "
                          f"holds prior {prior_id(prior)}; use the checkpoint it was compressed with")
-    shape, levels = tuple(header["codes_shape"]), header["levels"]
+    shape, levels = tuple(header["codes"]), header["levels"]
     multi = model.num_levels > 1
     if len(shape) != 1 + multi + model.config.dims or not 1 <= levels <= model.num_levels \
             or (multi and shape[1] != levels):
-        raise UsageError(f"cannot read .vqt: codes_shape {list(shape)} with {levels} level(s) "
+        raise UsageError(f"cannot read .vqt: codes shape {list(shape)} with {levels} level(s) "
                          f"does not fit a {model.config.modality} model with {model.num_levels}")
     try:
-        return decode_payload(payload, prior[:levels], shape)
+        return decode_payload(payload, prior[:levels], shape, header["coder"])
     except PayloadError as error:
         raise UsageError(f"cannot read .vqt: {error}") from None
+
+
+def media_meta(model, header: dict) -> dict:
+    """The media description `media.restore` needs: the header's, plus what model and codes say.
+
+    `input_size` is the spatial size of one model input; audio adds `model_sample_rate` and
+    `num_windows`; video `clip_frames` and `clip_starts`. Values are checked by `restore`.
+    """
+    media, modality, pieces = dict(header["media"]), header["modality"], header["codes"][0]
+    if modality == "image":
+        return media | {"input_size": [media.get("height"), media.get("width")]}
+    if modality == "audio":
+        return media | {"input_size": [media.get("window")], "num_windows": pieces,
+                        "model_sample_rate": getattr(model.config, "sample_rate", None)}
+    size, stride = media.get("input_size"), media.get("clip_stride")
+    if not isinstance(size, list) or not size or not isinstance(size[0], int) \
+            or not isinstance(stride, int) or not 1 <= stride <= size[0]:
+        raise ValueError(f"input_size {size} and clip_stride {stride} do not describe clips")
+    return media | {"clip_frames": size[0], "clip_starts": [i * stride for i in range(pieces)]}
 
 
 @torch.inference_mode()
@@ -191,8 +228,8 @@ def decompress_bytes(model, data: bytes, audio_format: str = "wav",
     """Inverse of `compress_bytes`: .vqt bytes -> (extension, media bytes)."""
     header, payload = read_vqt(data)
     codes = torch.from_numpy(decode_codes(model, header, payload))
-    media = header["media"]
     try:
+        media = media_meta(model, header)
         size = tuple(media["input_size"])
         decoded = [model.decode(chunk.to(device), size=size).cpu() for chunk in codes.split(batch_size)]
         return restore(torch.cat(decoded), media, header["modality"], audio_format)

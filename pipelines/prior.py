@@ -1,8 +1,9 @@
 """`fit_prior_shards`: measure a checkpoint's code prior on media shards and store it in it.
 
 Reads the shards like `encode_shards` (same cutting of audio windows and video clips),
-counts the codes per level, quantizes the counts (`vqtok.compress.quantize_counts`) and
-saves the checkpoint with the prior, which `vqtok compress` then entropy-codes with.
+counts the codes per level in FOLDS folds (sample i in fold i mod FOLDS), smooths and
+quantizes them (`vqtok.compress.smoothed_prior`, cross-validated over the folds) and saves
+the checkpoint with the prior, which `vqtok compress` then entropy-codes with.
 Samples that cannot be decoded are skipped, counted and reported, never dropped silently.
 """
 
@@ -15,12 +16,14 @@ import torch
 from torch.utils.data import DataLoader
 
 import vqtok
-from vqtok.compress import entropy, fit_prior, prior_id, quantize_counts
+from vqtok.compress import entropy, fit_prior, prior_id, smoothed_prior
 from vqtok.pipelines.dataset import MediaBatches, PreparedBatch, identity
 from vqtok.pipelines.encode import EncodeConfig, media_config
 from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
 from vqtok.pipelines.jobs import load_model
 from vqtok.pipelines.sources import expand_shards
+
+FOLDS = 5
 
 
 @dataclass
@@ -34,6 +37,7 @@ class PriorSummary:
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
     entropy_bits_per_code: list[float] = field(default_factory=list)
+    uniform_weight: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,18 +67,23 @@ def fit_prior_shards(checkpoint: str | Path, shards: str | list[str], output: st
             if isinstance(event, SampleError):
                 errors.append(event)
             elif isinstance(event, PreparedBatch):
-                samples += len(event.samples)
-                yield from event.pieces.split(config.batch_size)
+                # Each sample's pieces stay in one fold, so that folds are held out honestly.
+                for pieces in event.pieces.split([sample.pieces for sample in event.samples]):
+                    fold = samples % FOLDS
+                    yield from ((fold, chunk) for chunk in pieces.split(config.batch_size))
+                    samples += 1
 
-    counts = fit_prior(model, batches())
+    fold_counts = fit_prior(model, batches(), FOLDS)
     if samples == 0:
         raise PipelineError(f"no sample of {len(urls)} shard(s) could be read; nothing to fit the prior on")
-    prior = quantize_counts(counts)
+    prior, weights = smoothed_prior(fold_counts)
+    counts = fold_counts.sum(axis=0)
     model.code_prior = torch.from_numpy(prior)
     target = vqtok.save(model.cpu(), output if output is not None else checkpoint)
     return PriorSummary(
         checkpoint=str(target), prior_id=prior_id(prior), samples=samples, codes=int(counts.sum()),
         skipped=len(errors), errors=[error.describe() for error in errors],
         entropy_bits_per_code=[round(entropy(row), 4) for row in counts],
+        uniform_weight=[round(w, 6) for w in weights],
     )
 

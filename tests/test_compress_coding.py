@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from vqtok.compress import (
+    ADAPTIVE_CODER,
+    CODERS,
     PRIOR_TOTAL,
     PayloadError,
     code_counts,
@@ -46,13 +48,35 @@ def test_bad_counts_are_refused(counts):
         quantize_counts(counts)
 
 
+@pytest.mark.parametrize("coder", CODERS)
 @pytest.mark.parametrize("shape, levels", [((3, 5, 7), 1), ((2, 4, 6, 5), 4), ((1, 40), 1)])
-def test_payload_round_trip_is_exact(shape, levels):
+def test_payload_round_trip_is_exact(shape, levels, coder):
     codes = _zipf_codes(shape, 256)
     prior = quantize_counts(code_counts(codes, 256, levels))
-    payload = encode_payload(codes, prior)
-    assert np.array_equal(decode_payload(payload, prior, shape), codes)
-    assert encode_payload(codes, prior) == payload  # deterministic
+    payload = encode_payload(codes, prior, coder)
+    assert np.array_equal(decode_payload(payload, prior, shape, coder), codes)
+    assert encode_payload(codes, prior, coder) == payload  # deterministic
+
+
+def test_adaptive_coder_learns_what_a_file_repeats():
+    """Codes skewed differently from the prior (as a new photo's): adaptation pays, and the
+    payload stays at its ideal size."""
+    rng = np.random.default_rng(3)
+    prior = quantize_counts(code_counts(_zipf_codes((1, 5000), 1024), 1024, 1))
+    codes = rng.choice(rng.choice(1024, 40, replace=False), size=(1, 64, 64))  # 40 codes used, unlike the prior
+    static, adaptive = encode_payload(codes, prior), encode_payload(codes, prior, ADAPTIVE_CODER)
+    assert len(adaptive) < 0.7 * len(static)
+    assert abs(8 * len(adaptive) - ideal_bits(codes, prior, ADAPTIVE_CODER)) <= 8 * 12
+    with pytest.raises(PayloadError):  # the same words read as static codes do not fit
+        decode_payload(adaptive, prior, codes.shape)
+
+
+@pytest.mark.parametrize("coder", CODERS)
+def test_a_huge_announced_shape_is_refused_before_decoding(coder):
+    codes = _zipf_codes((1, 200), 1024)
+    prior = quantize_counts(code_counts(codes, 1024, 1))
+    with pytest.raises(PayloadError, match="cannot hold"):
+        decode_payload(encode_payload(codes, prior, coder), prior, (1, 10**8), coder)
 
 
 def test_coded_size_is_within_a_few_bytes_of_the_entropy_bound():

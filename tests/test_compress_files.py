@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import vqtok
 from vqtok.cli.app import app
-from vqtok.compress import pack
+from vqtok.compress import CODERS, pack
 from vqtok.compress.container import MAGIC
 from vqtok.pipelines.compress import (
     CompressConfig,
@@ -35,11 +35,12 @@ INPUTS = {
 }
 
 
+@pytest.mark.parametrize("coder", CODERS)
 @pytest.mark.parametrize("preset", sorted(INPUTS))
-def test_round_trip_equals_model_decode_of_the_codes(preset, checkpoints):  # noqa: F811
+def test_round_trip_equals_model_decode_of_the_codes(preset, coder, checkpoints):  # noqa: F811
     model = vqtok.load(checkpoints[preset])
     data = INPUTS[preset].read_bytes()
-    vqt, rates = compress_bytes(model, data, CompressConfig(window_seconds=1.0))
+    vqt, rates = compress_bytes(model, data, CompressConfig(window_seconds=1.0, coder=coder))
     codes, meta = encode_media(model, data, CompressConfig(window_seconds=1.0))
     header, payload = read_vqt(vqt)
     assert np.array_equal(decode_codes(model, header, payload), codes)
@@ -120,9 +121,26 @@ def test_input_of_another_modality_exits_2(checkpoints, tmp_path):  # noqa: F811
 def test_header_with_a_malformed_field_is_refused(checkpoints):  # noqa: F811
     model = vqtok.load(checkpoints["image-vq-f8"])
     header, payload = read_vqt(compress_bytes(model, INPUTS["image-vq-f8"].read_bytes())[0])
-    for field, value in [("codes_shape", [1, -8, 8]), ("media", "x"), ("model_id", None)]:
+    for field, value in [("codes", [1, -8, 8]), ("media", "x"), ("model", None), ("coder", "zip")]:
         with pytest.raises(UsageError, match=field):
             decompress_bytes(model, pack({**header, field: value}, payload))
+
+
+def test_header_holds_only_what_decoding_needs(checkpoints):  # noqa: F811
+    model = vqtok.load(checkpoints["image-vq-f8"])
+    vqt, rates = compress_bytes(model, INPUTS["image-vq-f8"].read_bytes())
+    header, payload = read_vqt(vqt)
+    assert set(header) == {"model", "prior", "modality", "coder", "levels", "codes", "media"}
+    assert set(header["media"]) == {"height", "width"}
+    assert rates.header_bytes == len(vqt) - len(payload) < 200
+
+
+def test_an_older_format_version_is_refused_clearly(checkpoints):  # noqa: F811
+    model = vqtok.load(checkpoints["image-vq-f8"])
+    old = bytearray(compress_bytes(model, INPUTS["image-vq-f8"].read_bytes())[0])
+    struct.pack_into("<H", old, len(MAGIC), 1)
+    with pytest.raises(UsageError, match="older"):
+        decompress_bytes(model, bytes(old))
 
 
 def test_decompress_without_a_known_checkpoint_asks_for_one(checkpoints, tmp_path):  # noqa: F811

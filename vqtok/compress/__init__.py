@@ -1,9 +1,9 @@
 """Compression of codes: static priors, entropy coding (constriction ANS) and the .vqt container.
 
-    counts = fit_prior(model, batches)                  # (Q, K) int64 code counts
-    prior = quantize_counts(counts)                     # (Q, K) int64, rows sum to PRIOR_TOTAL
-    payload = encode_payload(codes, prior)              # bytes; needs `constriction`
-    codes = decode_payload(payload, prior, codes.shape)
+    counts = fit_prior(model, fold_batches, folds=5)    # (F, Q, K) int64 code counts per fold
+    prior, weights = smoothed_prior(counts)             # (Q, K) int64, rows sum to PRIOR_TOTAL
+    payload = encode_payload(codes, prior, ADAPTIVE_CODER)  # bytes; needs `constriction`
+    codes = decode_payload(payload, prior, codes.shape, ADAPTIVE_CODER)
     data = pack(header, payload); container = unpack(data)
 
 `constriction` is imported on first use only, so `import vqtok` works without it.
@@ -18,7 +18,9 @@ from vqtok.compress.container import (
     unpack,
 )
 from vqtok.compress.entropy import (
+    ADAPTIVE_CODER,
     CODER,
+    CODERS,
     PayloadError,
     decode_payload,
     empirical_entropy_bits,
@@ -34,11 +36,14 @@ from vqtok.compress.prior import (
     model_prior,
     prior_id,
     quantize_counts,
+    smoothed_prior,
     uniform_prior,
 )
 
 __all__ = [
+    "ADAPTIVE_CODER",
     "CODER",
+    "CODERS",
     "FORMAT_VERSION",
     "PRIOR_TOTAL",
     "Container",
@@ -57,6 +62,7 @@ __all__ = [
     "pack",
     "prior_id",
     "quantize_counts",
+    "smoothed_prior",
     "uniform_prior",
     "unpack",
 ]

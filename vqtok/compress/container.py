@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"\x89VQT\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_HEADER_BYTES = 1 << 20
 CHUNK_BYTES = 1 << 20
 
@@ -36,7 +36,7 @@ class ContainerError(ValueError):
 
 
 class UnsupportedVersionError(ContainerError):
-    """The file was written by a newer format version than this vqtok reads."""
+    """The file was written in a format version this vqtok does not read (newer or older)."""
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,18 @@ def pack(header: dict, payload: bytes, chunk_bytes: int = CHUNK_BYTES) -> bytes:
 
 
 def unpack(data: bytes) -> Container:
-    """Parse and verify a .vqt file. Raises ContainerError (UnsupportedVersionError for newer files)."""
+    """Parse and verify a .vqt file. Raises ContainerError (UnsupportedVersionError for other versions)."""
     reader = _Reader(data)
     if reader.take(len(MAGIC), "magic") != MAGIC:
         raise ContainerError("not a .vqt file (bad magic bytes)")
     version = reader.u16("format version")
-    if version > FORMAT_VERSION or version < 1:
-        raise UnsupportedVersionError(
-            f"format version {version} is not supported (this vqtok reads versions 1 to "
-            f"{FORMAT_VERSION}); upgrade vqtok to read it")
+    if version > FORMAT_VERSION:
+        raise UnsupportedVersionError(f"format version {version} is newer than this vqtok reads "
+                                      f"({FORMAT_VERSION}); upgrade vqtok to read it")
+    if version < FORMAT_VERSION:
+        raise UnsupportedVersionError(f"format version {version} is older than this vqtok reads "
+                                      f"({FORMAT_VERSION}); decompress it with the vqtok that wrote it "
+                                      f"and compress the media again")
     header_size = reader.u32("header size")
     if header_size > MAX_HEADER_BYTES:
         raise ContainerError(f"header size {header_size} exceeds the limit of {MAX_HEADER_BYTES} bytes")

@@ -2,8 +2,15 @@
 
 A prior is an int64 array `(Q, K)` of frequencies per residual level (Q = 1 for a single
 quantizer) that sum to `PRIOR_TOTAL` on every level, each at least 1 so that every code
-stays codable. It is computed with integer arithmetic only, so encoder and decoder derive
-the same table on any machine, and `prior_id` names it in compressed files.
+stays codable. It is stored in the checkpoint, so encoder and decoder read the same table on
+any machine, and `prior_id` names it in compressed files.
+
+Fitting: the counts of codes rarely seen in training say little about their frequency on
+new data, so `smoothed_prior` mixes the measured frequencies with the uniform distribution,
+with the mixing weight per level that gives the least cross-entropy on held-out folds of
+the fitting data (cross-validation). Uniform is among the candidates, so on data like the
+fitting data the prior never costs much more than log2 K bits per code. The mixture and
+its quantization are integer arithmetic.
 """
 
 from __future__ import annotations
@@ -16,6 +23,12 @@ import torch
 
 # A power of two at most 2**24: the coder's fixed-point precision, so frequencies are exact.
 PRIOR_TOTAL = 2**20
+# Candidate weights of the uniform distribution in a smoothed prior, 2**(-j/2) for j = 0..32,
+# as exact fractions of UNIFORM_DENOMINATOR; the first (1) is the uniform prior itself.
+UNIFORM_DENOMINATOR = 2**16
+UNIFORM_WEIGHTS = tuple(round(UNIFORM_DENOMINATOR * 2 ** (-j / 2)) for j in range(33))
+# Without two folds holding codes there is nothing to cross-validate: weigh uniform by 1/2.
+DEFAULT_UNIFORM_WEIGHT = UNIFORM_DENOMINATOR // 2
 
 
 def code_counts(codes: np.ndarray | torch.Tensor, codebook_size: int, num_levels: int) -> np.ndarray:
@@ -48,17 +61,63 @@ def from_levels(levels: np.ndarray, shape: tuple[int, ...], num_levels: int) -> 
 
 
 @torch.no_grad()
-def fit_prior(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> np.ndarray:
-    """Count the codes `model` gives to `batches` of inputs `(B, C, *spatial)` float in [-1, 1].
+def fit_prior(model: torch.nn.Module, batches: Iterable[tuple[int, torch.Tensor]], folds: int = 1) -> np.ndarray:
+    """Count the codes `model` gives to `(fold, inputs)` pairs, inputs `(B, C, *spatial)` float
+    in [-1, 1] and fold in [0, folds).
 
-    Returns int64 counts `(Q, K)`; turn them into a prior with `quantize_counts`.
+    Returns int64 counts `(folds, Q, K)`; turn them into a prior with `smoothed_prior`.
+    Keep each source (a photo, a recording) in one fold, so that folds are held out honestly.
     """
-    counts = np.zeros((model.num_levels, model.codebook_size), dtype=np.int64)
+    counts = np.zeros((folds, model.num_levels, model.codebook_size), dtype=np.int64)
     device = next(model.parameters()).device
-    for batch in batches:
+    for fold, batch in batches:
         codes = model.encode(batch.to(device)).cpu()
-        counts += code_counts(codes, model.codebook_size, model.num_levels)
+        counts[fold] += code_counts(codes, model.codebook_size, model.num_levels)
     return counts
+
+
+def smoothed_prior(fold_counts: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """fold_counts: int `(F, Q, K)` code counts of F disjoint parts of the fitting data.
+
+    Returns (prior int64 `(Q, K)`, the uniform weight chosen per level). Level q's prior is
+    `(1 - w) * counts / n + w / K` over all folds, quantized with `quantize_counts`, where w
+    among UNIFORM_WEIGHTS minimizes the cross-entropy of each fold under the other folds' counts.
+    """
+    fold_counts = np.asarray(fold_counts)
+    if fold_counts.ndim != 3 or not np.issubdtype(fold_counts.dtype, np.integer) or (fold_counts < 0).any():
+        raise ValueError("fold counts must be a (F, Q, K) array of non-negative integers")
+    weights = [_cross_validated_weight(level) for level in np.moveaxis(fold_counts, 1, 0)]
+    totals = fold_counts.sum(axis=0)
+    mixed = np.stack([_mix_uniform(row, w) for row, w in zip(totals, weights, strict=True)])
+    return quantize_counts(mixed), [w / UNIFORM_DENOMINATOR for w in weights]
+
+
+def _cross_validated_weight(folds: np.ndarray) -> int:
+    """folds: (F, K) counts of one level -> the numerator in UNIFORM_WEIGHTS with the least held-out bits."""
+    held_out = [f for f in range(len(folds)) if folds[f].sum()]
+    if len(held_out) < 2:
+        return DEFAULT_UNIFORM_WEIGHT
+    total = folds.sum(axis=0)
+
+    def bits(weight: int) -> float:
+        w = weight / UNIFORM_DENOMINATOR
+        cost = 0.0
+        for f in held_out:
+            train = total - folds[f]
+            p = (1 - w) * train / train.sum() + w / train.size
+            seen = folds[f] > 0
+            cost -= float((folds[f][seen] * np.log2(p[seen])).sum())
+        return cost
+
+    return min(UNIFORM_WEIGHTS, key=bits)  # ties: the first, i.e. the larger weight
+
+
+def _mix_uniform(counts: np.ndarray, weight: int) -> np.ndarray:
+    """Integer weights proportional to `(1 - w) * counts / n + w / K`, w = weight / UNIFORM_DENOMINATOR."""
+    n, size = int(counts.sum()), counts.size
+    if n == 0:
+        return np.zeros_like(counts)  # quantize_counts makes it uniform
+    return (UNIFORM_DENOMINATOR - weight) * size * counts.astype(np.int64) + weight * n
 
 
 def quantize_counts(counts: np.ndarray, total: int = PRIOR_TOTAL) -> np.ndarray:
