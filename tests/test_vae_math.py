@@ -11,7 +11,14 @@ from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import MultivariateNormal, Normal
 
 from vqtok.models.bounds import iwae_bound, naive_bound
-from vqtok.models.gaussian import kl_normal, kl_standard_normal, log_normal, precision_weighted
+from vqtok.models.gaussian import (
+    MIN_VARIANCE,
+    gaussian_from,
+    kl_normal,
+    kl_standard_normal,
+    log_normal,
+    precision_weighted,
+)
 from vqtok.models.likelihoods import make_likelihood
 from vqtok.models.ppca import PPCA
 
@@ -37,6 +44,18 @@ def test_precision_weighting_is_the_normalized_product_of_gaussians() -> None:
     variance = torch.trapezoid((grid - mean) ** 2 * density, grid)
     assert float(mu) == pytest.approx(float(mean), abs=1e-4)
     assert float(logvar.exp()) == pytest.approx(float(variance), rel=1e-4)
+
+
+def test_precision_weighting_and_softplus_variances_stay_finite_at_extremes() -> None:
+    logvar_a = torch.tensor([-200.0, 0.0, 200.0, -90.0], requires_grad=True)
+    logvar_b = torch.tensor([200.0, 0.0, -200.0, -90.0])
+    mu, logvar = precision_weighted(torch.ones(4), logvar_a, -torch.ones(4), logvar_b)
+    assert torch.allclose(mu, torch.tensor([1.0, 0.0, -1.0, 0.0]))  # the far more precise one wins
+    assert torch.allclose(logvar, torch.tensor([-200.0, -math.log(2.0), -200.0, -90.0 - math.log(2.0)]))
+    (mu.sum() + logvar.sum()).backward()
+    assert torch.isfinite(logvar_a.grad).all()
+    _, bounded = gaussian_from(torch.tensor([[0.0, -1e4]]))  # (mu, raw variance) of one unit
+    assert float(bounded) == pytest.approx(math.log(MIN_VARIANCE), rel=1e-6)
 
 
 def test_bernoulli_and_gaussians_match_torch_distributions() -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 LOG_2PI = math.log(2.0 * math.pi)
+MIN_VARIANCE = 1e-4
 
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -44,10 +46,19 @@ def kl_normal(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) ->
 def precision_weighted(mu_a: Tensor, logvar_a: Tensor, mu_b: Tensor, logvar_b: Tensor) -> tuple[Tensor, Tensor]:
     """The product of two Gaussians, renormalized (Sonderby et al. 2016, eq. 17-18):
     sigma^2 = 1 / (1/s_a^2 + 1/s_b^2), mu = (mu_a / s_a^2 + mu_b / s_b^2) sigma^2.
-    Returns (mu, logvar)."""
-    precision_a, precision_b = torch.exp(-logvar_a), torch.exp(-logvar_b)
-    variance = 1.0 / (precision_a + precision_b)
-    return (mu_a * precision_a + mu_b * precision_b) * variance, torch.log(variance)
+    Returns (mu, logvar). Computed in log space: mu_a's weight sigma^2 / s_a^2 is
+    sigmoid(log s_b^2 - log s_a^2), so no precision is formed that could overflow."""
+    weight_a = torch.sigmoid(logvar_b - logvar_a)
+    logvar = -torch.logaddexp(-logvar_a, -logvar_b)
+    return weight_a * mu_a + (1.0 - weight_a) * mu_b, logvar
+
+
+def gaussian_from(raw: Tensor) -> tuple[Tensor, Tensor]:
+    """A network's output (B, 2K, ...) -> (mu, logvar), each (B, K, ...), with sigma^2 =
+    softplus(.) + MIN_VARIANCE as in Sonderby et al. (2016): a variance that grows linearly,
+    not exponentially, with the output and never reaches 0, which keeps deep ladders finite."""
+    mu, raw_variance = raw.chunk(2, dim=1)
+    return mu, torch.log(F.softplus(raw_variance) + MIN_VARIANCE)
 
 
 def flat_sum(x: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from vqtok.models.gaussian import (
     flat_sum,
+    gaussian_from,
     kl_normal,
     kl_standard_normal,
     log_normal,
@@ -76,14 +77,12 @@ class LadderVAE(LatentModel):
         h, out = self.bottom_input(x), []
         for block, head in zip(self.up, self.up_heads, strict=True):
             h = block(h)
-            mu, logvar = head(h).chunk(2, dim=1)
-            out.append((mu, logvar))
+            out.append(gaussian_from(head(h)))
         return out
 
     def conditional_prior(self, i: int, z_above: Tensor) -> Gaussian:
         """(mu_p, logvar_p) of p(z_i | z_{i+1}); ``i`` counts from 0 at the bottom."""
-        mu, logvar = self.down[i](z_above).chunk(2, dim=1)
-        return mu, logvar
+        return gaussian_from(self.down[i](z_above))
 
     def top_down(self, up: list[Gaussian]) -> list[Step]:
         """Per layer, bottom first: (z_i ~ q, q's (mu, logvar), p's (mu, logvar) or None for N(0, I))."""
