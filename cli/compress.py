@@ -29,10 +29,12 @@ def compress(
     clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: clip length)."),
     frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
     levels: int | None = typer.Option(None, help="Residual VQ: keep only the first LEVELS levels (default: all)."),
+    coder: str = typer.Option("auto", help="ans-static, ans-adaptive, or auto (the shorter of the two)."),
 ) -> None:
     """Compress one media file to .vqt; prints the rates (log2 K, empirical entropy, bytes written)."""
     def job():
-        config = CompressConfig(device, batch_size, window_seconds, clip_stride, parse_size(frame_size), levels)
+        config = CompressConfig(device, batch_size, window_seconds, clip_stride, parse_size(frame_size), levels,
+                                coder)
         return compress_file(checkpoint, source, target, config)
 
     print_summary(run_job(job))

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from vqtok.compress import (
-    ADAPTIVE_CODER,
     CODERS,
     ContainerError,
     PayloadError,
@@ -40,13 +39,17 @@ from vqtok.pipelines.media import prepare, restore
 DERIVED_MEDIA_KEYS = {"image": ("input_size",), "audio": ("input_size", "num_windows", "model_sample_rate"),
                       "video": ("clip_frames", "clip_starts")}
 
+AUTO_CODER = "auto"
+
 
 @dataclass
 class CompressConfig:
     """How media is cut into model inputs (as for `vqtok encode`) and where the model runs.
 
     `levels` keeps only the first residual-VQ levels (a lower rate); None keeps them all.
-    `coder` is one of `vqtok.compress.CODERS`.
+    `coder` is one of `vqtok.compress.CODERS`, or "auto": code with each and keep the
+    shortest payload (the file's header names the one used), since the adaptive model wins
+    on images and can lose to the static prior on short, flat code streams such as speech.
     """
 
     device: str = "cpu"
@@ -55,7 +58,7 @@ class CompressConfig:
     clip_stride: int | None = None
     frame_size: tuple[int, int] | None = None
     levels: int | None = None
-    coder: str = ADAPTIVE_CODER
+    coder: str = AUTO_CODER
 
 
 @dataclass
@@ -114,14 +117,15 @@ def compress_bytes(model, data: bytes, config: CompressConfig | None = None,
     if model.num_levels > 1:
         codes = codes[:, :levels]
     prior = model_prior(model)
-    if config.coder not in CODERS:
-        raise UsageError(f"unknown coder {config.coder!r}; expected one of {', '.join(CODERS)}")
-    payload = encode_payload(codes, prior[:levels], config.coder)
+    if config.coder not in (*CODERS, AUTO_CODER):
+        raise UsageError(f"unknown coder {config.coder!r}; expected one of {', '.join(CODERS)} or {AUTO_CODER}")
+    tried = CODERS if config.coder == AUTO_CODER else (config.coder,)
+    payload, coder = min(((encode_payload(codes, prior[:levels], c), c) for c in tried), key=lambda pc: len(pc[0]))
     header = {
         "model": model.model_id,
         "prior": prior_id(prior),
         "modality": model.config.modality,
-        "coder": config.coder,
+        "coder": coder,
         "levels": levels,
         "codes": list(codes.shape),
         "media": _stored_media(meta, model.config.modality),
@@ -133,7 +137,7 @@ def compress_bytes(model, data: bytes, config: CompressConfig | None = None,
         uniform_bits=codes.size * math.log2(model.codebook_size),
         entropy_bits=empirical_entropy_bits(codes, levels),
         prior_bits=ideal_bits(codes, prior[:levels]),
-        coded_bits=ideal_bits(codes, prior[:levels], config.coder),
+        coded_bits=ideal_bits(codes, prior[:levels], coder),
         payload_bytes=len(payload),
         header_bytes=len(vqt) - len(payload),
         written_bytes=len(vqt),

@@ -51,6 +51,19 @@ def test_round_trip_equals_model_decode_of_the_codes(preset, coder, checkpoints)
     assert rates.uniform_bits == pytest.approx(codes.size * np.log2(model.codebook_size))
 
 
+def test_auto_coder_keeps_the_shorter_payload_and_names_it(checkpoints):  # noqa: F811
+    model = vqtok.load(checkpoints["audio-vq-16k"])
+    data = INPUTS["audio-vq-16k"].read_bytes()
+    payloads = {}
+    for coder in CODERS:
+        header, payloads[coder] = read_vqt(compress_bytes(model, data, CompressConfig(coder=coder))[0])
+    vqt, rates = compress_bytes(model, data)  # "auto" by default
+    header, payload = read_vqt(vqt)
+    shortest = min(CODERS, key=lambda c: len(payloads[c]))
+    assert header["coder"] == shortest and payload == payloads[shortest]
+    assert rates.payload_bytes == min(len(p) for p in payloads.values())
+
+
 def test_residual_levels_can_be_dropped_for_a_lower_rate(checkpoints):  # noqa: F811
     model = vqtok.load(checkpoints["image-rvq-f8"])
     data = INPUTS["image-rvq-f8"].read_bytes()
