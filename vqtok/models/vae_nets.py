@@ -3,8 +3,8 @@ residual conv stacks, each optionally fed a condition vector c: (B, M).
 
 Encoders map x: (B, C, *spatial) [and c] to (B, out, ...): (B, out) for flat networks,
 (B, out, *spatial / strides) for conv. Decoders map z back to the likelihood's parameters
-(B, P * C, *spatial), P = params_per_channel. Flat networks append c to their input
-features; conv networks append it as M constant channels to their input.
+(B, P * C, *spatial), P = params_per_channel. Flat networks append c to the input of
+every layer; conv networks append it as M constant channels to their input.
 """
 
 from __future__ import annotations
@@ -39,27 +39,49 @@ def with_condition(h: Tensor, c: Tensor | None) -> Tensor:
     return torch.cat([h, c], dim=1)
 
 
-class FlatEncoder(nn.Module):
-    """(B, C, *size) [+ c (B, M)] -> (B, out): flatten, concatenate c, MLP."""
+class ConditionedMLP(nn.Module):
+    """An MLP through ``sizes`` (SiLU between layers) whose every layer also reads c: (B, M),
+    so that deep layers need not carry the condition through from the input."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int) -> None:
+    def __init__(self, sizes: Sequence[int], condition: int) -> None:
         super().__init__()
-        self.net = mlp([in_features, *hidden, out_features])
+        self.layers = nn.ModuleList(nn.Linear(a + condition, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            h = layer(with_condition(h, c))
+            if i < len(self.layers) - 1:
+                h = nn.functional.silu(h)
+        return h
+
+
+def flat_net(sizes: Sequence[int], condition: int) -> nn.Module:
+    """``mlp(sizes)``, or a ConditionedMLP when there is a condition of ``condition`` values."""
+    return ConditionedMLP(sizes, condition) if condition else mlp(sizes)
+
+
+class FlatEncoder(nn.Module):
+    """(B, C, *size) [+ c (B, M)] -> (B, out): flatten, then an MLP (c enters every layer)."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, condition: int = 0) -> None:
+        super().__init__()
+        self.net = flat_net([in_features, *hidden, out_features], condition)
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return self.net(with_condition(x.flatten(1), c))
+        return self.net(x.flatten(1)) if c is None else self.net(x.flatten(1), c)
 
 
 class FlatDecoder(nn.Module):
-    """(B, K) [+ c (B, M)] -> (B, *out_shape): MLP, then unflatten."""
+    """(B, K) [+ c (B, M)] -> (B, *out_shape): an MLP (c enters every layer), then unflatten."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_shape: Sequence[int]) -> None:
+    def __init__(self, in_features: int, hidden: Sequence[int], out_shape: Sequence[int], condition: int = 0) -> None:
         super().__init__()
         self.out_shape = tuple(out_shape)
-        self.net = mlp([in_features, *hidden, math.prod(self.out_shape)])
+        self.net = flat_net([in_features, *hidden, math.prod(self.out_shape)], condition)
 
     def forward(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
-        return self.net(with_condition(z, c)).view(z.shape[0], *self.out_shape)
+        out = self.net(z) if c is None else self.net(z, c)
+        return out.view(z.shape[0], *self.out_shape)
 
 
 def conv_config(config: VAEConfig, channels: int, latent_channels: int) -> TokenizerConfig:
@@ -102,7 +124,7 @@ def build_encoder(config: VAEConfig, out_features: int, condition: int = 0) -> n
     if config.network == "conv":
         return ConvEncoder(config, out_features, condition)
     hidden = config.hidden if config.network == "mlp" else ()
-    return FlatEncoder(config.input_dim + condition, hidden, out_features)
+    return FlatEncoder(config.input_dim, hidden, out_features, condition)
 
 
 def build_decoder(config: VAEConfig, params_per_channel: int, condition: int = 0) -> nn.Module:
@@ -111,7 +133,7 @@ def build_decoder(config: VAEConfig, params_per_channel: int, condition: int = 0
     if config.network == "conv":
         return ConvDecoder(config, out_channels, condition)
     hidden = tuple(reversed(config.hidden)) if config.network == "mlp" else ()
-    return FlatDecoder(config.latent_dim + condition, hidden, (out_channels, *config.input_size))
+    return FlatDecoder(config.latent_dim, hidden, (out_channels, *config.input_size), condition)
 
 
 def latent_shape(config: VAEConfig, size: Sequence[int]) -> tuple[int, ...]:
