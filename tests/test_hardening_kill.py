@@ -44,6 +44,9 @@ def _run_with_signal(job, writes, signal_at: int | None, signum: int, count_file
     many events it saw to `count_file`; returns its exit code (-9 when SIGKILLed).
     """
     def child():
+        # A harness that starts the suite in the background (nohup, `&`) leaves SIGINT ignored;
+        # the job must see Ctrl-C as a terminal user's job would.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         torch.set_num_threads(1)
         seen = [0]
 
