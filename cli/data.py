@@ -84,7 +84,7 @@ def shards_make(
     out_dir: Path = typer.Argument(..., help="Where to write the .tar shards and shards.json."),
     modality: ModalityChoice = typer.Option(..., help="Which files to pack."),
     maxcount: int = typer.Option(1000, help="Samples per shard at most."),
-    labels: Path | None = typer.Option(None, help="Folder: JSON object or CSV (file,label). Array file: an IDX/.npy "
+    labels: Path | None = typer.Option(None, help="Folder: JSON object or CSV (file,label). Array file: an IDX/.npy/.npz "
                                                   "array of labels. Integers become .cls, anything else .json."),
 ) -> None:
     """Pack a folder of images, audio or video, or an array file of images, into WebDataset tar shards."""

@@ -4,8 +4,8 @@
 (never unpickled) or one array of a ``.npz``. `array_samples` turns images (N, H, W) or
 (N, H, W, C) and optional labels (N,) int or (N, M) float into (key, fields) samples: each
 image a lossless 8-bit PNG, each integer label a ``.cls``, each label vector a ``.json``
-list. Sizes are checked against the file before anything is allocated, so a crafted
-header cannot ask for terabytes.
+list. The sizes an IDX or .npz header claims are checked against the data it holds before
+anything is allocated, so a crafted header cannot ask for terabytes.
 """
 
 from __future__ import annotations
@@ -15,19 +15,21 @@ import io
 import json
 import math
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from vqtok.pipelines.errors import UsageError
+from vqtok.pipelines.media import png_bytes
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 GZIP_MAGIC = b"\x1f\x8b"
 IMAGE_KEYS = ("x", "images", "data", "arr_0")
 LABEL_KEYS = ("y", "labels", "targets", "arr_1")
 MAX_ARRAY_BYTES = 1 << 34  # 16 GiB: refuse headers that claim more before reading them
+READ_ERRORS = (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error)
 
 
 def is_array_file(path: Path) -> bool:
@@ -37,8 +39,12 @@ def is_array_file(path: Path) -> bool:
     if path.suffix.lower() in (".npy", ".npz", ".idx", ".gz") or "-idx" in path.name:
         return True
     with path.open("rb") as handle:
-        head = handle.read(4)
-    return len(head) == 4 and head[:2] == b"\0\0" and head[2] in IDX_TYPES and 1 <= head[3] <= 4
+        return is_idx_magic(handle.read(4))
+
+
+def is_idx_magic(head: bytes) -> bool:
+    """Whether ``head`` starts like an IDX file: 0, 0, a known type code, 1 to 4 dimensions."""
+    return len(head) >= 4 and head[:2] == b"\0\0" and head[2] in IDX_TYPES and 1 <= head[3] <= 4
 
 
 def read_array(path: str | Path, key: str | None = None) -> np.ndarray:
@@ -53,8 +59,8 @@ def read_array(path: str | Path, key: str | None = None) -> np.ndarray:
         if path.suffix.lower() == ".npz":
             return _npz_member(path, key, IMAGE_KEYS)
         return read_idx(path.read_bytes())
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
+    except READ_ERRORS as exc:
+        raise UsageError(f"cannot read {path}: {exc or type(exc).__name__}") from None
 
 
 def read_labels_array(path: str | Path, key: str | None = None) -> np.ndarray:
@@ -63,8 +69,8 @@ def read_labels_array(path: str | Path, key: str | None = None) -> np.ndarray:
     if path.suffix.lower() == ".npz":
         try:
             return _npz_member(path, key, LABEL_KEYS)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise UsageError(f"cannot read labels from {path}: {exc}") from None
+        except READ_ERRORS as exc:
+            raise UsageError(f"cannot read labels from {path}: {exc or type(exc).__name__}") from None
     return read_array(path, key)
 
 
@@ -80,7 +86,22 @@ def _npz_member(path: Path, key: str | None, defaults: tuple[str, ...]) -> np.nd
         if not names or names[0] not in archive.files:
             wanted = key or "/".join(defaults)
             raise ValueError(f"no array named {wanted} (it holds {', '.join(archive.files) or 'nothing'})")
+        _check_npz_member_size(archive.zip, names[0] + ".npy")
         return archive[names[0]]
+
+
+def _check_npz_member_size(archive: zipfile.ZipFile, member: str) -> None:
+    """numpy allocates what a member's header claims before reading its data: compare the
+    claim with the member's real (uncompressed) size first."""
+    size = archive.getinfo(member).file_size
+    if size > MAX_ARRAY_BYTES:
+        raise ValueError(f"{member} holds {size} bytes, more than {MAX_ARRAY_BYTES}")
+    with archive.open(member) as handle:
+        major, _ = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+    if math.prod(shape) * dtype.itemsize > size:
+        raise ValueError(f"{member} claims shape {shape} of {dtype}, more than its {size} bytes")
 
 
 def read_idx(data: bytes) -> np.ndarray:
@@ -88,7 +109,7 @@ def read_idx(data: bytes) -> np.ndarray:
     type, number of dimensions), the big-endian u32 sizes, then the values, big-endian."""
     if data[:2] == GZIP_MAGIC:
         data = _gunzip_bounded(data)
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_TYPES or not 1 <= data[3] <= 4:
+    if not is_idx_magic(data):
         raise ValueError("not an IDX file (bad magic number)")
     dtype, ndim = np.dtype(IDX_TYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
@@ -123,7 +144,9 @@ def as_images(array: np.ndarray) -> np.ndarray:
         if np.isnan(array).any() or low < 0 or high > 1:
             raise UsageError(f"float images must lie in [0, 1] without NaN (found [{low:g}, {high:g}])")
         return np.rint(array * 255).astype(np.uint8)
-    if array.dtype.kind not in "iub" or array.min() < 0 or array.max() > 255:
+    if array.dtype.kind == "b":  # a mask: 0 and 255, not near-black 0 and 1
+        return array.astype(np.uint8) * 255
+    if array.dtype.kind not in "iu" or array.min() < 0 or array.max() > 255:
         raise UsageError(f"integer images must lie in [0, 255], got dtype {array.dtype}")
     return array.astype(np.uint8)
 
@@ -132,9 +155,9 @@ def label_field(label: np.ndarray) -> dict[str, bytes]:
     """One sample's label: an integer -> ``.cls``; a vector of numbers -> a ``.json`` list."""
     if label.ndim == 0 and label.dtype.kind in "iub":
         return {"cls": str(int(label)).encode()}
-    if label.ndim <= 1 and label.dtype.kind in "iubf":
+    if label.ndim <= 1 and label.dtype.kind in "iubf" and np.isfinite(label).all():
         return {"json": json.dumps(np.atleast_1d(label).tolist()).encode()}
-    raise UsageError(f"labels must be integers (N,) or number vectors (N, M), got dtype {label.dtype}")
+    raise UsageError(f"labels must be integers (N,) or finite number vectors (N, M), got {label.dtype} {label}")
 
 
 def array_samples(images: np.ndarray, labels: np.ndarray | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -145,13 +168,8 @@ def array_samples(images: np.ndarray, labels: np.ndarray | None = None) -> Itera
         raise UsageError(f"{len(labels)} labels for {len(images)} images")
     width = max(6, len(str(len(images) - 1)))
     for index, image in enumerate(images):
-        fields = {"png": _png(image)}
+        fields = {"png": png_bytes(image)}
         if labels is not None:
             fields.update(label_field(np.asarray(labels[index])))
         yield f"{index:0{width}d}", fields
 
-
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -117,14 +117,18 @@ def _check_pixels(width: int, height: int, config: MediaConfig, what: str) -> No
 
 def _png_bytes(x: torch.Tensor) -> bytes:
     """x: (C, H, W) float in [-1, 1] -> PNG bytes."""
-    pixels = to_uint8(x).permute(1, 2, 0).numpy()
+    return png_bytes(to_uint8(x).permute(1, 2, 0).numpy())
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """pixels: (H, W, C) uint8, C in 1/3/4 -> lossless PNG bytes (grey, RGB or RGBA)."""
     buffer = io.BytesIO()
     Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
-    samples, rate = _read_audio_bounded(data, config.max_decoded_values)
+    samples, rate = _read_audio_bounded(data, config.max_decoded_values, config.sample_rate)
     if samples.shape[0] == 0:
         raise ValueError("audio has no samples")
     bad = samples.size - int(np.isfinite(samples).sum())
@@ -149,11 +153,13 @@ def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     return padded.reshape(num_windows, 1, window), meta
 
 
-def _read_audio_bounded(data: bytes, max_values: int) -> tuple[np.ndarray, int]:
-    """(frames, channels) float32 and the rate; reads at most ``max_values`` values, since
-    the header's frame count can be absent or wrong."""
+def _read_audio_bounded(data: bytes, max_values: int, target_rate: int | None) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 and the rate; reads at most ``max_values`` values, counted
+    after resampling to ``target_rate`` too, since the header's frame count can be absent
+    or wrong and a low-rate file grows when resampled."""
     with soundfile.SoundFile(io.BytesIO(data)) as handle:
-        cap = max(1, max_values // handle.channels)
+        growth = max(1.0, (target_rate or handle.samplerate) / handle.samplerate)
+        cap = max(1, int(max_values / (handle.channels * growth)))
         samples = handle.read(frames=cap + 1, dtype="float32", always_2d=True)
         if samples.shape[0] > cap:
             raise ValueError(f"audio decodes to more than {max_values} values "
@@ -200,8 +206,10 @@ def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
         frames = _decode_frames_bounded(container, stream, config.max_decoded_values)
     if not frames:
         raise ValueError("video has no frames")
+    height, width = frames[0].shape[:2]
+    if config.frame_size and len(frames) * 3 * math.prod(config.frame_size) > config.max_decoded_values:
+        raise ValueError(f"video resized to {config.frame_size} exceeds {config.max_decoded_values} values")
     video = _to_unit_range(np.stack(frames).transpose(3, 0, 1, 2))
-    height, width = video.shape[-2:]
     if config.frame_size and tuple(config.frame_size) != (height, width):
         video = _resize_frames(video, tuple(config.frame_size))
     clip_frames = config.clip_frames or len(frames)

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -103,6 +104,31 @@ def test_bad_arrays_and_labels_are_refused_with_a_message(tmp_path) -> None:
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
     with pytest.raises(UsageError, match="cannot read"):  # never unpickled
         read_array(tmp_path / "objects.npy")
+
+
+def test_crafted_npz_and_gzip_files_are_refused_before_allocating(tmp_path) -> None:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.zeros((2, 3, 3), dtype=np.uint8))
+    small = buffer.getvalue()
+    claim = b"(1048576, 1048576, 64), }"  # 64 TiB, written over the header's padding spaces
+    start = small.index(b"(2, 3, 3), }")
+    crafted = small[:start] + claim + small[start + len(claim):]
+    assert len(crafted) == len(small) and crafted.index(b"\n") == small.index(b"\n")
+    with zipfile.ZipFile(tmp_path / "crafted.npz", "w") as archive:  # a valid zip, CRC included
+        archive.writestr("x.npy", crafted)
+    with pytest.raises(UsageError, match="claims shape"):
+        read_array(tmp_path / "crafted.npz")
+    (tmp_path / "broken-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(mnist_like()[0]))[:40] + b"\x00" * 60)
+    with pytest.raises(UsageError, match="cannot read"):
+        read_array(tmp_path / "broken-idx3-ubyte.gz")
+
+
+def test_bool_masks_become_black_and_white_and_non_finite_labels_are_refused(tmp_path) -> None:
+    assert as_images(np.array([[[True, False]]])).ravel().tolist() == [255, 0]
+    np.save(tmp_path / "images.npy", np.zeros((2, 4, 4), dtype=np.uint8))
+    np.save(tmp_path / "labels.npy", np.array([[0.5, np.nan], [1.0, 0.0]]))
+    with pytest.raises(UsageError, match="finite"):
+        make_shards(tmp_path / "images.npy", tmp_path / "out", "image", labels=tmp_path / "labels.npy")
 
 
 def test_cli_imports_an_idx_file(tmp_path) -> None:

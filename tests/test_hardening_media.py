@@ -94,21 +94,30 @@ def test_pixel_limit_is_configurable():
         prepare(SEEDS["video"], MediaConfig("video", clip_frames=5, max_image_pixels=100))
 
 
-@pytest.mark.reliability(input="an 89 kB FLAC of one hour of silence; an MP4 longer than the limit",
+def soundfile_bytes(samples: np.ndarray, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.mark.reliability(input="an 89 kB FLAC of one hour of silence; 5 min at 8 kHz read for 48 kHz; an MP4 longer than the limit or resized past it",
                          fault="a small file that decodes to far more samples or frames than memory holds",
                          expected="ValueError naming the limit, raised while decoding, before memory fills")
 def test_decoded_length_is_bounded_before_memory_fills():
-    buffer = io.BytesIO()
-    soundfile.write(buffer, np.zeros(8000 * 3600, dtype=np.int16), 8000, format="FLAC", subtype="PCM_16")
-    hour_of_silence = buffer.getvalue()
+    hour_of_silence = soundfile_bytes(np.zeros(8000 * 3600, dtype=np.int16), 8000)
     assert len(hour_of_silence) < 100_000  # tiny on disk
     audio = MediaConfig("audio", channels=1, sample_rate=8000, max_decoded_values=8000 * 600)
     with pytest.raises(ValueError, match="audio decodes to more than 4800000 values"):
         prepare(hour_of_silence, audio)
     pieces, meta = prepare(wav_bytes(np.zeros(4000)), audio)
     assert meta["length"] == 4000
+    upsampled = MediaConfig("audio", channels=1, sample_rate=48000, max_decoded_values=8000 * 600)
+    with pytest.raises(ValueError, match="audio decodes to more than"):  # 10 min at 8 kHz is 6x that at 48 kHz
+        prepare(soundfile_bytes(np.zeros(8000 * 300, dtype=np.int16), 8000), upsampled)
     with pytest.raises(ValueError, match="video decodes to more than 100000 values"):
         prepare(SEEDS["video"], MediaConfig("video", clip_frames=5, max_decoded_values=100_000))
+    with pytest.raises(ValueError, match="video resized to"):
+        prepare(SEEDS["video"], MediaConfig("video", clip_frames=5, frame_size=(4096, 4096)))
 
 
 @pytest.mark.reliability(input="audio shard: empty WAV, 1-sample WAV, WAV with a NaN, WAV with +Inf",
