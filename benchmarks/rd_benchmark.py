@@ -78,7 +78,7 @@ def train_model(name: str, model: str, shards: Path, out: Path, steps: int, batc
 
 def entropy_savings(checkpoint: Path, inputs: list[Path], out: Path) -> dict:
     """Bits of the held-out inputs' codes: fixed log2 K, empirical entropy, static prior
-    cross-entropy, the adaptive coder's payload and the whole .vqt file, summed over inputs;
+    cross-entropy, the chosen coder's payload and the whole .vqt file, summed over inputs;
     savings are relative to log2 K."""
     totals = {"codes": 0, "uniform_bits": 0.0, "entropy_bits": 0.0, "prior_bits": 0.0, "coded_bits": 0.0,
               "payload_bytes": 0, "header_bytes": 0, "written_bytes": 0}

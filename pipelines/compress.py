@@ -112,13 +112,13 @@ def compress_bytes(model, data: bytes, config: CompressConfig | None = None,
     `checkpoint`, when given, is recorded as a hint for decompressing without --checkpoint.
     """
     config = config or CompressConfig()
+    if config.coder not in (*CODERS, AUTO_CODER):  # before the model runs
+        raise UsageError(f"unknown coder {config.coder!r}; expected one of {', '.join(CODERS)} or {AUTO_CODER}")
     levels = _levels_kept(model, config.levels)
     codes, meta = encode_media(model, data, config)
     if model.num_levels > 1:
         codes = codes[:, :levels]
     prior = model_prior(model)
-    if config.coder not in (*CODERS, AUTO_CODER):
-        raise UsageError(f"unknown coder {config.coder!r}; expected one of {', '.join(CODERS)} or {AUTO_CODER}")
     tried = CODERS if config.coder == AUTO_CODER else (config.coder,)
     payload, coder = min(((encode_payload(codes, prior[:levels], c), c) for c in tried), key=lambda pc: len(pc[0]))
     header = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 OnError = Literal["raise", "skip"]
-STAGES = ("tar", "keys", "decode", "model", "write")
+STAGES = ("tar", "keys", "decode", "label", "model", "write")
 # Decoders name their input by repr, e.g. "<_io.BytesIO object at 0x7f...>": drop the address,
 # so that the error logs of two runs over the same data are identical.
 OBJECT_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -68,10 +69,12 @@ def fit_prior_shards(checkpoint: str | Path, shards: str | list[str], output: st
                 errors.append(event)
             elif isinstance(event, PreparedBatch):
                 # Each sample's pieces stay in one fold, so that folds are held out honestly.
-                for pieces in event.pieces.split([sample.pieces for sample in event.samples]):
-                    fold = samples % FOLDS
-                    yield from ((fold, chunk) for chunk in pieces.split(config.batch_size))
-                    samples += 1
+                per_sample = [(samples + i) % FOLDS for i in range(len(event.samples))]
+                folds = np.repeat(per_sample, [sample.pieces for sample in event.samples])
+                samples += len(event.samples)
+                for start in range(0, len(folds), config.batch_size):
+                    stop = start + config.batch_size
+                    yield folds[start:stop], event.pieces[start:stop]
 
     fold_counts = fit_prior(model, batches(), FOLDS)
     if samples == 0:

@@ -23,10 +23,11 @@ import torch
 
 # A power of two at most 2**24: the coder's fixed-point precision, so frequencies are exact.
 PRIOR_TOTAL = 2**20
-# Candidate weights of the uniform distribution in a smoothed prior, 2**(-j/2) for j = 0..32,
-# as exact fractions of UNIFORM_DENOMINATOR; the first (1) is the uniform prior itself.
+# Candidate weights of the uniform distribution in a smoothed prior, 2**(-j/2) for j = 0..31
+# rounded to integer fractions of UNIFORM_DENOMINATOR (all distinct); the first (1) is the
+# uniform prior itself.
 UNIFORM_DENOMINATOR = 2**16
-UNIFORM_WEIGHTS = tuple(round(UNIFORM_DENOMINATOR * 2 ** (-j / 2)) for j in range(33))
+UNIFORM_WEIGHTS = tuple(round(UNIFORM_DENOMINATOR * 2 ** (-j / 2)) for j in range(32))
 # Without two folds holding codes there is nothing to cross-validate: weigh uniform by 1/2.
 DEFAULT_UNIFORM_WEIGHT = UNIFORM_DENOMINATOR // 2
 
@@ -61,9 +62,10 @@ def from_levels(levels: np.ndarray, shape: tuple[int, ...], num_levels: int) -> 
 
 
 @torch.no_grad()
-def fit_prior(model: torch.nn.Module, batches: Iterable[tuple[int, torch.Tensor]], folds: int = 1) -> np.ndarray:
-    """Count the codes `model` gives to `(fold, inputs)` pairs, inputs `(B, C, *spatial)` float
-    in [-1, 1] and fold in [0, folds).
+def fit_prior(model: torch.nn.Module, batches: Iterable[tuple[int | np.ndarray, torch.Tensor]],
+              folds: int = 1) -> np.ndarray:
+    """Count the codes `model` gives to `(fold, inputs)` pairs: inputs `(B, C, *spatial)` float
+    in [-1, 1], fold in [0, folds) for the whole batch or an int array `(B,)`, one per input.
 
     Returns int64 counts `(folds, Q, K)`; turn them into a prior with `smoothed_prior`.
     Keep each source (a photo, a recording) in one fold, so that folds are held out honestly.
@@ -72,7 +74,9 @@ def fit_prior(model: torch.nn.Module, batches: Iterable[tuple[int, torch.Tensor]
     device = next(model.parameters()).device
     for fold, batch in batches:
         codes = model.encode(batch.to(device)).cpu()
-        counts[fold] += code_counts(codes, model.codebook_size, model.num_levels)
+        per_input = np.broadcast_to(np.asarray(fold), (codes.shape[0],))
+        for f in np.unique(per_input):
+            counts[f] += code_counts(codes[torch.from_numpy(per_input == f)], model.codebook_size, model.num_levels)
     return counts
 
 

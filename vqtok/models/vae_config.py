@@ -34,7 +34,7 @@ class VAEConfig(ConvGeometry):
         beta_norm = beta K / n, and the KL weight applied is beta_norm * n / K.
     kl_warmup_steps: the KL weight ramps linearly from 0 over these training steps.
     free_bits: nats per latent unit below which the KL is not penalized (Kingma et al. 2016).
-    num_classes: cvae, size of the one-hot condition c. learned_prior: cvae, p(z|c)
+    num_classes: cvae, size M of the condition c: a one-hot class, or M `.json` attributes. learned_prior: cvae, p(z|c)
         instead of p(z).
     """
 
