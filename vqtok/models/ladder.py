@@ -157,7 +157,8 @@ class LadderVAE(LatentModel):
 
 class FlatLadderVAE(LadderVAE):
     """The ladder on flat inputs x: (B, C, *input_size), by MLPs: one deterministic block of
-    width ``hidden[i - 1]`` per layer; latents z_i: (B, ladder_dims[i - 1])."""
+    width ``hidden[i - 1]`` per layer, p(x|z_1) two layers of width ``hidden[0]``; latents
+    z_i: (B, ladder_dims[i - 1])."""
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
@@ -167,7 +168,9 @@ class FlatLadderVAE(LadderVAE):
         self.up_heads = nn.ModuleList(nn.Linear(h, 2 * d) for h, d in zip(hidden, dims, strict=True))
         self.down = nn.ModuleList(mlp([dims[i + 1], hidden[i], 2 * dims[i]]) for i in range(len(dims) - 1))
         out_shape = (self.likelihood.params_per_channel * config.channels, *config.input_size)
-        self.decoder = FlatDecoder(dims[0], tuple(reversed(hidden)), out_shape)
+        # p(x|z_1) mirrors the first bottom-up block, as in Sonderby et al.: the reversed
+        # bottom-up widths would squeeze z_1 through the narrow top widths on its way to x.
+        self.decoder = FlatDecoder(dims[0], (hidden[0], hidden[0]), out_shape)
 
     def bottom_input(self, x: Tensor) -> Tensor:
         return x.flatten(1)
