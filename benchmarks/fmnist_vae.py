@@ -153,7 +153,7 @@ def summary_table(rows: list[dict], samples: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/fmnist"))
-    parser.add_argument("--steps", type=int, default=4000, help="training steps per model (batch 128)")
+    parser.add_argument("--steps", type=int, default=5000, help="training steps per model (batch 128)")
     parser.add_argument("--samples", type=int, default=1000, help="K of the importance-weighted bound")
     parser.add_argument("--test-inputs", type=int, default=1000, help="test images evaluated (0: all 10,000)")
     parser.add_argument("--parallel", type=int, default=2)
