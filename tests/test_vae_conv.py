@@ -156,6 +156,8 @@ def test_conv_models_round_trip_through_checkpoints(family: str, modality: str, 
     ({"family": "ladder", "ladder_dims": (2,)}, "at least 2 positive ladder_dims"),
     ({"family": "ladder", "network": "linear", "ladder_dims": (2, 3)}, "mlp or conv"),
     ({"family": "cvae", "num_classes": 1}, "num_classes >= 2"),
+    ({"family": "cvae", "num_classes": 3, "learned_prior": True, "prior_components": 2}, "flat"),
+    ({"prior_components": 0}, "prior_components must be >= 1"),
     ({"stage_strides": ((2,), (2,))}, "2-tuples"),
 ])
 def test_bad_conv_configs_fail_with_a_clear_message(changes: dict, message: str) -> None:

@@ -16,8 +16,10 @@ from vqtok.models.gaussian import (
     gaussian_from,
     kl_normal,
     kl_standard_normal,
+    log_mixture_normal,
     log_normal,
     precision_weighted,
+    sample_mixture_normal,
 )
 from vqtok.models.likelihoods import make_likelihood
 from vqtok.models.ppca import PPCA
@@ -32,6 +34,39 @@ def test_closed_form_kl_matches_monte_carlo() -> None:
     torch.testing.assert_close(kl_normal(mu_q, logvar_q, mu_p, logvar_p), mc, atol=0.01, rtol=0.01)
     mc_standard = (log_normal(z, mu_q, logvar_q) - log_normal(z, torch.zeros(3), torch.zeros(3))).mean(dim=0)
     torch.testing.assert_close(kl_standard_normal(mu_q, logvar_q), mc_standard, atol=0.01, rtol=0.01)
+
+
+def mixture_of_three() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two batch rows, each a mixture of 3 diagonal Gaussians in 2-D: (2, 3, 2), (2, 3, 2), (2, 3)."""
+    mu = torch.tensor([[[-4.0, 0.0], [0.0, 3.0], [5.0, -1.0]], [[1.0, 1.0], [-2.0, 0.5], [0.0, -6.0]]])
+    logvar = torch.tensor([[[0.0, -1.0], [0.5, 0.0], [-0.5, 0.2]], [[-1.0, -1.0], [0.0, 0.3], [0.4, 0.0]]])
+    return mu, logvar, torch.tensor([[0.0, 1.0, -1.0], [2.0, 0.0, 0.5]])
+
+
+def test_mixture_density_matches_torch_distributions() -> None:
+    from torch.distributions import Categorical, Independent, MixtureSameFamily
+
+    mu, logvar, logits = mixture_of_three()
+    reference = MixtureSameFamily(Categorical(logits=logits), Independent(Normal(mu, torch.exp(0.5 * logvar)), 1))
+    z = torch.randn(5, 2, 2) * 3
+    torch.testing.assert_close(log_mixture_normal(z, mu, logvar, logits), reference.log_prob(z))
+    # One component, or M equal ones, is the plain diagonal Gaussian.
+    single = log_normal(z, mu[:, :1].squeeze(1), logvar[:, :1].squeeze(1)).sum(dim=-1)
+    torch.testing.assert_close(log_mixture_normal(z, mu[:, :1], logvar[:, :1], logits[:, :1]), single)
+    same = log_mixture_normal(z, mu[:, :1].expand(2, 4, 2), logvar[:, :1].expand(2, 4, 2), torch.randn(2, 4))
+    torch.testing.assert_close(same, single)
+
+
+def test_mixture_samples_have_the_mixture_moments() -> None:
+    """E z = sum_m pi_m mu_m and E z^2 = sum_m pi_m (sigma_m^2 + mu_m^2), per row and unit."""
+    torch.manual_seed(0)
+    mu, logvar, logits = mixture_of_three()
+    n = 200_000
+    rows = torch.arange(2).repeat(n)
+    z = sample_mixture_normal(mu[rows], logvar[rows], logits[rows]).view(n, 2, 2)
+    weights = torch.softmax(logits, dim=1).unsqueeze(2)
+    torch.testing.assert_close(z.mean(0), (weights * mu).sum(1), atol=0.03, rtol=0)
+    torch.testing.assert_close(z.pow(2).mean(0), (weights * (logvar.exp() + mu.pow(2))).sum(1), atol=0.1, rtol=0.01)
 
 
 def test_precision_weighting_is_the_normalized_product_of_gaussians() -> None:

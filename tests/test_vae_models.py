@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 import vqtok
 from vqtok.models.bounds import iwae_bound
+from vqtok.models.gaussian import kl_normal
 from vqtok.models.vae_presets import VAE_PRESETS
 
 # Small networks so that every preset builds and runs in milliseconds.
@@ -85,6 +87,18 @@ def test_checkpoints_round_trip_continuous_models(preset: str, tmp_path) -> None
     assert {k: float(v.detach()) for k, v in got.items()} == {k: float(v.detach()) for k, v in expected.items()}
 
 
+def test_checkpoints_from_before_a_config_field_existed_still_load(tmp_path) -> None:
+    model = tiny("image-cvae-prior-mlp").eval()
+    directory = vqtok.save(model, tmp_path / "m")
+    record = json.loads((directory / "config.json").read_text())
+    del record["config"]["prior_components"]  # as written before mixture priors existed
+    (directory / "config.json").write_text(json.dumps(record))
+    loaded = vqtok.load(directory)
+    assert loaded.config.prior_components == 1 and loaded.model_id == model.model_id
+    mixture = tiny("image-cvae-prior-mlp", prior_components=2)
+    assert mixture.config.identity_dict()["prior_components"] == 2  # hashed where it matters
+
+
 def test_kl_weight_follows_beta_normalization_warmup_and_free_bits() -> None:
     model = tiny("image-vae-mlp", beta=0.5, beta_normalized=True, kl_warmup_steps=100)
     n, k = 64, 4
@@ -126,8 +140,33 @@ def test_conditional_vae_needs_c_and_its_learned_prior_depends_on_c() -> None:
     assert not torch.allclose(mu_a, mu_b)
 
 
-@pytest.mark.parametrize("preset", ["image-cvae-mlp", "image-cvae-prior-mlp", "image-cvae-conv", "image-cvae-prior-conv"])
-def test_conditional_samples_follow_their_condition(preset: str) -> None:
+def test_mixture_prior_cvae_estimates_the_kl_bounds_and_round_trips(tmp_path) -> None:
+    model = tiny("image-cvae-prior-mlp", prior_components=3)
+    x, c = batch(model)
+    mu, logvar, logits = model.prior_mixture(c)
+    assert mu.shape == logvar.shape == (3, 3, 4) and logits.shape == (3, 3)
+    assert not torch.allclose(mu[0], mu[1])  # the mixture depends on c
+    # With three equal components the one-sample KL estimates average to the closed form.
+    last = model.prior_net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias[3:].copy_(torch.tensor([0.5, -1.0, 0.0, 2.0, -0.3, 0.2, 0.1, -0.5]).repeat(3))
+    q_mu, q_logvar = torch.randn(3, 4), torch.randn(3, 4) * 0.3
+    estimate = torch.stack([model.kl(q_mu, q_logvar, model.condition(c)) for _ in range(20_000)]).mean(0)
+    exact = kl_normal(q_mu, q_logvar, torch.tensor([0.5, -1.0, 0.0, 2.0]), torch.tensor([-0.3, 0.2, 0.1, -0.5]))
+    torch.testing.assert_close(estimate.squeeze(1), exact.sum(1), atol=0.03, rtol=0.01)
+    iwae, elbo = iwae_bound(model, x, 8, c=c)
+    assert torch.all(iwae >= elbo)
+    assert model.sample(3, c).shape == x.shape
+    loaded = vqtok.load(vqtok.save(model, tmp_path / "m"))
+    assert loaded.config.prior_components == 3 and loaded.model_id == model.model_id
+
+
+@pytest.mark.parametrize("preset, changes", [
+    ("image-cvae-mlp", {}), ("image-cvae-prior-mlp", {}), ("image-cvae-prior-mlp", {"prior_components": 4}),
+    ("image-cvae-conv", {}), ("image-cvae-prior-conv", {}),
+])
+def test_conditional_samples_follow_their_condition(preset: str, changes: dict) -> None:
     """Four classes, each a bright row of an 8x8 binary image with flipped noise pixels;
     after a short training, samples of class k must look most like template k."""
     torch.manual_seed(0)
@@ -135,7 +174,7 @@ def test_conditional_samples_follow_their_condition(preset: str) -> None:
     for k in range(4):
         templates[k, 0, 2 * k : 2 * k + 2] = 1.0
     network = {"hidden": (64, 32)} if preset.endswith("mlp") else {"input_size": (8, 8), "widths": (8, 16, 16)}
-    model = tiny(preset, num_classes=4, **network)
+    model = tiny(preset, num_classes=4, **network, **changes)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(150):
         labels = torch.randint(4, (64,))

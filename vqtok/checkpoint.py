@@ -27,7 +27,6 @@ from safetensors.torch import load_file, save_file
 
 import vqtok
 from vqtok.models.config import TokenizerConfig
-from vqtok.models.identity import content_hash
 from vqtok.models.tokenizer import VQTokenizer
 from vqtok.models.vae import LatentModel
 from vqtok.models.vae_config import VAEConfig
@@ -54,7 +53,7 @@ def save(model: VQTokenizer | LatentModel, path: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     config = model.config.to_dict()
-    model_id = content_hash(config, state)
+    model_id = model.model_id
     tensors = dict(state)
     if getattr(model, "code_prior", None) is not None:
         tensors[PRIOR_KEY] = model.code_prior.detach().cpu().to(torch.int64).contiguous()

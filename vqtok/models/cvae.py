@@ -10,7 +10,11 @@ vector of attributes; integer labels (B,) are one-hot encoded. Flat networks app
 their input features; conv networks (1D/2D/3D, any input size) append it as constant
 channels to the encoder's input x and to the decoder's input z. The learned prior's
 (mu, logvar) come from c alone: one Gaussian per latent unit for flat latents, one per
-channel shared by every position for conv latents (B, K, *spatial).
+channel shared by every position for conv latents (B, K, *spatial). Flat latents may take a
+mixture of ``prior_components`` diagonal Gaussians instead: a class's posteriors rarely fill
+one Gaussian, and prior samples that land between them decode to no class in particular.
+The KL to a mixture has no closed form; training and the reported KL use the one-sample
+estimate log q(z|x,c) - log p(z|c) at z ~ q(z|x,c), still an unbiased estimate of the ELBO.
 """
 
 from __future__ import annotations
@@ -21,6 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vqtok.models.gaussian import (
+    log_mixture_normal,
+    log_normal,
+    reparameterize,
+    sample_mixture_normal,
+)
 from vqtok.models.vae import VAE, Prior
 from vqtok.models.vae_config import VAEConfig
 from vqtok.models.vae_nets import mlp
@@ -31,7 +41,9 @@ class ConditionalVAE(VAE):
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config, condition=config.num_classes)
-        self.prior_net = mlp([config.num_classes, _prior_width(config), 2 * config.latent_dim]) if config.learned_prior else None
+        components = config.prior_components
+        outputs = 2 * config.latent_dim * components + (components if components > 1 else 0)
+        self.prior_net = mlp([config.num_classes, _prior_width(config), outputs]) if config.learned_prior else None
 
     def condition(self, c: Tensor | None) -> Tensor:
         """Labels (B,) int -> one-hot (B, M) float; (B, M) float vectors pass through."""
@@ -48,14 +60,47 @@ class ConditionalVAE(VAE):
             raise ValueError(f"conditions must be labels (B,) or vectors (B, {classes}), got {tuple(c.shape)}")
         return c.float()
 
+    @property
+    def mixture_prior(self) -> bool:
+        return self.config.prior_components > 1
+
     def prior(self, c: Tensor | None) -> Prior:
         if self.prior_net is None:
             return None
+        if self.mixture_prior:
+            raise ValueError("a mixture prior p(z|c) has no single (mu, logvar); see prior_mixture")
         moments = self.prior_net(self.condition(c))
         if self.config.network == "conv":  # the same Gaussian at every position
             moments = moments.view(*moments.shape, *([1] * self.config.dims))
         mu, logvar = moments.chunk(2, dim=1)
         return mu, logvar
+
+    def prior_mixture(self, c: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """p(z|c) = sum_m softmax(logits)_m N(mu_m, diag exp(logvar_m)): mu, logvar (B, M, K)
+        and logits (B, M), for M = ``prior_components`` (flat latents only)."""
+        components, units = self.config.prior_components, self.config.latent_dim
+        logits, moments = self.prior_net(self.condition(c)).split([components, 2 * components * units], dim=1)
+        mu, logvar = moments.view(-1, components, 2 * units).chunk(2, dim=2)
+        return mu, logvar, logits
+
+    def kl(self, mu: Tensor, logvar: Tensor, c: Tensor | None = None) -> Tensor:
+        """Closed form per unit (B, K), or for a mixture prior the one-sample estimate
+        log q(z|x,c) - log p(z|c) of the whole latent: (B, 1), so free bits count per latent."""
+        if not self.mixture_prior:
+            return super().kl(mu, logvar, c)
+        z = reparameterize(mu, logvar)
+        log_q = log_normal(z, mu, logvar).sum(dim=1)
+        return (log_q - self.log_prior(z.unsqueeze(0), c)[0]).unsqueeze(1)
+
+    def log_prior(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        if not self.mixture_prior:
+            return super().log_prior(z, c)
+        return log_mixture_normal(z, *self.prior_mixture(c))
+
+    def sample_prior(self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+        if not self.mixture_prior:
+            return super().sample_prior(n, c, size)
+        return sample_mixture_normal(*self.prior_mixture(c))
 
     def posterior(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return super().posterior(x, self.condition(c))

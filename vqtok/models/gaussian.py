@@ -43,6 +43,23 @@ def kl_normal(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) ->
     return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p) - 1.0)
 
 
+def log_mixture_normal(z: Tensor, mu: Tensor, logvar: Tensor, logits: Tensor) -> Tensor:
+    """log sum_m pi_m N(z; mu_m, diag sigma_m^2) of each latent vector.
+
+    z: (*S, B, K); mu, logvar: (B, M, K), M diagonal Gaussians per batch row; logits: (B, M),
+    pi = softmax(logits). Returns (*S, B). The sum runs in log space (logsumexp)."""
+    per_component = log_normal(z.unsqueeze(-2), mu, logvar).sum(dim=-1)
+    return torch.logsumexp(per_component + torch.log_softmax(logits, dim=-1), dim=-1)
+
+
+def sample_mixture_normal(mu: Tensor, logvar: Tensor, logits: Tensor) -> Tensor:
+    """One draw per batch row from the mixture of ``log_mixture_normal``: (B, K). Not
+    differentiable in the component choice; for sampling only."""
+    pick = torch.multinomial(torch.softmax(logits.float(), dim=-1), 1).squeeze(1)
+    rows = torch.arange(mu.shape[0], device=mu.device)
+    return reparameterize(mu[rows, pick], logvar[rows, pick])
+
+
 def precision_weighted(mu_a: Tensor, logvar_a: Tensor, mu_b: Tensor, logvar_b: Tensor) -> tuple[Tensor, Tensor]:
     """The product of two Gaussians, renormalized (Sonderby et al. 2016, eq. 17-18):
     sigma^2 = 1 / (1/s_a^2 + 1/s_b^2), mu = (mu_a / s_a^2 + mu_b / s_b^2) sigma^2.

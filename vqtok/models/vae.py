@@ -62,7 +62,7 @@ class LatentModel(nn.Module):
     @property
     def model_id(self) -> str:
         """Content hash of config and weights (16 hex chars), as for the tokenizers."""
-        return content_hash(self.config.to_dict(), self.state_dict())
+        return content_hash(self.config.identity_dict(), self.state_dict())
 
     def set_step(self, step: int) -> None:
         """The training step about to run; drives the KL warm-up."""
@@ -126,11 +126,18 @@ class VAE(LatentModel):
         be (B, K, 1, ...), the same at every position); None for the standard normal prior."""
         return None
 
-    def kl(self, mu: Tensor, logvar: Tensor, prior: Prior) -> Tensor:
-        """Closed-form D_KL(q || p), elementwise: (B, *units)."""
+    def kl(self, mu: Tensor, logvar: Tensor, c: Tensor | None = None) -> Tensor:
+        """D_KL(q(z|x[, c]) || p(z[|c])) in closed form, elementwise: (B, *units)."""
+        prior = self.prior(c)
         if prior is None:
             return kl_standard_normal(mu, logvar)
         return kl_normal(mu, logvar, *prior)
+
+    def log_prior(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        """log p(z[|c]) of each latent: z (S, B, *latent) -> (S, B)."""
+        prior = self.prior(c)
+        log_p = log_standard_normal(z) if prior is None else log_normal(z, *prior)
+        return log_p.flatten(2).sum(dim=2)
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
         """x: (B, C, *spatial) -> x_hat (the likelihood's mean, x's shape), losses, stats.
@@ -145,7 +152,7 @@ class VAE(LatentModel):
         if self.deterministic:
             nll = -log_px.mean()
             return x_hat, {"nll": nll}, {"nll": float(nll.detach())}
-        losses, stats = self.objective(log_px, self.kl(mu, logvar, self.prior(c)), mu[0].numel(), x)
+        losses, stats = self.objective(log_px, self.kl(mu, logvar, c), mu[0].numel(), x)
         if x.shape[0] > 1:
             stats["active_units"] = float(active_units(mu.detach()))
         return x_hat, losses, stats
@@ -183,12 +190,9 @@ class VAE(LatentModel):
         Their mean over k estimates the ELBO; log mean_k exp of them is the importance-weighted
         bound of Burda et al. (2016)."""
         mu, logvar = self.posterior(x, c)
-        prior = self.prior(c)
         z = reparameterize(mu.expand(samples, *mu.shape), logvar.expand(samples, *mu.shape))
-        log_q = log_normal(z, mu, logvar)
-        log_p = log_standard_normal(z) if prior is None else log_normal(z, *prior)
-        log_px = self._log_px(z, x, c)
-        return log_px + (log_p - log_q).flatten(2).sum(dim=2)
+        log_q = log_normal(z, mu, logvar).flatten(2).sum(dim=2)
+        return self._log_px(z, x, c) + self.log_prior(z, c) - log_q
 
     def log_prior_weights(self, x: Tensor, samples: int, c: Tensor | None = None) -> Tensor:
         """log p(x|z_k) for z_k ~ p(z[|c]): (samples, B); log mean_k exp of them is the naive

@@ -35,7 +35,10 @@ class VAEConfig(ConvGeometry):
     kl_warmup_steps: the KL weight ramps linearly from 0 over these training steps.
     free_bits: nats per latent unit below which the KL is not penalized (Kingma et al. 2016).
     num_classes: cvae, size M of the condition c: a one-hot class, or M `.json` attributes. learned_prior: cvae, p(z|c)
-        instead of p(z).
+        instead of p(z). prior_components: flat cvae with learned_prior, p(z|c) is a mixture of
+        this many diagonal Gaussians per condition (1: one Gaussian, closed-form KL; more: a
+        one-sample Monte Carlo KL), which fills the holes a single Gaussian leaves between
+        the posteriors of one class.
     """
 
     preset: str
@@ -59,6 +62,7 @@ class VAEConfig(ConvGeometry):
     free_bits: float = 0.0
     num_classes: int = 0
     learned_prior: bool = False
+    prior_components: int = 1
     sample_rate: int | None = None
     fps: float | None = None
     clip_frames: int | None = None
@@ -85,6 +89,11 @@ class VAEConfig(ConvGeometry):
             self._check_ladder()
         if self.family == "cvae" and self.num_classes < 2:
             raise ValueError(f"cvae needs num_classes >= 2, got {self.num_classes}")
+        if self.prior_components < 1:
+            raise ValueError(f"prior_components must be >= 1, got {self.prior_components}")
+        if self.prior_components > 1 and not (self.family == "cvae" and self.learned_prior
+                                              and self.network != "conv"):
+            raise ValueError("prior_components > 1 needs a flat (mlp or linear) cvae with learned_prior")
         if self.beta < 0 or self.free_bits < 0 or self.kl_warmup_steps < 0 or self.sigma <= 0:
             raise ValueError("beta, free_bits and kl_warmup_steps must be >= 0 and sigma > 0")
         if min(self.channels, self.latent_dim, *self.input_size) < 1:
@@ -125,6 +134,15 @@ class VAEConfig(ConvGeometry):
             out[name] = list(out[name])
         return out
 
+    def identity_dict(self) -> dict[str, Any]:
+        """``to_dict`` without the fields added after checkpoints existed, where they hold the
+        value older configs implied: what the content hash covers, so older ids still match."""
+        out = self.to_dict()
+        for name, implied in ADDED_LATER.items():
+            if out[name] == implied:
+                del out[name]
+        return out
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VAEConfig:
         """Inverse of ``to_dict``; unknown keys raise ValueError naming them."""
@@ -135,6 +153,10 @@ class VAEConfig(ConvGeometry):
         """A copy with fields replaced; unknown names raise ValueError."""
         _refuse_unknown(overrides)
         return dataclasses.replace(self, **overrides)
+
+
+# Fields introduced after the first VAE checkpoints, and the value those checkpoints imply.
+ADDED_LATER: dict[str, Any] = {"prior_components": 1}
 
 
 def _refuse_unknown(keys: dict[str, Any]) -> None:
