@@ -88,7 +88,7 @@ def test_checkpoints_round_trip_continuous_models(preset: str, tmp_path) -> None
 
 
 def test_checkpoints_from_before_a_config_field_existed_still_load(tmp_path) -> None:
-    model = tiny("image-cvae-prior-mlp").eval()
+    model = tiny("image-cvae-prior-mlp", prior_components=1).eval()
     directory = vqtok.save(model, tmp_path / "m")
     record = json.loads((directory / "config.json").read_text())
     del record["config"]["prior_components"]  # as written before mixture priors existed
@@ -135,9 +135,15 @@ def test_conditional_vae_needs_c_and_its_learned_prior_depends_on_c() -> None:
     x, c = batch(model)
     with pytest.raises(ValueError, match="needs the condition"):
         model(x)
-    mu_a, _ = model.prior(model.condition(torch.tensor([0])))
-    mu_b, _ = model.prior(model.condition(torch.tensor([1])))
+    mu_a, _, _ = model.prior_mixture(model.condition(torch.tensor([0])))
+    mu_b, _, _ = model.prior_mixture(model.condition(torch.tensor([1])))
     assert not torch.allclose(mu_a, mu_b)
+    single = tiny("image-cvae-prior-mlp", prior_components=1)
+    mu_a, _ = single.prior(single.condition(torch.tensor([0])))
+    mu_b, _ = single.prior(single.condition(torch.tensor([1])))
+    assert not torch.allclose(mu_a, mu_b)
+    with pytest.raises(ValueError, match="no single"):
+        model.prior(model.condition(torch.tensor([0])))
 
 
 def test_mixture_prior_cvae_estimates_the_kl_bounds_and_round_trips(tmp_path) -> None:
@@ -163,7 +169,7 @@ def test_mixture_prior_cvae_estimates_the_kl_bounds_and_round_trips(tmp_path) ->
 
 
 @pytest.mark.parametrize("preset, changes", [
-    ("image-cvae-mlp", {}), ("image-cvae-prior-mlp", {}), ("image-cvae-prior-mlp", {"prior_components": 4}),
+    ("image-cvae-mlp", {}), ("image-cvae-prior-mlp", {}), ("image-cvae-prior-mlp", {"prior_components": 1}),
     ("image-cvae-conv", {}), ("image-cvae-prior-conv", {}),
 ])
 def test_conditional_samples_follow_their_condition(preset: str, changes: dict) -> None:
