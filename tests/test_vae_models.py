@@ -164,6 +164,9 @@ def test_mixture_prior_cvae_estimates_the_kl_bounds_and_round_trips(tmp_path) ->
     iwae, elbo = iwae_bound(model, x, 8, c=c)
     assert torch.all(iwae >= elbo)
     assert model.sample(3, c).shape == x.shape
+    free = tiny("image-cvae-prior-mlp", prior_components=3, free_bits=0.5)  # floor: 4 units * 0.5 nats
+    assert float(free.penalized_kl(torch.tensor([[0.5], [1.5]]))) == pytest.approx(2.0)
+    assert float(free.penalized_kl(torch.tensor([[3.0], [4.0]]))) == pytest.approx(3.5)
     loaded = vqtok.load(vqtok.save(model, tmp_path / "m"))
     assert loaded.config.prior_components == 3 and loaded.model_id == model.model_id
 

@@ -85,12 +85,19 @@ class ConditionalVAE(VAE):
 
     def kl(self, mu: Tensor, logvar: Tensor, c: Tensor | None = None) -> Tensor:
         """Closed form per unit (B, K), or for a mixture prior the one-sample estimate
-        log q(z|x,c) - log p(z|c) of the whole latent: (B, 1), so free bits count per latent."""
+        log q(z|x,c) - log p(z|c) of the whole latent: (B, 1)."""
         if not self.mixture_prior:
             return super().kl(mu, logvar, c)
         z = reparameterize(mu, logvar)
         log_q = log_normal(z, mu, logvar).sum(dim=1)
         return (log_q - self.log_prior(z.unsqueeze(0), c)[0]).unsqueeze(1)
+
+    def penalized_kl(self, kl: Tensor) -> Tensor:
+        """Free bits for a mixture prior: the whole latent's batch-mean KL counts at least
+        K * free_bits nats, the floor K units of free_bits each would have."""
+        if not self.mixture_prior:
+            return super().penalized_kl(kl)
+        return kl.float().mean(dim=0).sum().clamp_min(self.config.free_bits * self.config.latent_dim)
 
     def log_prior(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         if not self.mixture_prior:

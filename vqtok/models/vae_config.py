@@ -33,7 +33,8 @@ class VAEConfig(ConvGeometry):
     beta: weight of the KL term; with ``beta_normalized`` it is the lecture's
         beta_norm = beta K / n, and the KL weight applied is beta_norm * n / K.
     kl_warmup_steps: the KL weight ramps linearly from 0 over these training steps.
-    free_bits: nats per latent unit below which the KL is not penalized (Kingma et al. 2016).
+    free_bits: nats per latent unit below which the KL is not penalized (Kingma et al. 2016); with
+        a mixture prior, whose KL does not split by unit, the floor is K * free_bits for the whole latent.
     num_classes: cvae, size M of the condition c: a one-hot class, or M `.json` attributes. learned_prior: cvae, p(z|c)
         instead of p(z). prior_components: flat cvae with learned_prior, p(z|c) is a mixture of
         this many diagonal Gaussians per condition (1: one Gaussian, closed-form KL; more: a
