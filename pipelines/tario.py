@@ -56,7 +56,7 @@ def read_samples(url: str, shard: str | None = None, *, max_member_bytes: int = 
     current: Sample | None = None
     dropped = ""  # the key of a run of members being dropped, reported once
     try:
-        with wds.gopen(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+        with wds.gopen(url, "rb") as stream, _open_stream(stream) as tar:
             tar.fileobj = reads = _LastRead(tar.fileobj)
             for member in tar:
                 tar.members = []  # a stream needs no index; it would grow with every member
@@ -89,6 +89,15 @@ def read_samples(url: str, shard: str | None = None, *, max_member_bytes: int = 
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         where = current.key if current is not None else ""
         yield SampleError(shard, where, "tar", f"unreadable tar: {exc or type(exc).__name__}")
+
+
+def _open_stream(stream) -> tarfile.TarFile:
+    """tarfile.open in stream mode. CPython's stream reader raises TypeError (``ord`` of an
+    empty read) on a gzip header cut short: a truncated file like any other."""
+    try:
+        return tarfile.open(fileobj=stream, mode="r|*")
+    except TypeError as exc:
+        raise tarfile.ReadError(f"compressed header cut short ({exc})") from None
 
 
 class _LastRead:

@@ -159,6 +159,15 @@ def test_fuzzed_tars_never_crash_or_hang(seed_tars, tmp_path, kind, edits, cut):
     assert all(isinstance(e, Sample | SampleError) for e in events)
 
 
+@pytest.mark.parametrize("cut", range(1, 24))
+def test_a_tar_gz_cut_inside_its_gzip_header_is_one_tar_error(seed_tars, tmp_path, cut):
+    """Found by the fuzzer above: CPython's tarfile raised TypeError for a 3-byte .tar.gz."""
+    path = tmp_path / "cut.tar.gz"
+    path.write_bytes(seed_tars["tar.gz"][:cut])
+    events = list(read_samples(str(path)))
+    assert [type(e) for e in events] == [SampleError] and events[0].stage == "tar"
+
+
 @pytest.mark.reliability(input="random bytes named .tar", fault="hypothesis: not a tar at all",
                          expected="one 'tar' SampleError (or nothing for an empty file)")
 @given(data=st.binary(max_size=3000))
