@@ -26,7 +26,7 @@ test-all: install
 # RELIABILITY.md is written by the hardening tests; run twice after adding a case (the
 # freshness test reads the file before the run rewrites it).
 reliability: install
-	$(TEST_ENV) $(BIN)/pytest -q -m 'slow or not slow' --reliability-report RELIABILITY.md tests/test_hardening_*.py
+	$(TEST_ENV) $(BIN)/pytest -q -m 'slow or not slow' --reliability-report RELIABILITY.md tests/hardening/
 
 lint: install
 	$(BIN)/ruff check .

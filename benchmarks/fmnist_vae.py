@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 import vqtok
-from vqtok.pipelines.media import MediaConfig
-from vqtok.pipelines.sources import expand_shards
+from vqtok.pipelines.data.media import MediaConfig
+from vqtok.pipelines.data.sources import expand_shards
 from vqtok.pipelines.training.data import CropBatches, epoch_loader
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vqtok.kernels import ema_update, nearest_code
-from vqtok.pipelines.bench_kernels import bench_kernels
+from vqtok.pipelines.bench.kernels import bench_kernels
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

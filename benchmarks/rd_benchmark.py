@@ -7,7 +7,7 @@ slowed training some 20-fold.)
 
 Everything goes through the user-facing commands (`vqtok shards make`, `vqtok train`,
 `vqtok fit-prior`, `vqtok compress`) except the RD sweep itself, which calls
-`vqtok.pipelines.rd.evaluate_rd` so that JPEG, WebP, Opus and MP3 can be swept down to the
+`vqtok.pipelines.evaluation.rd.evaluate_rd` so that JPEG, WebP, Opus and MP3 can be swept down to the
 low rates the tokenizers reach (`vqtok eval rd` uses each codec's default sweep).
 
 Held out, never trained on: the photos chelsea and rocket, and the sentences harbour and
@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vqtok.pipelines.rd import RDConfig, evaluate_rd
+from vqtok.pipelines.evaluation.rd import RDConfig, evaluate_rd
 
 ROOT = Path(__file__).resolve().parents[1]
 VQTOK = str(Path(sys.executable).with_name("vqtok"))

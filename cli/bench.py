@@ -31,7 +31,7 @@ def kernels(
     json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
 ) -> None:
     """Nearest-code search and the EMA update against torch.cdist and an unchunked matmul."""
-    from vqtok.pipelines.bench_kernels import bench_kernels
+    from vqtok.pipelines.bench.kernels import bench_kernels
 
     rows = bench_kernels(device=device, quick=quick, repeats=repeats)
     print_rows(rows, "kernels")
@@ -48,7 +48,7 @@ def quantizer(
     json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
 ) -> None:
     """A VQ training step (nearest code, EMA, losses, backward) beside vector_quantize_pytorch."""
-    from vqtok.pipelines.bench_quantizer import bench_quantizer
+    from vqtok.pipelines.bench.quantizer import bench_quantizer
 
     rows = bench_quantizer(n=n, k=k, d=d, steps=steps, compare=compare)
     print_rows(rows, "quantizer training step")
@@ -67,7 +67,7 @@ def pipeline(
 ) -> None:
     """Encode throughput through the whole pipeline against the model alone, and peak memory
     against the number of shards."""
-    from vqtok.pipelines.bench_pipeline import bench_pipeline
+    from vqtok.pipelines.bench.pipeline import bench_pipeline
 
     result = bench_pipeline(preset, samples=samples, size=size, batch_size=batch_size, workers=workers, repeats=repeats)
     out.print_json(data=result)
@@ -83,7 +83,7 @@ def train(
     json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
 ) -> None:
     """Training steps per second and peak memory for each preset."""
-    from vqtok.pipelines.bench_train import bench_train
+    from vqtok.pipelines.bench.train import bench_train
 
     rows = bench_train(presets or None, steps=steps, batch_size=batch_size, device=device)
     print_rows(rows, "training step")

@@ -12,11 +12,11 @@ import typer
 from rich.table import Table
 
 from vqtok.cli.common import out, parse_size, print_summary, run_job, write_json
-from vqtok.pipelines.compress import CompressConfig, compress_file, decompress_file
-from vqtok.pipelines.encode import EncodeConfig
+from vqtok.pipelines.compression.fit_prior import fit_prior_shards
+from vqtok.pipelines.compression.vqt import CompressConfig, compress_file, decompress_file
 from vqtok.pipelines.errors import UsageError
-from vqtok.pipelines.prior import fit_prior_shards
-from vqtok.pipelines.rd import RDConfig, evaluate_rd, split_paths
+from vqtok.pipelines.evaluation.rd import RDConfig, evaluate_rd, split_paths
+from vqtok.pipelines.jobs.encode import EncodeConfig
 
 
 def compress(
@@ -123,7 +123,7 @@ def nll(
     device: str = typer.Option("cpu", help="Torch device."),
 ) -> None:
     """Negative ELBO, IWAE bound, naive prior-sampling estimate, KL and active units, in nats."""
-    from vqtok.pipelines.eval_vae import evaluate_nll
+    from vqtok.pipelines.evaluation.nll import evaluate_nll
 
     report = run_job(lambda: evaluate_nll(checkpoint, shards, samples=samples, batch_size=batch_size,
                                           max_inputs=limit or None, device=device, pictures=pictures))

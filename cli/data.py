@@ -25,7 +25,7 @@ from vqtok.pipelines import (
     export_tokens,
     make_shards,
 )
-from vqtok.pipelines.ray_engine import RayConfig, encode_shards_ray
+from vqtok.pipelines.jobs.ray_engine import RayConfig, encode_shards_ray
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""Shard pipelines: media folders -> WebDataset shards -> codes -> media or LM tokens.
+"""Jobs over data: media folders -> WebDataset shards -> codes -> media, LM tokens or .vqt files.
 
     from vqtok.pipelines import make_shards, encode_shards, EncodeConfig, decode_shards, export_tokens
     make_shards("photos/", "shards/", "image", maxcount=1000)
@@ -6,6 +6,18 @@
     decode_shards("ckpt/f8", "codes/", "restored/")
     export_tokens("codes/", "tokens/train", bos=True, eos=True)
     windows = TokenDataset("tokens/train", seq_len=1024)
+
+The code lives in wings, one concern each; a wing imports only the wings below it:
+
+    data         tar shards, shard specs, media decode/encode, array import, batches
+    jobs         encode, decode, export-tokens, code samples, the Ray engine     -> data
+    training     the training loop, its losses, checkpoints and logs            -> data
+    compression  .vqt files and prior fitting                                   -> data, jobs
+    evaluation   rate-distortion, codec baselines, quality metrics, VAE NLL     -> all above
+    bench, demo  benchmarks and the demo                                        -> all above
+
+Every wing may import the shared modules at this level (errors, progress, environment,
+config). tests/architecture/test_package.py enforces the rule.
 """
 
 # Names load on first use, so that a module that needs only torch (the kernel benchmark
@@ -16,39 +28,39 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "encode_shards_ray": "ray_engine",
-    "RayConfig": "ray_engine",
-    "RDConfig": "rd",
-    "evaluate_rd": "rd",
-    "fit_prior_shards": "prior",
-    "CompressConfig": "compress",
-    "decompress_file": "compress",
-    "compress_file": "compress",
-    "DecodeConfig": "decode",
-    "DecodeSummary": "decode",
-    "EncodeConfig": "encode",
-    "EncodeSummary": "encode",
+    "encode_shards_ray": "jobs.ray_engine",
+    "RayConfig": "jobs.ray_engine",
+    "RDConfig": "evaluation.rd",
+    "evaluate_rd": "evaluation.rd",
+    "fit_prior_shards": "compression.fit_prior",
+    "CompressConfig": "compression.vqt",
+    "decompress_file": "compression.vqt",
+    "compress_file": "compression.vqt",
+    "DecodeConfig": "jobs.decode",
+    "DecodeSummary": "jobs.decode",
+    "EncodeConfig": "jobs.encode",
+    "EncodeSummary": "jobs.encode",
     "ErrorPolicy": "errors",
-    "MakeShardsSummary": "shards",
-    "MediaBatches": "dataset",
-    "MediaConfig": "media",
+    "MakeShardsSummary": "data.shards",
+    "MediaBatches": "data.batches",
+    "MediaConfig": "data.media",
     "PipelineError": "errors",
-    "Placement": "sources",
-    "Sample": "tario",
+    "Placement": "data.sources",
+    "Sample": "data.tario",
     "SampleError": "errors",
-    "ShardWriter": "tario",
-    "TokenDataset": "tokens",
-    "TokenManifest": "tokens",
+    "ShardWriter": "data.tario",
+    "TokenDataset": "jobs.tokens",
+    "TokenManifest": "jobs.tokens",
     "UsageError": "errors",
-    "decode_shards": "decode",
-    "encode_shards": "encode",
-    "expand_shards": "sources",
-    "export_tokens": "tokens",
-    "flatten_codes": "tokens",
-    "make_shards": "shards",
-    "pack_codes": "codes",
-    "read_samples": "tario",
-    "unpack_codes": "codes",
+    "decode_shards": "jobs.decode",
+    "encode_shards": "jobs.encode",
+    "expand_shards": "data.sources",
+    "export_tokens": "jobs.tokens",
+    "flatten_codes": "jobs.tokens",
+    "make_shards": "data.shards",
+    "pack_codes": "jobs.codes",
+    "read_samples": "data.tario",
+    "unpack_codes": "jobs.codes",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,7 +7,7 @@ safetensors and JSON with json: nothing is ever unpickled. The recorded id is ch
 the loaded contents, so edited or mixed-up files are refused.
 
 A model may carry ``code_prior``, the (Q, K) int64 code frequencies that `vqtok compress`
-entropy-codes with (see ``vqtok.compress.prior``). It is stored as the extra tensor
+entropy-codes with (see ``vqtok.entropy.prior``). It is stored as the extra tensor
 ``code_prior`` in ``model.safetensors``, outside the state dict, so fitting a prior does not
 change ``model_id``; compressed files name their prior by its own hash.
 

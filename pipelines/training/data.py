@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from vqtok.models import TokenizerConfig
+from vqtok.pipelines.data.media import MediaConfig, find_media, prepare
+from vqtok.pipelines.data.sources import worker_shards
+from vqtok.pipelines.data.tario import read_samples
 from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
-from vqtok.pipelines.media import MediaConfig, find_media, prepare
-from vqtok.pipelines.sources import worker_shards
-from vqtok.pipelines.tario import read_samples
 
 DEFAULT_FRAME = 64
 DEFAULT_IMAGE = 128

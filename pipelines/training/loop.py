@@ -33,8 +33,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import vqtok
+from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
-from vqtok.pipelines.sources import Placement, expand_shards
 from vqtok.pipelines.training.checkpointing import (
     RunState,
     list_checkpoints,

@@ -1,0 +1,286 @@
+"""Single-file compression: media file -> `.vqt` (codes, entropy-coded) -> media file.
+
+`compress_bytes`/`decompress_bytes` work in memory; `compress_file`/`decompress_file` add
+file IO and write outputs atomically (a temporary file renamed into place), so a failure
+never leaves a partial output. Every failure the user can act on is a `UsageError`
+(bad input, wrong model, unreadable .vqt) or `PipelineError`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqtok.entropy import (
+    CODERS,
+    ContainerError,
+    PayloadError,
+    decode_payload,
+    empirical_entropy_bits,
+    encode_payload,
+    ideal_bits,
+    model_prior,
+    pack,
+    prior_id,
+    unpack,
+)
+from vqtok.pipelines.data.media import prepare, restore
+from vqtok.pipelines.errors import UsageError
+from vqtok.pipelines.jobs.common import load_model
+from vqtok.pipelines.jobs.encode import EncodeConfig, media_config
+
+# What restore() needs but the header does not store, because the model or the codes say it
+# (see media_meta); video stores clip_stride instead of the list of clip starts.
+DERIVED_MEDIA_KEYS = {"image": ("input_size",), "audio": ("input_size", "num_windows", "model_sample_rate"),
+                      "video": ("clip_frames", "clip_starts")}
+
+AUTO_CODER = "auto"
+
+
+@dataclass
+class CompressConfig:
+    """How media is cut into model inputs (as for `vqtok encode`) and where the model runs.
+
+    `levels` keeps only the first residual-VQ levels (a lower rate); None keeps them all.
+    `coder` is one of `vqtok.entropy.CODERS`, or "auto": code with each and keep the
+    shortest payload (the file's header names the one used), since the adaptive model wins
+    on images and can lose to the static prior on short, flat code streams such as speech.
+    """
+
+    device: str = "cpu"
+    batch_size: int = 16
+    window_seconds: float = 2.0
+    clip_stride: int | None = None
+    frame_size: tuple[int, int] | None = None
+    levels: int | None = None
+    coder: str = AUTO_CODER
+
+
+@dataclass
+class Rates:
+    """The three rates of one compressed file, over its `codes` codes (all levels).
+
+    `uniform_bits` is log2 K per code (a fixed-width code), `entropy_bits` the empirical
+    entropy of this file's codes per level, `prior_bits` the cross-entropy under the stored
+    static prior, `coded_bits` that under the coder's model (what an ideal coder would
+    write; equal to `prior_bits` for `ans-static`), `header_bytes` everything of the .vqt
+    but the payload and `written_bytes` the whole .vqt file.
+    """
+
+    codes: int
+    uniform_bits: float
+    entropy_bits: float
+    prior_bits: float
+    coded_bits: float
+    payload_bytes: int
+    header_bytes: int
+    written_bytes: int
+
+    def to_dict(self) -> dict:
+        per_code = {
+            "uniform_bits_per_code": self.uniform_bits / max(self.codes, 1),
+            "entropy_bits_per_code": self.entropy_bits / max(self.codes, 1),
+            "prior_bits_per_code": self.prior_bits / max(self.codes, 1),
+            "coded_bits_per_code": self.coded_bits / max(self.codes, 1),
+            "written_bits_per_code": 8 * self.written_bytes / max(self.codes, 1),
+        }
+        return {**asdict(self), **{k: round(v, 4) for k, v in per_code.items()}}
+
+
+@torch.inference_mode()
+def encode_media(model, data: bytes, config: CompressConfig) -> tuple[np.ndarray, dict]:
+    """Media bytes -> (codes int64 `(N, [Q,] *latent)`, media meta for `restore`)."""
+    options = EncodeConfig(window_seconds=config.window_seconds, clip_stride=config.clip_stride,
+                           frame_size=config.frame_size)
+    try:
+        pieces, meta = prepare(data, media_config(model, options))
+    except Exception as error:  # any decoder failure means the input is not usable media
+        raise UsageError(f"cannot read the input as {model.config.modality}: {error}") from None
+    chunks = [model.encode(chunk.to(config.device)).cpu() for chunk in pieces.split(config.batch_size)]
+    return torch.cat(chunks).numpy(), {"input_size": list(pieces.shape[2:]), **meta}
+
+
+def compress_bytes(model, data: bytes, config: CompressConfig | None = None,
+                   checkpoint: str | None = None) -> tuple[bytes, Rates]:
+    """Compress media bytes with `model`; returns (.vqt bytes, rates).
+
+    `checkpoint`, when given, is recorded as a hint for decompressing without --checkpoint.
+    """
+    config = config or CompressConfig()
+    if config.coder not in (*CODERS, AUTO_CODER):  # before the model runs
+        raise UsageError(f"unknown coder {config.coder!r}; expected one of {', '.join(CODERS)} or {AUTO_CODER}")
+    levels = _levels_kept(model, config.levels)
+    codes, meta = encode_media(model, data, config)
+    if model.num_levels > 1:
+        codes = codes[:, :levels]
+    prior = model_prior(model)
+    tried = CODERS if config.coder == AUTO_CODER else (config.coder,)
+    payload, coder = min(((encode_payload(codes, prior[:levels], c), c) for c in tried), key=lambda pc: len(pc[0]))
+    header = {
+        "model": model.model_id,
+        "prior": prior_id(prior),
+        "modality": model.config.modality,
+        "coder": coder,
+        "levels": levels,
+        "codes": list(codes.shape),
+        "media": _stored_media(meta, model.config.modality),
+        **({"checkpoint": checkpoint} if checkpoint else {}),
+    }
+    vqt = pack(header, payload)
+    rates = Rates(
+        codes=int(codes.size),
+        uniform_bits=codes.size * math.log2(model.codebook_size),
+        entropy_bits=empirical_entropy_bits(codes, levels),
+        prior_bits=ideal_bits(codes, prior[:levels]),
+        coded_bits=ideal_bits(codes, prior[:levels], coder),
+        payload_bytes=len(payload),
+        header_bytes=len(vqt) - len(payload),
+        written_bytes=len(vqt),
+    )
+    return vqt, rates
+
+
+def _stored_media(meta: dict, modality: str) -> dict:
+    """`prepare`'s media description less what `media_meta` derives again."""
+    stored = {key: value for key, value in meta.items() if key not in DERIVED_MEDIA_KEYS[modality]}
+    if modality == "video":  # clips start every `stride` frames (media.prepare)
+        starts = meta["clip_starts"]
+        stored["clip_stride"] = starts[1] - starts[0] if len(starts) > 1 else 1
+    return stored
+
+
+def _levels_kept(model, levels: int | None) -> int:
+    if levels is None:
+        return model.num_levels
+    if not 1 <= levels <= model.num_levels:
+        raise UsageError(f"--levels must lie in [1, {model.num_levels}] for this model, got {levels}")
+    return levels
+
+
+def read_vqt(data: bytes) -> tuple[dict, bytes]:
+    """Parse a .vqt file -> (header, payload); UsageError when it is unreadable or malformed."""
+    try:
+        container = unpack(data)
+    except ContainerError as error:
+        raise UsageError(f"cannot read .vqt: {error}") from None
+    header = container.header
+    _check_header_fields(header)
+    return header, container.payload
+
+
+def _check_header_fields(header: dict) -> None:
+    expected = {"model": str, "prior": str, "modality": str, "coder": str, "levels": int,
+                "codes": list, "media": dict}
+    for name, kind in expected.items():
+        if not isinstance(header.get(name), kind):
+            raise UsageError(f"cannot read .vqt: header field {name!r} is missing or not a {kind.__name__}")
+    shape = header["codes"]
+    if not shape or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise UsageError(f"cannot read .vqt: bad codes shape {shape}")
+    if header["coder"] not in CODERS:
+        raise UsageError(f"cannot read .vqt: coder {header['coder']!r} is not one of {', '.join(CODERS)}")
+
+
+def decode_codes(model, header: dict, payload: bytes) -> np.ndarray:
+    """The codes int64 of shape `header["codes"]` of a parsed .vqt, after checking that `model` made them."""
+    if header["model"] != model.model_id:
+        raise UsageError(f"the .vqt was made with model {header['model']}, not with this checkpoint "
+                         f"({model.model_id}, {model.config.preset}); pass the matching --checkpoint")
+    prior = model_prior(model)
+    if header["prior"] != prior_id(prior):
+        raise UsageError(f"the .vqt was coded with prior {header['prior']}, but this checkpoint "
+                         f"holds prior {prior_id(prior)}; use the checkpoint it was compressed with")
+    shape, levels = tuple(header["codes"]), header["levels"]
+    multi = model.num_levels > 1
+    if len(shape) != 1 + multi + model.config.dims or not 1 <= levels <= model.num_levels \
+            or (multi and shape[1] != levels):
+        raise UsageError(f"cannot read .vqt: codes shape {list(shape)} with {levels} level(s) "
+                         f"does not fit a {model.config.modality} model with {model.num_levels}")
+    try:
+        return decode_payload(payload, prior[:levels], shape, header["coder"])
+    except PayloadError as error:
+        raise UsageError(f"cannot read .vqt: {error}") from None
+
+
+def media_meta(model, header: dict) -> dict:
+    """The media description `media.restore` needs: the header's, plus what model and codes say.
+
+    `input_size` is the spatial size of one model input; audio adds `model_sample_rate` and
+    `num_windows`; video `clip_frames` and `clip_starts`. Values are checked by `restore`.
+    """
+    media, modality, pieces = dict(header["media"]), header["modality"], header["codes"][0]
+    if modality == "image":
+        return media | {"input_size": [media.get("height"), media.get("width")]}
+    if modality == "audio":
+        return media | {"input_size": [media.get("window")], "num_windows": pieces,
+                        "model_sample_rate": getattr(model.config, "sample_rate", None)}
+    size, stride = media.get("input_size"), media.get("clip_stride")
+    if not isinstance(size, list) or not size or not isinstance(size[0], int) \
+            or not isinstance(stride, int) or not 1 <= stride <= size[0]:
+        raise ValueError(f"input_size {size} and clip_stride {stride} do not describe clips")
+    return media | {"clip_frames": size[0], "clip_starts": [i * stride for i in range(pieces)]}
+
+
+@torch.inference_mode()
+def decompress_bytes(model, data: bytes, audio_format: str = "wav",
+                     device: str = "cpu", batch_size: int = 16) -> tuple[str, bytes]:
+    """Inverse of `compress_bytes`: .vqt bytes -> (extension, media bytes)."""
+    header, payload = read_vqt(data)
+    codes = torch.from_numpy(decode_codes(model, header, payload))
+    try:
+        media = media_meta(model, header)
+        size = tuple(media["input_size"])
+        decoded = [model.decode(chunk.to(device), size=size).cpu() for chunk in codes.split(batch_size)]
+        return restore(torch.cat(decoded), media, header["modality"], audio_format)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise UsageError(f"cannot read .vqt: its media description does not fit its codes ({error})") from None
+
+
+def compress_file(checkpoint: str | Path, source: str | Path, target: str | Path,
+                  config: CompressConfig | None = None) -> Rates:
+    """Compress the media file `source` into the .vqt file `target` with the checkpoint's model."""
+    config = config or CompressConfig()
+    model = load_model(checkpoint, config.device)
+    data = _read(Path(source))
+    vqt, rates = compress_bytes(model, data, config, checkpoint=str(Path(checkpoint).resolve()))
+    _write_atomic(Path(target), vqt)
+    return rates
+
+
+def decompress_file(source: str | Path, target: str | Path, checkpoint: str | Path | None = None,
+                    device: str = "cpu") -> Path:
+    """Decompress the .vqt `source` to `target`; without `checkpoint`, use the one it records.
+
+    The media format follows the model's modality (PNG, MP4, or WAV/FLAC by `target`'s
+    suffix). Returns `target`.
+    """
+    data = _read(Path(source))
+    header, _ = read_vqt(data)
+    if checkpoint is None:
+        checkpoint = header.get("checkpoint")
+        if not isinstance(checkpoint, str) or not Path(checkpoint).is_dir():
+            raise UsageError("the .vqt does not name a checkpoint that exists here; pass --checkpoint")
+    model = load_model(checkpoint, device)
+    audio_format = "flac" if Path(target).suffix.lower() == ".flac" else "wav"
+    _, media = decompress_bytes(model, data, audio_format=audio_format, device=device)
+    _write_atomic(Path(target), media)
+    return Path(target)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)

@@ -1,0 +1,285 @@
+"""Rate-distortion evaluation: vqtok checkpoints against classical codecs on the same inputs.
+
+For every input file and every method setting (a checkpoint, each residual-VQ level count,
+each quality of a baseline codec) the rate comes from the bytes actually written (the whole
+.vqt file, or the codec's file) and the distortion from what a user gets back: 8-bit RGB
+for images and video, mono audio at the original rate. Points are averaged over inputs per
+setting, as CompressAI does, and written as one CompressAI-style JSON per method
+(`name`, `description`, `results`), a CSV of every measurement and PNG plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from vqtok.pipelines.compression.vqt import (
+    CompressConfig,
+    compress_bytes,
+    decode_codes,
+    media_meta,
+    read_vqt,
+)
+from vqtok.pipelines.data.media import EXTENSIONS, assemble_clips, restore, to_uint8
+from vqtok.pipelines.errors import UsageError
+from vqtok.pipelines.evaluation import codecs as baselines
+from vqtok.pipelines.evaluation.quality import log_mel_distance, ms_ssim, psnr, si_snr
+from vqtok.pipelines.evaluation.rdplot import plot_curves
+from vqtok.pipelines.jobs.common import load_model
+
+RATE_KEY = {"image": "bpp", "audio": "kbps", "video": "bpp"}
+QUALITY_KEYS = {"image": ("psnr-rgb", "ms-ssim-rgb"), "audio": ("si-snr", "mel-distance"), "video": ("psnr-rgb",)}
+
+
+@dataclass
+class RDConfig:
+    """Options of an RD evaluation; `sweeps` overrides a codec's default settings."""
+
+    baselines: list[str] = field(default_factory=list)
+    sweeps: dict[str, list[int]] = field(default_factory=dict)
+    window_seconds: float = 2.0
+    device: str = "cpu"
+
+
+@dataclass
+class Reference:
+    """An input as the user has it: `data` (file bytes) and its decoded content.
+
+    image: pixels (H, W, 3) uint8; audio: samples (T,) float32 mono at `rate`; video:
+    frames (T, H, W, 3) uint8 at `rate` fps.
+    """
+
+    name: str
+    data: bytes
+    content: np.ndarray
+    rate: float = 0.0
+
+    def rate_of(self, size: int, modality: str) -> float:
+        """bpp (images, video) or kbps (audio) of `size` bytes for this input."""
+        if modality == "audio":
+            return 8 * size / (self.content.size / self.rate) / 1000
+        return 8 * size / math.prod(self.content.shape[:-1])  # pixels, over all frames
+
+
+@dataclass
+class Measurement:
+    """One method setting on one input."""
+
+    method: str
+    setting: str
+    input: str
+    values: dict[str, float]
+
+
+Codec = Callable[[Reference], tuple[bytes, Callable[[], np.ndarray]]]
+
+
+def evaluate_rd(checkpoints: Sequence[str | Path], inputs: Sequence[str | Path], out_dir: str | Path,
+                config: RDConfig | None = None) -> list[dict]:
+    """Measure every checkpoint and baseline on `inputs`; write JSON, CSV and PNG to `out_dir`.
+
+    Returns the curves (CompressAI schema). Raises UsageError for mixed modalities, unknown
+    or unavailable baselines and unreadable inputs.
+    """
+    config = config or RDConfig()
+    models = [load_model(path, config.device) for path in checkpoints]
+    modality = _modality(models, config.baselines)
+    references = [_reference(Path(path), modality) for path in inputs]
+    if not references:
+        raise UsageError("no inputs to evaluate")
+    measurements: list[Measurement] = []
+    for model in models:
+        measurements += _measure_model(model, references, config)
+    for codec in config.baselines:
+        measurements += _measure_codec(codec, modality, references, config.sweeps.get(codec))
+    curves = [_curve(method, group, modality) for method, group in _by_method(measurements).items()]
+    _write_outputs(Path(out_dir), curves, measurements, modality)
+    return curves
+
+
+def split_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Checkpoint directories (holding config.json) apart from media files; folders are expanded."""
+    paths = [Path(p) for p in paths]
+    checkpoints = [path for path in paths if (path / "config.json").is_file()]
+    media_ext = {f".{ext}" for exts in EXTENSIONS.values() for ext in exts}
+    inputs = []
+    for path in paths:
+        if path in checkpoints:
+            continue
+        if path.is_dir():
+            inputs += sorted(p for p in path.rglob("*") if p.suffix.lower() in media_ext)
+        elif path.is_file():
+            inputs.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    return checkpoints, inputs
+
+
+def _modality(models: list, codecs: Sequence[str]) -> str:
+    modalities = {model.config.modality for model in models}
+    try:
+        modalities |= {baselines.modality_of(codec) for codec in codecs}
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if len(modalities) != 1:
+        raise UsageError(f"checkpoints and baselines must share one modality, got {sorted(modalities) or 'none'}")
+    modality = modalities.pop()
+    for codec in codecs:
+        reason = baselines.unavailable(codec)
+        if reason:
+            raise UsageError(f"baseline {codec}: {reason}")
+    return modality
+
+
+def _reference(path: Path, modality: str) -> Reference:
+    try:
+        data = path.read_bytes()
+        if modality == "image":
+            return Reference(path.name, data, baselines.decode_image(data))
+        if modality == "audio":
+            samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+            return Reference(path.name, data, samples.mean(axis=1), rate)
+        frames, fps = baselines.decode_video(data)
+        return Reference(path.name, data, frames, fps)
+    except Exception as error:  # any decoder failure means the input is unusable
+        raise UsageError(f"cannot read {path} as {modality} ({'/'.join(EXTENSIONS[modality])}): {error}") from None
+
+
+def _measure_model(model, references: list[Reference], config: RDConfig) -> list[Measurement]:
+    name = f"vqtok-{model.config.preset}-{model.model_id[:8]}"
+    results = []
+    for levels in range(1, model.num_levels + 1):
+        options = CompressConfig(device=config.device, window_seconds=config.window_seconds, levels=levels)
+
+        def codec(reference: Reference, options=options):
+            vqt, _ = compress_bytes(model, reference.data, options)
+            return vqt, lambda: _model_decode(model, vqt, reference)
+
+        setting = f"{levels} level{'s' * (levels > 1)}"
+        results += [_measure(name, setting, codec, r, model.config.modality) for r in references]
+    return results
+
+
+@torch.inference_mode()
+def _model_decode(model, vqt: bytes, reference: Reference) -> np.ndarray:
+    """What decompressing `vqt` gives, as `reference.content` holds it."""
+    header, payload = read_vqt(vqt)
+    codes = torch.from_numpy(decode_codes(model, header, payload))
+    media = media_meta(model, header)
+    x_hat = model.decode(codes.to(next(model.parameters()).device), size=media["input_size"]).cpu()
+    modality = header["modality"]
+    if modality == "video":
+        video = assemble_clips(x_hat, media["clip_starts"], media["frames"])
+        return to_uint8(video).permute(1, 2, 3, 0).numpy()
+    _, data = restore(x_hat, media, modality)
+    if modality == "image":
+        return baselines.decode_image(data)
+    return soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)[0].mean(axis=1)
+
+
+def _measure_codec(codec: str, modality: str, references: list[Reference],
+                   sweep: Sequence[int] | None) -> list[Measurement]:
+    results = []
+    for setting in sweep or baselines.SWEEPS[codec]:
+        def run(reference: Reference, setting=setting):
+            data = _codec_encode(codec, modality, reference, setting)
+            return data, lambda: _codec_decode(modality, data, reference)
+
+        results += [_measure(codec, str(setting), run, r, modality) for r in references]
+    return results
+
+
+def _codec_encode(codec: str, modality: str, reference: Reference, setting: int) -> bytes:
+    if modality == "image":
+        return baselines.encode_image(reference.content, codec, setting)
+    if modality == "audio":
+        return baselines.encode_audio(reference.content, int(reference.rate), codec, setting)
+    return baselines.encode_video(reference.content, reference.rate, codec, setting)
+
+
+def _codec_decode(modality: str, data: bytes, reference: Reference) -> np.ndarray:
+    if modality == "image":
+        return baselines.decode_image(data)
+    if modality == "audio":
+        return baselines.decode_audio(data, int(reference.rate), reference.content.size)
+    return baselines.decode_video(data)[0]
+
+
+def _measure(method: str, setting: str, codec: Codec, reference: Reference, modality: str) -> Measurement:
+    start = time.perf_counter()
+    data, decode = codec(reference)
+    encoded = time.perf_counter()
+    decoded = decode()
+    done = time.perf_counter()
+    values = {RATE_KEY[modality]: reference.rate_of(len(data), modality), "bytes": len(data),
+              **_quality(modality, reference, decoded),
+              "encoding_time": encoded - start, "decoding_time": done - encoded}
+    return Measurement(method, setting, reference.name, values)
+
+
+def _quality(modality: str, reference: Reference, decoded: np.ndarray) -> dict[str, float]:
+    if decoded.shape != reference.content.shape:
+        raise UsageError(f"{reference.name}: decoded shape {decoded.shape} differs from the input's "
+                         f"{reference.content.shape}")
+    if modality == "image":
+        return {"psnr-rgb": psnr(reference.content, decoded), "ms-ssim-rgb": ms_ssim(reference.content, decoded)}
+    if modality == "audio":
+        return {"si-snr": si_snr(reference.content, decoded),
+                "mel-distance": log_mel_distance(reference.content, decoded, int(reference.rate))}
+    return {"psnr-rgb": psnr(reference.content, decoded)}
+
+
+def _by_method(measurements: list[Measurement]) -> dict[str, list[Measurement]]:
+    groups: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault(m.method, []).append(m)
+    return groups
+
+
+def _curve(method: str, measurements: list[Measurement], modality: str) -> dict:
+    """CompressAI's schema: one point per setting, each the mean over inputs, sorted by rate."""
+    settings: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        settings.setdefault(m.setting, []).append(m)
+    keys = [RATE_KEY[modality], *QUALITY_KEYS[modality], "encoding_time", "decoding_time"]
+    points = [{key: float(np.mean([m.values[key] for m in group])) for key in keys} for group in settings.values()]
+    order = np.argsort([p[RATE_KEY[modality]] for p in points], kind="stable")
+    inputs = len({m.input for m in measurements})
+    return {
+        "name": method,
+        "description": f"{method} on {inputs} {modality} input(s); settings {', '.join(settings)}; "
+                       f"rate from the bytes written (headers included)",
+        "results": {key: [_finite(points[i][key]) for i in order] for key in keys},
+        "settings": [list(settings)[i] for i in order],
+    }
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: a lossless point (infinite PSNR) is written as null."""
+    return value if math.isfinite(value) else None
+
+
+def _write_outputs(out_dir: Path, curves: list[dict], measurements: list[Measurement], modality: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for curve in curves:
+        (out_dir / f"{curve['name']}.json").write_text(json.dumps(curve, indent=2) + "\n")
+    columns = ["method", "setting", "input", RATE_KEY[modality], "bytes", *QUALITY_KEYS[modality],
+               "encoding_time", "decoding_time"]
+    with open(out_dir / "rd.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for m in measurements:
+            row = {"method": m.method, "setting": m.setting, "input": m.input, **m.values}
+            writer.writerow([row[c] for c in columns])
+    for quality in QUALITY_KEYS[modality]:
+        plot_curves(curves, RATE_KEY[modality], quality, out_dir / f"rd-{quality}.png")

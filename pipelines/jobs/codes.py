@@ -1,0 +1,114 @@
+"""The code-shard sample format: `<key>.npy` or `<key>.vqc` codes plus `<key>.json` metadata.
+
+Codes have shape `(N, *latent)` or `(N, Q, *latent)` for N pieces (1 for an image, windows
+for audio, clips for video) and Q residual levels, stored as uint16 when the codebook has
+at most 65536 entries, else int32. The JSON records the model, the code layout and what is
+needed to restore the media (original size, length, sample rate or fps, window layout).
+
+A compressed sample (`vqtok encode --compress`) holds instead of the `.npy` a `.vqc`: the
+codes entropy-coded with the model's prior (the `.vqt` payload, see docs/vqt-format.md).
+Its JSON adds `coder` and `prior_id`; decoding it needs the same prior, so a reader passes
+the checkpoint's prior and a different one is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+
+from vqtok.entropy import CODER, PRIOR_TOTAL, decode_payload, encode_payload, prior_id
+from vqtok.pipelines.errors import UsageError
+
+PLAIN_FIELD = "npy"
+COMPRESSED_FIELD = "vqc"
+STORED_DTYPES = ("uint16", "int32")
+
+
+def code_dtype(codebook_size: int) -> np.dtype:
+    """The smallest stored dtype for codes below `codebook_size`."""
+    return np.dtype(STORED_DTYPES[0] if codebook_size <= 65536 else STORED_DTYPES[1])
+
+
+def pack_codes(codes: np.ndarray, meta: dict, prior: np.ndarray | None = None) -> dict[str, bytes]:
+    """codes: (N, [Q,] *latent) integer -> {"npy" or "vqc": ..., "json": ...} tar fields.
+
+    With `prior` ((Q, K) int64, see `vqtok.entropy`), the codes are entropy-coded into "vqc".
+    """
+    header = {**meta, "shape": list(codes.shape), "dtype": codes.dtype.name}
+    if prior is None:
+        buffer = io.BytesIO()
+        np.save(buffer, codes, allow_pickle=False)
+        return {PLAIN_FIELD: buffer.getvalue(), "json": _json(header)}
+    header |= {"coder": {"name": CODER, "prior_total": PRIOR_TOTAL}, "prior_id": prior_id(prior)}
+    return {COMPRESSED_FIELD: encode_payload(codes, prior), "json": _json(header)}
+
+
+def _json(header: dict) -> bytes:
+    return json.dumps(header, sort_keys=True).encode()
+
+
+def is_compressed(fields: dict[str, bytes]) -> bool:
+    """Whether a code sample holds entropy-coded codes (and so needs the model's prior)."""
+    return COMPRESSED_FIELD in fields
+
+
+def code_meta(fields: dict[str, bytes]) -> dict:
+    """The sample's JSON metadata; raises KeyError/ValueError when it is missing or malformed."""
+    if "json" not in fields:
+        raise KeyError("code sample lacks json")
+    meta = json.loads(fields["json"])
+    if not isinstance(meta, dict):
+        raise ValueError("code sample json is not an object")
+    return meta
+
+
+def unpack_codes(fields: dict[str, bytes], prior: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Inverse of `pack_codes` -> (codes in their stored dtype, meta).
+
+    A compressed sample needs `prior`: a UsageError when it is None or is not the prior the
+    codes were coded with. Raises KeyError/ValueError on a malformed sample.
+    """
+    meta = code_meta(fields)
+    if is_compressed(fields):
+        codes = _decompress(fields[COMPRESSED_FIELD], meta, prior)
+    elif PLAIN_FIELD in fields:
+        codes = np.load(io.BytesIO(fields[PLAIN_FIELD]), allow_pickle=False)
+    else:
+        raise KeyError(f"code sample lacks {PLAIN_FIELD} or {COMPRESSED_FIELD}")
+    if list(codes.shape) != meta.get("shape"):
+        raise ValueError(f"codes shape {list(codes.shape)} differs from header {meta.get('shape')}")
+    _check_code_values(codes, meta.get("codebook_size"))
+    return codes, meta
+
+
+def _check_code_values(codes: np.ndarray, codebook_size: object) -> None:
+    """Codes are integers in [0, K): a float would be truncated and a code >= K would read
+    another row or collide with the special token ids."""
+    if codes.dtype.name not in STORED_DTYPES:
+        raise ValueError(f"codes are {codes.dtype.name}; code files hold {' or '.join(STORED_DTYPES)}")
+    if not isinstance(codebook_size, int) or codebook_size < 1:
+        raise ValueError(f"bad codebook_size {codebook_size!r} in the header")
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= codebook_size):
+        raise ValueError(f"codes must lie in [0, {codebook_size}); found {int(codes.min())}..{int(codes.max())}")
+
+
+def _decompress(payload: bytes, meta: dict, prior: np.ndarray | None) -> np.ndarray:
+    if prior is None:
+        raise UsageError(f"codes of {meta.get('key')!r} are entropy-coded; reading them needs the "
+                         "checkpoint they were encoded with")
+    coder = meta.get("coder")
+    coder = coder.get("name") if isinstance(coder, dict) else coder
+    if coder != CODER:
+        raise ValueError(f"codes are coded with {coder!r}; this vqtok reads {CODER!r} only")
+    if meta.get("prior_id") != prior_id(prior):
+        raise UsageError(f"codes of {meta.get('key')!r} were entropy-coded with prior {meta.get('prior_id')}, "
+                         f"but this checkpoint holds prior {prior_id(prior)}; use the checkpoint "
+                         "they were encoded with")
+    shape = meta.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ValueError(f"bad codes shape {shape} in the header")
+    if meta.get("dtype") not in STORED_DTYPES:
+        raise ValueError(f"bad codes dtype {meta.get('dtype')!r} in the header")
+    return decode_payload(payload, prior, tuple(shape)).astype(meta["dtype"])

@@ -1,0 +1,277 @@
+"""`encode_shards`: media shards in, code shards out (one per input, same basename and keys).
+
+Each output shard is written to `<name>.tar.partial`, renamed to `<name>.tar` when complete,
+then `<name>.stats.json` (count, skipped, seconds) marks it done. With `resume`, done shards
+are skipped and partial ones redone from scratch; output tars are byte-deterministic, so a
+killed and resumed job gives exactly the output of an uninterrupted one. Skipped samples
+are logged to `<name>.errors.jsonl`. With `compress`, samples hold the codes entropy-coded
+with the model's prior (`.vqc`, see `codes`) instead of `.npy`.
+
+The per-shard work (`ShardEncoder`) is shared by engines: the local one below feeds it the
+events of a DataLoader, `ray_engine` feeds it one shard per Ray actor call.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from vqtok import VQTokenizer
+from vqtok.entropy import model_prior
+from vqtok.pipelines.data.batches import (
+    Event,
+    MediaBatches,
+    PreparedBatch,
+    PreparedSample,
+    identity,
+)
+from vqtok.pipelines.data.media import MAX_IMAGE_PIXELS, MediaConfig
+from vqtok.pipelines.data.sources import Placement, expand_shards
+from vqtok.pipelines.data.tario import ShardWriter
+from vqtok.pipelines.errors import ErrorPolicy, OnError, SampleError, UsageError, write_error_log
+from vqtok.pipelines.jobs.codes import code_dtype, pack_codes
+from vqtok.pipelines.jobs.common import ShardOutputs, load_model, shard_names, write_summary
+from vqtok.pipelines.progress import ShardProgress
+
+
+@dataclass
+class EncodeConfig:
+    """Options of an encode job (the CLI flags); saved as `encode_config.json` in the output."""
+
+    batch_size: int = 16
+    workers: int = 2
+    device: str = "cpu"
+    resume: bool = False
+    on_error: OnError = "raise"
+    max_error_rate: float = 1.0
+    window_seconds: float = 2.0
+    clip_stride: int | None = None
+    frame_size: tuple[int, int] | None = None
+    progress: bool = True
+    compress: bool = False  # entropy-code the codes with the model's prior
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS  # decompression-bomb guard; None: Pillow's own
+
+
+UNIFORM_PRIOR_WARNING = ("the checkpoint has no fitted prior, so --compress codes with the uniform prior "
+                         "(log2 K bits per code); run `vqtok fit-prior` on it first for smaller files")
+
+
+@dataclass
+class EncodeSummary:
+    """What an encode job did on this rank."""
+
+    rank: int = 0
+    shards_total: int = 0
+    shards_encoded: int = 0
+    shards_already_done: int = 0
+    samples: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    model_id: str = ""
+    out_dir: str = ""
+    error_logs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def add_shard(self, stats: dict, error_log: Path) -> None:
+        """Count a finished shard from its `<name>.stats.json` content."""
+        self.shards_encoded += 1
+        self.samples += stats["count"]
+        self.skipped += stats["skipped"]
+        if stats["skipped"]:
+            self.error_logs.append(str(error_log))
+
+
+@dataclass
+class EncodeJob:
+    """The shards an engine has to encode, and everything it needs for them."""
+
+    source: VQTokenizer | str | Path  # the model as given, for workers that load their own copy
+    model: VQTokenizer  # loaded in this process
+    todo: list[str]  # URLs of the shards not done yet
+    names: dict[str, str]  # URL -> output basename
+    outputs: ShardOutputs
+    config: EncodeConfig
+    policy: ErrorPolicy
+    summary: EncodeSummary  # the engine adds each finished shard
+
+
+Engine = Callable[[EncodeJob], None]
+
+
+def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_dir: str | Path, config: EncodeConfig | None = None,
+                  placement: Placement | None = None, engine: Engine | None = None) -> EncodeSummary:
+    """Encode every sample of this rank's `shards` with `model` (a VQTokenizer or checkpoint path).
+
+    `engine` runs the job (default: this process, with DataLoader workers); another engine
+    encodes elsewhere, so this process keeps a CPU copy of the model only for its metadata.
+    Raises `UsageError` for bad arguments and `PipelineError` for failures (a sample under
+    `on_error="raise"`, or too many skips); partial outputs are removed on any exception.
+    """
+    config = config or EncodeConfig()
+    _check(config)
+    policy = ErrorPolicy(config.on_error, config.max_error_rate)
+    placement = placement or Placement.from_env()
+    all_urls = expand_shards(shards)
+    urls = placement.select(all_urls)
+    names = shard_names(urls)
+    loaded = load_model(model, config.device if engine is None else "cpu")  # before OUT_DIR is touched
+    outputs = ShardOutputs(Path(out_dir))
+    todo = outputs.prepare(urls, names, resume=config.resume)
+    if config.compress and getattr(loaded, "code_prior", None) is None:
+        warnings.warn(UNIFORM_PRIOR_WARNING, stacklevel=2)
+    summary = EncodeSummary(rank=placement.rank, shards_total=len(urls), shards_already_done=len(urls) - len(todo),
+                            model_id=loaded.model_id, out_dir=str(outputs.root))
+    outputs.save_config("encode_config.json", {**asdict(config), "model_id": loaded.model_id, "shards": all_urls})
+    start = time.monotonic()
+    if todo:
+        (engine or _run)(EncodeJob(model, loaded, todo, names, outputs, config, policy, summary))
+    summary.seconds = round(time.monotonic() - start, 3)
+    summary.samples_per_second = round(summary.samples / max(summary.seconds, 1e-9), 2)
+    write_summary(outputs.root, "encode", summary.to_dict())
+    policy.check_rate(summary.skipped, summary.samples + summary.skipped)
+    return summary
+
+
+def _check(config: EncodeConfig) -> None:
+    if config.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {config.workers}")
+
+
+def media_config(model: VQTokenizer, config: EncodeConfig) -> MediaConfig:
+    """How to cut media for `model`, from its TokenizerConfig and the job's options."""
+    model_config = model.config
+    return MediaConfig(
+        modality=model_config.modality,
+        channels=model_config.channels,
+        sample_rate=getattr(model_config, "sample_rate", None),
+        window_seconds=config.window_seconds,
+        clip_frames=getattr(model_config, "clip_frames", None),
+        clip_stride=config.clip_stride,
+        frame_size=tuple(config.frame_size) if config.frame_size else None,
+        max_image_pixels=config.max_image_pixels,
+    )
+
+
+def _run(job: EncodeJob) -> None:
+    """The local engine: DataLoader workers read and decode shards while this process encodes."""
+    dataset = MediaBatches(job.todo, media_config(job.model, job.config), job.config.batch_size, job.names)
+    workers = min(job.config.workers, len(job.todo))
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=identity,
+                        prefetch_factor=4 if workers else None)
+    with ShardProgress(len(job.todo), enabled=job.config.progress) as progress, \
+            ShardEncoder(job.model, job.outputs, job.config, job.policy) as encoder:
+        for event in loader:
+            written, skipped, stats = encoder.handle(event)
+            progress.advance(samples=written, errors=skipped, shards=int(stats is not None))
+            if stats is not None:
+                job.summary.add_shard(stats, job.outputs.errors(stats["shard"]))
+
+
+@dataclass
+class _OpenShard:
+    writer: ShardWriter
+    errors: list[SampleError] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+class ShardEncoder:
+    """Turns the events of media shards into code shards, the same way in every engine.
+
+    Events of several shards may interleave; each shard's output is committed and marked
+    done at its `ShardEnd`. Leaving the `with` block early drops unfinished outputs.
+    """
+
+    def __init__(self, model: VQTokenizer, outputs: ShardOutputs, config: EncodeConfig, policy: ErrorPolicy) -> None:
+        self.model = model
+        self.outputs = outputs
+        self.config = config
+        self.policy = policy
+        self.dtype = code_dtype(model.codebook_size)
+        self.header = _model_header(model)
+        self.prior = model_prior(model) if config.compress else None
+        self.open_shards: dict[str, _OpenShard] = {}
+
+    def __enter__(self) -> ShardEncoder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for shard in self.open_shards.values():
+            shard.writer.abort()
+        self.open_shards.clear()
+
+    def handle(self, event: Event) -> tuple[int, int, dict | None]:
+        """Returns (samples written, samples skipped, the stats of the shard it finished or None)."""
+        if event.shard not in self.open_shards:
+            self.open_shards[event.shard] = _OpenShard(ShardWriter(self.outputs.tar(event.shard)))
+        shard = self.open_shards[event.shard]
+        if isinstance(event, SampleError):
+            self.policy.handle(event, shard.errors)
+            return 0, 1, None
+        if isinstance(event, PreparedBatch):
+            written = self._encode_batch(event, shard)
+            return written, len(event.samples) - written, None
+        del self.open_shards[event.shard]
+        return 0, 0, _finish(shard, event.shard, self.outputs)
+
+    def _encode_batch(self, batch: PreparedBatch, shard: _OpenShard) -> int:
+        """Encode and write one batch; on a model failure retry sample by sample. Returns samples written."""
+        try:
+            per_sample = _encode_pieces(self.model, batch.pieces, [s.pieces for s in batch.samples], self.config)
+        except Exception as exc:  # a model failure on one sample must not sink its batch
+            if len(batch.samples) == 1:
+                self.policy.handle(SampleError(batch.shard, batch.samples[0].key, "model", str(exc)), shard.errors)
+                return 0
+            return sum(self._encode_batch(single, shard) for single in _singles(batch))
+        for sample, codes in zip(batch.samples, per_sample, strict=True):
+            shard.writer.write(sample.key, _fields(sample, codes.astype(self.dtype), self.header, self.prior))
+        return len(batch.samples)
+
+
+def _model_header(model) -> dict:
+    return {"model_id": model.model_id, "preset": model.config.preset, "modality": model.config.modality,
+            "codebook_size": model.codebook_size, "num_levels": model.num_levels,
+            "layout": "pieces,levels,latent" if model.num_levels > 1 else "pieces,latent"}
+
+
+def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
+    pieces = torch.split(batch.pieces, [s.pieces for s in batch.samples])
+    return [PreparedBatch(batch.shard, [s], p) for s, p in zip(batch.samples, pieces, strict=True)]
+
+
+@torch.inference_mode()
+def _encode_pieces(model, pieces: torch.Tensor, counts: list[int], config: EncodeConfig) -> list[np.ndarray]:
+    """pieces: (P, C, *spatial) float -> per-sample int64 codes (N_i, [Q,] *latent)."""
+    chunks = [model.encode(chunk.to(config.device)).cpu() for chunk in pieces.split(config.batch_size)]
+    return [codes.numpy() for codes in torch.cat(chunks).split(counts)]
+
+
+def _fields(sample: PreparedSample, codes: np.ndarray, header: dict, prior: np.ndarray | None) -> dict[str, bytes]:
+    meta = {**header, "key": sample.key, "media": sample.meta}
+    if sample.labels is not None:
+        meta["labels"] = sample.labels
+    fields = pack_codes(codes, meta, prior)
+    if sample.cls is not None:
+        fields["cls"] = sample.cls
+    return fields
+
+
+def _finish(shard: _OpenShard, name: str, outputs: ShardOutputs) -> dict:
+    """Commit the tar, then the error log, then the stats file that marks the shard done."""
+    shard.writer.commit()
+    write_error_log(outputs.errors(name), shard.errors)
+    stats = {"shard": name, "count": shard.writer.count, "skipped": len(shard.errors),
+             "seconds": round(time.monotonic() - shard.started, 3)}
+    outputs.mark_done(name, stats)
+    return stats

@@ -1,0 +1,212 @@
+"""Flat token files for language models: `export_tokens` writes them, `TokenDataset` reads them.
+
+`<prefix>.bin` holds every sample's tokens back to back (uint16 when the vocabulary fits,
+else uint32); `<prefix>.idx` holds `num_samples + 1` little-endian int64 offsets into it
+(sample i is `tokens[idx[i]:idx[i+1]]`); `<prefix>.json` is the manifest (vocabulary size,
+special token ids, flattening order, model id, keys). Codes are flattened piece by piece
+(windows, clips) in raster order, time-major for video; residual levels are either
+interleaved per position (`order="interleaved"`) or laid out level after level
+(`order="level-major"`). Compressed code shards (`encode --compress`) need the checkpoint
+they were encoded with, for its prior.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vqtok import VQTokenizer
+from vqtok.entropy import model_prior
+from vqtok.pipelines.data.sources import expand_shards, shard_name
+from vqtok.pipelines.data.tario import Sample, read_samples
+from vqtok.pipelines.errors import (
+    ErrorPolicy,
+    OnError,
+    PipelineError,
+    SampleError,
+    UsageError,
+    write_error_log,
+)
+from vqtok.pipelines.jobs.codes import is_compressed, unpack_codes
+from vqtok.pipelines.jobs.common import load_model
+
+Order = Literal["interleaved", "level-major"]
+
+
+@dataclass
+class TokenManifest:
+    """What `<prefix>.json` records about an export."""
+
+    model_id: str
+    modality: str
+    codebook_size: int
+    num_levels: int
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int | None
+    order: str
+    flattening: str
+    dtype: str
+    num_samples: int = 0
+    num_tokens: int = 0
+    skipped: int = 0
+    keys: list[str] = field(default_factory=list)
+
+
+def flatten_codes(codes: np.ndarray, num_levels: int, order: Order = "interleaved") -> np.ndarray:
+    """codes: (N, [Q,] *latent) -> 1-D tokens, piece by piece, raster (time-major) within a piece."""
+    if num_levels == 1:
+        return codes.reshape(-1)
+    if order == "interleaved":
+        return np.moveaxis(codes, 1, -1).reshape(-1)
+    return codes.reshape(-1)
+
+
+def export_tokens(code_shards: str | Sequence[str], out_prefix: str | Path, *, bos: bool = False,
+                  eos: bool = False, order: Order = "interleaved", on_error: OnError = "raise",
+                  checkpoint: VQTokenizer | str | Path | None = None) -> TokenManifest:
+    """Write `<out_prefix>.bin/.idx/.json` from code shards, samples in shard then key order.
+
+    With `bos`/`eos`, ids `codebook_size` and `codebook_size + 1` (or `codebook_size` alone)
+    frame each sample. All shards must come from one model. `checkpoint` (a VQTokenizer or
+    path) gives the prior of compressed shards; it is needed only when there are some.
+    """
+    if order not in ("interleaved", "level-major"):
+        raise UsageError(f"--order must be 'interleaved' or 'level-major', not {order!r}")
+    prior = None if checkpoint is None else model_prior(load_model(checkpoint, "cpu"))
+    prefix = Path(out_prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    bin_partial = prefix.with_name(prefix.name + ".bin.partial")
+    try:
+        with bin_partial.open("wb") as out:
+            writer = _TokenWriter(out, ErrorPolicy(on_error), prior, bos, eos, order)
+            for url in expand_shards(code_shards):
+                for item in read_samples(url, shard_name(url)):
+                    writer.add(item)
+    except BaseException:
+        bin_partial.unlink(missing_ok=True)
+        raise
+    manifest, offsets, errors = writer.manifest, writer.offsets, writer.errors
+    if manifest is None:
+        bin_partial.unlink()
+        raise PipelineError("no code samples found to export")
+    manifest.num_samples, manifest.num_tokens, manifest.skipped = len(offsets) - 1, offsets[-1], len(errors)
+    write_error_log(prefix.with_name(prefix.name + ".errors.jsonl"), errors)
+    bin_partial.replace(prefix.with_name(prefix.name + ".bin"))
+    np.asarray(offsets, dtype="<i8").tofile(prefix.with_name(prefix.name + ".idx"))
+    prefix.with_name(prefix.name + ".json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    return manifest
+
+
+@dataclass
+class _TokenWriter:
+    """Appends code samples to the open token file, keeping their offsets, errors and the manifest."""
+
+    out: BinaryIO
+    policy: ErrorPolicy
+    prior: np.ndarray | None  # (Q, K) int64, for compressed samples
+    bos: bool
+    eos: bool
+    order: Order
+    offsets: list[int] = field(default_factory=lambda: [0])
+    errors: list[SampleError] = field(default_factory=list)
+    manifest: TokenManifest | None = None  # from the first sample
+
+    def add(self, item: Sample | SampleError) -> None:
+        if isinstance(item, SampleError):
+            self.policy.handle(item, self.errors)
+            return
+        if self.prior is None and is_compressed(item.fields):
+            raise UsageError(f"{item.shard}: sample {item.key!r} holds compressed codes (encode --compress); "
+                             "pass --checkpoint with the checkpoint they were encoded with")
+        try:
+            codes, meta = unpack_codes(item.fields, self.prior)
+        except (KeyError, ValueError) as exc:
+            self.policy.handle(SampleError(item.shard, item.key, "keys", str(exc)), self.errors)
+            return
+        self.manifest = self.manifest or _manifest(meta, self.bos, self.eos, self.order)
+        _check_same_model(self.manifest, meta, item.key)
+        tokens = _framed(flatten_codes(codes, self.manifest.num_levels, self.order), self.manifest)
+        self.out.write(tokens.astype(self.manifest.dtype).tobytes())
+        self.offsets.append(self.offsets[-1] + tokens.size)
+        self.manifest.keys.append(meta.get("key", item.key))
+
+def _manifest(meta: dict, bos: bool, eos: bool, order: str) -> TokenManifest:
+    size = int(meta["codebook_size"])
+    bos_id = size if bos else None
+    eos_id = size + int(bos) if eos else None
+    vocab = size + int(bos) + int(eos)
+    dtype = "uint16" if vocab <= 65536 else "uint32"
+    levels = int(meta["num_levels"])
+    return TokenManifest(meta["model_id"], meta["modality"], size, levels, vocab, bos_id, eos_id, order,
+                         describe_flattening(meta["modality"], levels, order), dtype)
+
+
+def describe_flattening(modality: str, num_levels: int, order: str) -> str:
+    """How a sample's codes became a token sequence, in words, for the manifest."""
+    axes = {"image": "raster (rows, then columns)", "audio": "windows, then time",
+            "video": "clips, then time-major (frames, rows, columns)"}[modality]
+    if num_levels == 1:
+        return axes
+    if order == "interleaved":
+        return f"{axes}; the {num_levels} residual levels of each position together, coarse first"
+    return f"per piece, residual level after level (coarse first), each {axes}"
+
+
+def _check_same_model(manifest: TokenManifest, meta: dict, key: str) -> None:
+    if meta["model_id"] != manifest.model_id:
+        raise UsageError(f"sample {key!r} comes from model {meta['model_id']}, the export from "
+                         f"{manifest.model_id}; export each model's codes separately")
+
+
+def _framed(tokens: np.ndarray, manifest: TokenManifest) -> np.ndarray:
+    parts = [tokens.astype(np.int64)]
+    if manifest.bos_id is not None:
+        parts.insert(0, np.array([manifest.bos_id]))
+    if manifest.eos_id is not None:
+        parts.append(np.array([manifest.eos_id]))
+    return np.concatenate(parts)
+
+
+class TokenDataset(Dataset):
+    """Random windows of `seq_len` tokens from an export, for language-model training.
+
+    Item i is a (seq_len,) int64 window starting at a position drawn from `seed` and i, so
+    an epoch is reproducible; `len()` is the number of windows that cover the tokens once.
+    `sample(i)` returns sample i's tokens whole (with its bos/eos if exported so).
+    """
+
+    def __init__(self, prefix: str | Path, seq_len: int, *, seed: int = 0) -> None:
+        prefix = Path(prefix)
+        self.manifest = TokenManifest(**json.loads(prefix.with_name(prefix.name + ".json").read_text()))
+        self.tokens = np.memmap(prefix.with_name(prefix.name + ".bin"), dtype=self.manifest.dtype, mode="r")
+        self.offsets = np.fromfile(prefix.with_name(prefix.name + ".idx"), dtype="<i8")
+        if seq_len < 1 or seq_len > self.tokens.size:
+            raise UsageError(f"seq_len must lie in [1, {self.tokens.size}] tokens, got {seq_len}")
+        self.seq_len = seq_len
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return max(1, self.tokens.size // self.seq_len)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        rng = np.random.default_rng((self.seed, index))
+        start = int(rng.integers(0, self.tokens.size - self.seq_len + 1))
+        return torch.from_numpy(self.tokens[start : start + self.seq_len].astype(np.int64))
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.offsets) - 1
+
+    def sample(self, index: int) -> torch.Tensor:
+        """Sample `index`'s tokens: (length,) int64."""
+        return torch.from_numpy(self.tokens[self.offsets[index] : self.offsets[index + 1]].astype(np.int64))

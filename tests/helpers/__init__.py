@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: media, shards, checkpoints, hardening tools, the RELIABILITY.md plugin."""
