@@ -31,7 +31,9 @@ def poison_allocator(device: torch.device) -> None:
     del block
 
 
-def float64_nearest(x: torch.Tensor, c: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+def float64_nearest(
+    x: torch.Tensor, c: torch.Tensor, metric: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Best and second-best float64 distances and the best index, in row chunks."""
     x64, c64 = x.double(), c.double()
     if metric == "cosine":
@@ -49,7 +51,16 @@ def float64_nearest(x: torch.Tensor, c: torch.Tensor, metric: str) -> tuple[torc
     return torch.cat(best_i), torch.cat(top2)
 
 
-def check_nearest(n: int, k: int, d: int, dtype: str, metric: str, device, offset: float = 0.0, strided: bool = False) -> dict:
+def check_nearest(
+    n: int,
+    k: int,
+    d: int,
+    dtype: str,
+    metric: str,
+    device,
+    offset: float = 0.0,
+    strided: bool = False,
+) -> dict:
     g = torch.Generator(device=device).manual_seed(n * 31 + k * 7 + d)
     x = (torch.randn(n, d, device=device, generator=g) + offset).to(DTYPES[dtype])
     c = (torch.randn(k, d, device=device, generator=g) + offset).to(DTYPES[dtype])
@@ -62,12 +73,34 @@ def check_nearest(n: int, k: int, d: int, dtype: str, metric: str, device, offse
     gap = (top2[:, 1] - top2[:, 0]) / top2[:, 1].abs().clamp_min(1e-30)
     clear = gap > 1e-5
     mismatched = int((idx[clear] != ref_i[clear]).sum())
-    chosen = torch.cdist(x.double()[:, None, :], c.double()[idx][:, None, :]).flatten().pow(2) if metric == "l2" else None
-    ok = mismatched == 0 and bool(torch.isfinite(dist).all()) and bool((dist >= 0).all()) and bool((idx >= 0).all() & (idx < k).all())
+    chosen = (
+        torch.cdist(x.double()[:, None, :], c.double()[idx][:, None, :]).flatten().pow(2)
+        if metric == "l2"
+        else None
+    )
+    ok = (
+        mismatched == 0
+        and bool(torch.isfinite(dist).all())
+        and bool((dist >= 0).all())
+        and bool((idx >= 0).all() & (idx < k).all())
+    )
     if chosen is not None and n:
-        ok = ok and bool(torch.allclose(dist.double(), chosen, rtol=1e-3, atol=1e-3 * (1 + offset**2 * 1e-6)))
-    return {"check": "nearest_code", "n": n, "k": k, "d": d, "dtype": dtype, "metric": metric, "offset": offset,
-            "strided": strided, "mismatched_clear_rows": mismatched, "near_tie_rows": int((~clear).sum()), "ok": ok}
+        ok = ok and bool(
+            torch.allclose(dist.double(), chosen, rtol=1e-3, atol=1e-3 * (1 + offset**2 * 1e-6))
+        )
+    return {
+        "check": "nearest_code",
+        "n": n,
+        "k": k,
+        "d": d,
+        "dtype": dtype,
+        "metric": metric,
+        "offset": offset,
+        "strided": strided,
+        "mismatched_clear_rows": mismatched,
+        "near_tie_rows": int((~clear).sum()),
+        "ok": ok,
+    }
 
 
 def check_ties(device) -> dict:
@@ -76,14 +109,20 @@ def check_ties(device) -> dict:
     c = torch.cat([base, base, base[:100]])  # duplicates across many tiles
     x = base + 0.01 * torch.randn(300, 32, device=device, generator=g)
     idx, _ = nearest_code(x, c, backend="triton")
-    return {"check": "ties_lowest_index", "ok": bool((idx == torch.arange(300, device=device)).all())}
+    return {
+        "check": "ties_lowest_index",
+        "ok": bool((idx == torch.arange(300, device=device)).all()),
+    }
 
 
 def check_ema(n: int, k: int, d: int, deterministic: bool, device) -> dict:
     g = torch.Generator(device=device).manual_seed(n + k + d)
     z = torch.randn(n, d, device=device, generator=g)
     idx = (torch.rand(n, device=device, generator=g).pow(2) * k).long().clamp_max(k - 1)
-    size0, m0 = torch.rand(k, device=device, generator=g), torch.randn(k, d, device=device, generator=g)
+    size0, m0 = (
+        torch.rand(k, device=device, generator=g),
+        torch.randn(k, d, device=device, generator=g),
+    )
     poison_allocator(device)
     size, m = size0.clone(), m0.clone()
     e = ema_update(size, m, z, idx, decay=0.99, deterministic=deterministic, backend="triton")
@@ -93,16 +132,36 @@ def check_ema(n: int, k: int, d: int, deterministic: bool, device) -> dict:
     m64 = 0.99 * m0.double() + 0.01 * sums
     total = size64.sum()
     e64 = m64 / ((size64 + 1e-5) / (total + k * 1e-5) * total)[:, None]
-    ok = all(torch.allclose(a.double(), b, rtol=1e-5, atol=1e-5 * float(b.abs().max())) for a, b in ((size, size64), (m, m64), (e, e64)))
+    ok = all(
+        torch.allclose(a.double(), b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+        for a, b in ((size, size64), (m, m64), (e, e64))
+    )
     if deterministic:
-        again = ema_update(size0.clone(), m0.clone(), z, idx, decay=0.99, deterministic=True, backend="triton")
+        again = ema_update(
+            size0.clone(), m0.clone(), z, idx, decay=0.99, deterministic=True, backend="triton"
+        )
         ok = ok and torch.equal(again, e)
-    return {"check": "ema_update", "n": n, "k": k, "d": d, "deterministic": deterministic, "ok": bool(ok)}
+    return {
+        "check": "ema_update",
+        "n": n,
+        "k": k,
+        "d": d,
+        "deterministic": deterministic,
+        "ok": bool(ok),
+    }
 
 
 def correctness(device) -> list[dict]:
     results = []
-    for n, k, d in [(0, 5, 8), (1, 1, 1), (1000, 1, 3), (4097, 513, 1), (5000, 1000, 64), (3000, 700, 1024), (20000, 4096, 256)]:
+    for n, k, d in [
+        (0, 5, 8),
+        (1, 1, 1),
+        (1000, 1, 3),
+        (4097, 513, 1),
+        (5000, 1000, 64),
+        (3000, 700, 1024),
+        (20000, 4096, 256),
+    ]:
         for dtype in ("fp32", "fp16", "bf16"):
             for metric in ("l2", "cosine"):
                 results.append(check_nearest(n, k, d, dtype, metric, device))
@@ -117,15 +176,23 @@ def correctness(device) -> list[dict]:
 
 def goals(rows: list[dict]) -> list[str]:
     lines = []
-    big = [r for r in rows if r["n"] == 1_048_576 and r["k"] == 16384 and r["d"] == 64 and r["dtype"] == "fp32"]
+    big = [
+        r
+        for r in rows
+        if r["n"] == 1_048_576 and r["k"] == 16384 and r["d"] == 64 and r["dtype"] == "fp32"
+    ]
     near = {r["impl"]: r for r in big if r["op"] == "nearest_code"}
     if "vqtok_triton" in near:
         t = near["vqtok_triton"]
-        lines.append(f"nearest_code: {t['vs_matmul_argmin']}x faster than unchunked matmul (goal >= 3x); "
-                     f"{t['vs_matmul_floor']}x the matmul floor (goal <= 2x)")
+        lines.append(
+            f"nearest_code: {t['vs_matmul_argmin']}x faster than unchunked matmul (goal >= 3x); "
+            f"{t['vs_matmul_floor']}x the matmul floor (goal <= 2x)"
+        )
     ema = {r["impl"]: r for r in big if r["op"] == "ema_update"}
     if "vqtok_triton" in ema:
-        lines.append(f"ema_update: {ema['vqtok_triton']['vs_torch_fallback']}x faster than the index_add_ fallback (goal >= 2x)")
+        lines.append(
+            f"ema_update: {ema['vqtok_triton']['vs_torch_fallback']}x faster than the index_add_ fallback (goal >= 2x)"
+        )
     return lines
 
 
@@ -141,17 +208,40 @@ def main() -> int:
     start = time.time()
     checks = correctness(device)
     failed = [c for c in checks if not c["ok"]]
-    print(f"correctness: {len(checks) - len(failed)}/{len(checks)} passed in {time.time() - start:.0f}s")
+    print(
+        f"correctness: {len(checks) - len(failed)}/{len(checks)} passed in {time.time() - start:.0f}s"
+    )
     for c in failed:
         print("FAILED", c)
     rows = [] if args.skip_timing else bench_kernels(device="cuda", repeats=10)
     for r in rows:
-        print({k: r[k] for k in ("n", "k", "d", "dtype", "op", "impl", "median_ms", "tflops", "peak_extra_mib")})
+        print(
+            {
+                k: r[k]
+                for k in (
+                    "n",
+                    "k",
+                    "d",
+                    "dtype",
+                    "op",
+                    "impl",
+                    "median_ms",
+                    "tflops",
+                    "peak_extra_mib",
+                )
+            }
+        )
     summary = goals(rows)
     print("\n".join(summary))
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-              "checks": checks, "timings": rows, "goals": summary}
+    report = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "checks": checks,
+        "timings": rows,
+        "goals": summary,
+    }
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
     return 1 if failed else 0
 

@@ -35,12 +35,33 @@ HELD_OUT_SPEECH = ("harbour.flac", "rainbow.flac")
 EXTRA_TRAIN_SPEECH = (ROOT / "tests" / "data" / "audio" / "hello.flac",)
 IMAGE_SWEEPS = {"jpeg": [1, 3, 5, 8, 12, 20, 40], "webp": [0, 2, 5, 10, 20, 40]}
 AUDIO_SWEEPS = {"opus": [6, 8, 12, 24], "mp3": [8, 16, 32]}
-COMMON_TRAIN = ["--lr", "2e-3", "--no-progress", "--set", "warmup_steps=100", "--set", "precision=fp32",
-                "--set", "tensorboard=false", "--set", "log_every=50", "--set", "shuffle_buffer=8"]
-RVQ_OPTIONS = ["--set", "model_options.quantizer=rvq", "--set", "model_options.quantizer_options.num_levels=4",
-               "--set", "model_options.quantizer_options.codebook_size=1024",
-               "--set", "model_options.quantizer_options.codebook_dim=8",
-               "--set", "model_options.quantizer_options.usage_window=16384"]
+COMMON_TRAIN = [
+    "--lr",
+    "2e-3",
+    "--no-progress",
+    "--set",
+    "warmup_steps=100",
+    "--set",
+    "precision=fp32",
+    "--set",
+    "tensorboard=false",
+    "--set",
+    "log_every=50",
+    "--set",
+    "shuffle_buffer=8",
+]
+RVQ_OPTIONS = [
+    "--set",
+    "model_options.quantizer=rvq",
+    "--set",
+    "model_options.quantizer_options.num_levels=4",
+    "--set",
+    "model_options.quantizer_options.codebook_size=1024",
+    "--set",
+    "model_options.quantizer_options.codebook_dim=8",
+    "--set",
+    "model_options.quantizer_options.usage_window=16384",
+]
 
 
 def vqtok(*args: str) -> str:
@@ -49,7 +70,9 @@ def vqtok(*args: str) -> str:
     return subprocess.run([VQTOK, *args], check=True, stdout=subprocess.PIPE, text=True).stdout
 
 
-def split_media(source: Path, held_out: tuple[str, ...], extra: tuple[Path, ...], out: Path) -> tuple[Path, Path]:
+def split_media(
+    source: Path, held_out: tuple[str, ...], extra: tuple[Path, ...], out: Path
+) -> tuple[Path, Path]:
     """Copy `source`'s files into out/train and out/held-out; returns both folders."""
     train, test = out / "train", out / "held-out"
     for folder in (train, test):
@@ -67,9 +90,27 @@ def train_model(name: str, model: str, shards: Path, out: Path, steps: int, batc
     """Train, fit the code prior on the training shards; returns the final checkpoint."""
     run = out / name
     shutil.rmtree(run, ignore_errors=True)
-    summary = json.loads(vqtok("train", "--model", model, "--train", str(shards), "--out", str(run),
-                               "--steps", str(steps), "--batch-size", str(batch), "--set", f"crop={crop}",
-                               "--set", f"checkpoint_every={steps}", *COMMON_TRAIN, *options))
+    summary = json.loads(
+        vqtok(
+            "train",
+            "--model",
+            model,
+            "--train",
+            str(shards),
+            "--out",
+            str(run),
+            "--steps",
+            str(steps),
+            "--batch-size",
+            str(batch),
+            "--set",
+            f"crop={crop}",
+            "--set",
+            f"checkpoint_every={steps}",
+            *COMMON_TRAIN,
+            *options,
+        )
+    )
     (out / f"{name}-train.json").write_text(json.dumps(summary, indent=2) + "\n")
     final = Path(summary["final_model"])
     vqtok("fit-prior", str(final), str(shards), "--workers", "0")
@@ -80,10 +121,20 @@ def entropy_savings(checkpoint: Path, inputs: list[Path], out: Path) -> dict:
     """Bits of the held-out inputs' codes: fixed log2 K, empirical entropy, static prior
     cross-entropy, the chosen coder's payload and the whole .vqt file, summed over inputs;
     savings are relative to log2 K."""
-    totals = {"codes": 0, "uniform_bits": 0.0, "entropy_bits": 0.0, "prior_bits": 0.0, "coded_bits": 0.0,
-              "payload_bytes": 0, "header_bytes": 0, "written_bytes": 0}
+    totals = {
+        "codes": 0,
+        "uniform_bits": 0.0,
+        "entropy_bits": 0.0,
+        "prior_bits": 0.0,
+        "coded_bits": 0.0,
+        "payload_bytes": 0,
+        "header_bytes": 0,
+        "written_bytes": 0,
+    }
     for path in inputs:
-        rates = json.loads(vqtok("compress", str(checkpoint), str(path), str(out / f"{path.stem}.vqt")))
+        rates = json.loads(
+            vqtok("compress", str(checkpoint), str(path), str(out / f"{path.stem}.vqt"))
+        )
         for key in totals:
             totals[key] += rates[key]
     uniform = totals["uniform_bits"]
@@ -95,13 +146,18 @@ def entropy_savings(checkpoint: Path, inputs: list[Path], out: Path) -> dict:
 
 
 def benchmark_images(out: Path, steps: int) -> dict:
-    train, test = split_media(ROOT / "demo" / "data" / "images", HELD_OUT_PHOTOS, (), out / "images")
+    train, test = split_media(
+        ROOT / "demo" / "data" / "images", HELD_OUT_PHOTOS, (), out / "images"
+    )
     shards = out / "images" / "shards"
     vqtok("shards", "make", str(train), str(shards), "--modality", "image", "--maxcount", "2")
     checkpoints = {
-        "image-vq-f8": train_model("image-vq-f8", "image-vq-f8", shards, out, steps, 8, "[64, 64]", []),
-        "image-vq-f16": train_model("image-vq-f16", "image-vq-f16", shards, out, steps // 2, 4,
-                                    "[128, 128]", []),
+        "image-vq-f8": train_model(
+            "image-vq-f8", "image-vq-f8", shards, out, steps, 8, "[64, 64]", []
+        ),
+        "image-vq-f16": train_model(
+            "image-vq-f16", "image-vq-f16", shards, out, steps // 2, 4, "[128, 128]", []
+        ),
     }
     inputs = sorted(test.iterdir())
     savings = {}
@@ -118,7 +174,9 @@ def benchmark_audio(out: Path, steps: int) -> dict:
                               out / "audio")
     shards = out / "audio" / "shards"
     vqtok("shards", "make", str(train), str(shards), "--modality", "audio", "--maxcount", "2")
-    checkpoint = train_model("audio-rvq-16k", "audio-vq-16k", shards, out, steps, 4, "[16000]", RVQ_OPTIONS)
+    checkpoint = train_model(
+        "audio-rvq-16k", "audio-vq-16k", shards, out, steps, 4, "[16000]", RVQ_OPTIONS
+    )
     inputs = sorted(test.iterdir())
     (out / "audio-vqt").mkdir(exist_ok=True)
     savings = {"audio-rvq-16k": entropy_savings(checkpoint, inputs, out / "audio-vqt")}
@@ -141,7 +199,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/rd-bench"))
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--image-steps", type=int, default=400, help="steps of image-vq-f8 (f16: half as many)")
+    parser.add_argument(
+        "--image-steps", type=int, default=400, help="steps of image-vq-f8 (f16: half as many)"
+    )
     parser.add_argument("--audio-steps", type=int, default=200)
     parser.add_argument("--only", choices=("image", "audio"), help="run one half only")
     args = parser.parse_args()
@@ -152,7 +212,9 @@ def main() -> None:
     if args.only != "image":
         summary["audio"] = benchmark_audio(args.out, args.audio_steps)
     summary["plots"] = copy_plots(args.out, args.results)
-    (args.out / f"summary-{args.only or 'all'}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / f"summary-{args.only or 'all'}.json").write_text(
+        json.dumps(summary, indent=2) + "\n"
+    )
     print(json.dumps(summary, indent=2))
 
 

@@ -83,7 +83,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--steps", type=int, default=2000, help="schedule length (cosine decay)")
-    parser.add_argument("--set", action="append", default=[], help="TrainConfig key=value overrides")
+    parser.add_argument(
+        "--set", action="append", default=[], help="TrainConfig key=value overrides"
+    )
     args = parser.parse_args()
 
     train_photos, held_out = sample_photos()

@@ -44,15 +44,21 @@ def choose_backend(device: torch.device, backend: str = "auto") -> str:
         return "triton" if device.type == "cuda" and triton_available() else "torch"
     if backend == "triton":
         if not triton_available():
-            raise RuntimeError("backend='triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1)")
+            raise RuntimeError(
+                "backend='triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1)"
+            )
         if device.type != "cuda" and not _interpreting():
-            raise RuntimeError("backend='triton' runs on CUDA tensors (CPU only under TRITON_INTERPRET=1)")
+            raise RuntimeError(
+                "backend='triton' runs on CUDA tensors (CPU only under TRITON_INTERPRET=1)"
+            )
     return backend
 
 
 def _check_nearest_args(x: torch.Tensor, codebook: torch.Tensor, metric: str) -> None:
     if x.dim() != 2 or codebook.dim() != 2:
-        raise ValueError(f"x must be (N, D) and codebook (K, D); got {tuple(x.shape)} and {tuple(codebook.shape)}")
+        raise ValueError(
+            f"x must be (N, D) and codebook (K, D); got {tuple(x.shape)} and {tuple(codebook.shape)}"
+        )
     if x.shape[1] != codebook.shape[1]:
         raise ValueError(f"x has D={x.shape[1]} but the codebook has D={codebook.shape[1]}")
     if codebook.shape[0] < 1:
@@ -118,7 +124,12 @@ def ema_update(
     which are in range by construction. Out-of-range indices are undefined behaviour then.
     """
     k, d = embed_sum.shape
-    if cluster_size.shape != (k,) or z.dim() != 2 or z.shape[1] != d or indices.shape != (z.shape[0],):
+    if (
+        cluster_size.shape != (k,)
+        or z.dim() != 2
+        or z.shape[1] != d
+        or indices.shape != (z.shape[0],)
+    ):
         raise ValueError(
             f"shapes must be cluster_size (K,), embed_sum (K, D), z (N, D), indices (N,); got "
             f"{tuple(cluster_size.shape)}, {tuple(embed_sum.shape)}, {tuple(z.shape)}, {tuple(indices.shape)}"
@@ -129,7 +140,11 @@ def ema_update(
         raise ValueError(f"decay must be in [0, 1), got {decay}")
     with torch.no_grad():
         indices = indices.to(torch.int64)
-        if check_indices and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
+        if (
+            check_indices
+            and indices.numel()
+            and (int(indices.min()) < 0 or int(indices.max()) >= k)
+        ):
             raise ValueError(f"indices must lie in [0, {k})")
         if choose_backend(z.device, backend) == "triton":
             from vqtok.kernels import triton_ema
@@ -137,4 +152,6 @@ def ema_update(
             return triton_ema.ema_update_triton(
                 cluster_size, embed_sum, z, indices, decay, eps, deterministic
             )
-        return reference.ema_update_torch(cluster_size, embed_sum, z, indices, decay, eps, deterministic)
+        return reference.ema_update_torch(
+            cluster_size, embed_sum, z, indices, decay, eps, deterministic
+        )

@@ -45,7 +45,9 @@ def nearest_code_torch(
         c32 = c32 - center
     # score(x, e) = ||e||^2 - 2 x.e = [x, 1] . [-2e, ||e||^2]: the bias rides in the matmul
     # instead of a separate pass over every (rows x K) block.
-    augmented_codes = torch.cat([-2.0 * c32, (c32 * c32).sum(1, keepdim=True)], dim=1).t().contiguous()
+    augmented_codes = (
+        torch.cat([-2.0 * c32, (c32 * c32).sum(1, keepdim=True)], dim=1).t().contiguous()
+    )
     x_norm = (x32 * x32).sum(1)
     indices = torch.empty(n, dtype=torch.int64, device=x.device)
     distances = torch.empty(n, dtype=torch.float32, device=x.device)
@@ -118,6 +120,8 @@ def smoothed_cluster_size(cluster_size: torch.Tensor, eps: float) -> torch.Tenso
     return smoothed.clamp_min_(torch.finfo(torch.float32).tiny)
 
 
-def embed_from_stats(cluster_size: torch.Tensor, embed_sum: torch.Tensor, eps: float) -> torch.Tensor:
+def embed_from_stats(
+    cluster_size: torch.Tensor, embed_sum: torch.Tensor, eps: float
+) -> torch.Tensor:
     """The codebook e = m / N~ from the EMA statistics: (K, D) fp32."""
     return embed_sum / smoothed_cluster_size(cluster_size, eps).unsqueeze(1)

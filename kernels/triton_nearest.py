@@ -36,7 +36,9 @@ def _configs() -> list[triton.Config]:
 
 
 @triton.jit
-def _load_shifted_rows(x_ptr, center_ptr, rows, row_ok, d0, D, stride_xn, stride_xd, BLOCK_D: tl.constexpr):
+def _load_shifted_rows(
+    x_ptr, center_ptr, rows, row_ok, d0, D, stride_xn, stride_xd, BLOCK_D: tl.constexpr
+):
     """x[rows, d0:d0+BLOCK_D] - center as fp32, zero outside the matrix."""
     dims = d0 + tl.arange(0, BLOCK_D)
     dim_ok = dims < D
@@ -61,7 +63,9 @@ def _nearest_code_kernel(
 
     x_norm = tl.zeros([BLOCK_N], dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
-        xs = _load_shifted_rows(x_ptr, center_ptr, rows, row_ok, d0, D, stride_xn, stride_xd, BLOCK_D)
+        xs = _load_shifted_rows(
+            x_ptr, center_ptr, rows, row_ok, d0, D, stride_xn, stride_xd, BLOCK_D
+        )
         x_norm += tl.sum(xs * xs, axis=1)
 
     best = tl.full([BLOCK_N], float("inf"), dtype=tl.float32)
@@ -71,7 +75,9 @@ def _nearest_code_kernel(
         code_ok = codes < K
         dot = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         for d0 in range(0, D, BLOCK_D):
-            xs = _load_shifted_rows(x_ptr, center_ptr, rows, row_ok, d0, D, stride_xn, stride_xd, BLOCK_D)
+            xs = _load_shifted_rows(
+                x_ptr, center_ptr, rows, row_ok, d0, D, stride_xn, stride_xd, BLOCK_D
+            )
             dims = d0 + tl.arange(0, BLOCK_D)
             dim_ok = dims < D
             cs = tl.load(codebook_ptr + codes[None, :] * stride_ck + dims[:, None] * stride_cd,
@@ -83,7 +89,9 @@ def _nearest_code_kernel(
         code_norm = tl.load(code_norm_ptr + codes, mask=code_ok, other=0.0)
         score = code_norm[None, :] - 2.0 * dot
         score = tl.where(code_ok[None, :], score, float("inf"))
-        tile_best, tile_index = tl.min(score, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        tile_best, tile_index = tl.min(
+            score, axis=1, return_indices=True, return_indices_tie_break_left=True
+        )
         better = tile_best < best  # strict: an earlier tile keeps a tie
         best = tl.where(better, tile_best, best)
         best_index = tl.where(better, tile_index.to(tl.int64) + k0, best_index)

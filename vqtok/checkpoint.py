@@ -57,7 +57,9 @@ def save(model: VQTokenizer | LatentModel, path: str | Path) -> Path:
     tensors = dict(state)
     if getattr(model, "code_prior", None) is not None:
         tensors[PRIOR_KEY] = model.code_prior.detach().cpu().to(torch.int64).contiguous()
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model_id": model_id})
+    save_file(
+        tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model_id": model_id}
+    )
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -102,9 +104,13 @@ def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer | LatentMod
     return model.to(map_location).eval()
 
 
-def _check_prior(prior: torch.Tensor | None, model: VQTokenizer, directory: Path) -> torch.Tensor | None:
+def _check_prior(
+    prior: torch.Tensor | None, model: VQTokenizer, directory: Path
+) -> torch.Tensor | None:
     want = (model.num_levels, model.codebook_size)
-    if prior is not None and (tuple(prior.shape) != want or prior.dtype != torch.int64 or int(prior.min()) < 1):
+    if prior is not None and (
+        tuple(prior.shape) != want or prior.dtype != torch.int64 or int(prior.min()) < 1
+    ):
         raise CheckpointError(f"{directory}: its code prior is not {want} int64 frequencies >= 1")
     return prior
 

@@ -16,7 +16,15 @@ import vqtok.pipelines
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = {"kernels": 0, "vqtok": 1, "pipelines": 2, "cli": 3}  # a layer imports only lower ones
-WINGS = {"data": 0, "jobs": 1, "training": 1, "compression": 2, "evaluation": 3, "bench": 4, "demo": 4}
+WINGS = {
+    "data": 0,
+    "jobs": 1,
+    "training": 1,
+    "compression": 2,
+    "evaluation": 3,
+    "bench": 4,
+    "demo": 4,
+}
 SHARED = -1  # the rank of the modules at the top of pipelines/: they import no wing
 
 
@@ -74,7 +82,9 @@ def test_imports_point_one_way(top):
             layer = layer_of_module(name)
             if layer is not None and layer > LAYERS[top]:
                 wrong.append(f"{path.relative_to(ROOT)} imports {name}")
-    assert not wrong, "imports must point cli -> pipelines -> vqtok -> kernels:\n" + "\n".join(wrong)
+    assert not wrong, "imports must point cli -> pipelines -> vqtok -> kernels:\n" + "\n".join(
+        wrong
+    )
 
 
 def test_every_pipelines_folder_is_a_known_wing():
@@ -93,15 +103,30 @@ def test_wings_import_only_lower_wings():
     assert not wrong, "wings import only lower wings (see vqtok.pipelines):\n" + "\n".join(wrong)
 
 
-@pytest.mark.parametrize(("wing", "source", "caught"), [
-    ("data", "from vqtok.pipelines.jobs.encode import EncodeConfig", ["vqtok.pipelines.jobs.encode"]),
-    ("jobs", "import vqtok.pipelines.training.loop", ["vqtok.pipelines.training.loop"]),
-    ("training", "from vqtok.pipelines.jobs import common", ["vqtok.pipelines.jobs"]),
-    ("compression", "from vqtok.pipelines import evaluate_rd", ["vqtok.pipelines.evaluation.rd"]),
-    ("bench", "from vqtok.pipelines.demo import run_demo", ["vqtok.pipelines.demo"]),
-    (None, "from vqtok.pipelines.data.media import prepare", ["vqtok.pipelines.data.media"]),
-    ("jobs", "from vqtok.pipelines.data.media import prepare\nfrom vqtok.pipelines.errors import UsageError", []),
-    ("evaluation", "from vqtok.pipelines import encode_shards, make_shards", []),
-])
+@pytest.mark.parametrize(
+    ("wing", "source", "caught"),
+    [
+        (
+            "data",
+            "from vqtok.pipelines.jobs.encode import EncodeConfig",
+            ["vqtok.pipelines.jobs.encode"],
+        ),
+        ("jobs", "import vqtok.pipelines.training.loop", ["vqtok.pipelines.training.loop"]),
+        ("training", "from vqtok.pipelines.jobs import common", ["vqtok.pipelines.jobs"]),
+        (
+            "compression",
+            "from vqtok.pipelines import evaluate_rd",
+            ["vqtok.pipelines.evaluation.rd"],
+        ),
+        ("bench", "from vqtok.pipelines.demo import run_demo", ["vqtok.pipelines.demo"]),
+        (None, "from vqtok.pipelines.data.media import prepare", ["vqtok.pipelines.data.media"]),
+        (
+            "jobs",
+            "from vqtok.pipelines.data.media import prepare\nfrom vqtok.pipelines.errors import UsageError",
+            [],
+        ),
+        ("evaluation", "from vqtok.pipelines import encode_shards, make_shards", []),
+    ],
+)
 def test_the_wing_check_catches_a_deliberate_violation(wing, source, caught):
     assert wing_violations(source, wing) == caught

@@ -42,7 +42,9 @@ def test_empty_counts_give_the_uniform_prior():
     assert np.array_equal(prior, uniform_prior(1024, 2))
 
 
-@pytest.mark.parametrize("counts", [np.ones((4,)), -np.ones((1, 4), dtype=np.int64), np.ones((1, 4)) * 0.5])
+@pytest.mark.parametrize(
+    "counts", [np.ones((4,)), -np.ones((1, 4), dtype=np.int64), np.ones((1, 4)) * 0.5]
+)
 def test_bad_counts_are_refused(counts):
     with pytest.raises(ValueError):
         quantize_counts(counts)
@@ -63,7 +65,9 @@ def test_adaptive_coder_learns_what_a_file_repeats():
     payload stays at its ideal size."""
     rng = np.random.default_rng(3)
     prior = quantize_counts(code_counts(_zipf_codes((1, 5000), 1024), 1024, 1))
-    codes = rng.choice(rng.choice(1024, 40, replace=False), size=(1, 64, 64))  # 40 codes used, unlike the prior
+    codes = rng.choice(
+        rng.choice(1024, 40, replace=False), size=(1, 64, 64)
+    )  # 40 codes used, unlike the prior
     static, adaptive = encode_payload(codes, prior), encode_payload(codes, prior, ADAPTIVE_CODER)
     assert len(adaptive) < 0.7 * len(static)
     assert abs(8 * len(adaptive) - ideal_bits(codes, prior, ADAPTIVE_CODER)) <= 8 * 12

@@ -214,7 +214,9 @@ def overfit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     # Without warm-up, Adam's first full-size steps shift every latent alike and the codes
     # collapse onto a few entries (see BENCHMARKS.md, image preset training).
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (steps // 6 + 1)))
+    warmup = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / (steps // 6 + 1))
+    )
     history = []
     for _ in range(steps):
         _, losses, _ = model(images)

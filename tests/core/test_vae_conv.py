@@ -14,11 +14,26 @@ from vqtok.models.vae_presets import build_latent_model
 
 # Tiny stacks with odd input sizes (not multiples of the strides): video has a causal time axis.
 GEOMETRY = {
-    "audio": {"channels": 1, "input_size": (30,), "stage_strides": ((2,), (2,)), "likelihood": "gaussian",
-              "sigma": 0.3},
-    "image": {"channels": 1, "input_size": (11, 13), "stage_strides": ((2, 2), (2, 2)), "likelihood": "bernoulli"},
-    "video": {"channels": 3, "input_size": (5, 6, 7), "stage_strides": ((1, 2, 2), (2, 2, 2)), "causal_time": True,
-              "likelihood": "logistic"},
+    "audio": {
+        "channels": 1,
+        "input_size": (30,),
+        "stage_strides": ((2,), (2,)),
+        "likelihood": "gaussian",
+        "sigma": 0.3,
+    },
+    "image": {
+        "channels": 1,
+        "input_size": (11, 13),
+        "stage_strides": ((2, 2), (2, 2)),
+        "likelihood": "bernoulli",
+    },
+    "video": {
+        "channels": 3,
+        "input_size": (5, 6, 7),
+        "stage_strides": ((1, 2, 2), (2, 2, 2)),
+        "causal_time": True,
+        "likelihood": "logistic",
+    },
 }
 FAMILY = {
     "ladder": {"ladder_dims": (2, 3)},
@@ -29,8 +44,14 @@ CASES = [(family, modality) for family in FAMILY for modality in GEOMETRY]
 
 
 def model_for(family: str, modality: str, **changes) -> vqtok.models.vae.LatentModel:
-    config = VAEConfig(preset=f"test-{family}-{modality}", family=family, modality=modality, network="conv",
-                       widths=(8, 8, 8), **{**GEOMETRY[modality], **FAMILY[family], **changes})
+    config = VAEConfig(
+        preset=f"test-{family}-{modality}",
+        family=family,
+        modality=modality,
+        network="conv",
+        widths=(8, 8, 8),
+        **{**GEOMETRY[modality], **FAMILY[family], **changes},
+    )
     return build_latent_model(config)
 
 
@@ -38,7 +59,11 @@ def batch(model, n: int = 4, size=None) -> tuple[torch.Tensor, torch.Tensor | No
     """Inputs x: (n, C, *size) on the likelihood's support, and labels for a CVAE."""
     config = model.config
     g = torch.Generator().manual_seed(0)
-    x = torch.round(torch.rand(n, config.channels, *(size or config.input_size), generator=g) * 255) / 127.5 - 1
+    x = (
+        torch.round(torch.rand(n, config.channels, *(size or config.input_size), generator=g) * 255)
+        / 127.5
+        - 1
+    )
     if config.likelihood == "bernoulli":
         x = torch.where(x > 0, 1.0, -1.0)
     c = torch.arange(n) % config.num_classes if config.family == "cvae" else None
@@ -50,7 +75,9 @@ def run(model, x, c):
 
 
 @pytest.mark.parametrize("family, modality", CASES)
-def test_forward_gives_shapes_and_a_negative_elbo_of_nll_plus_kl(family: str, modality: str) -> None:
+def test_forward_gives_shapes_and_a_negative_elbo_of_nll_plus_kl(
+    family: str, modality: str
+) -> None:
     torch.manual_seed(0)
     model = model_for(family, modality)
     x, c = batch(model)
@@ -58,7 +85,11 @@ def test_forward_gives_shapes_and_a_negative_elbo_of_nll_plus_kl(family: str, mo
     assert x_hat.shape == x.shape
     assert set(losses) == {"nll", "kl"} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all()
+        for p in model.parameters()
+        if p.requires_grad
+    )
     assert stats["kl_weight"] == 1.0
     assert float((losses["nll"] + losses["kl"]).detach()) == pytest.approx(-stats["elbo"], rel=1e-5)
     if family == "ladder":
@@ -68,7 +99,9 @@ def test_forward_gives_shapes_and_a_negative_elbo_of_nll_plus_kl(family: str, mo
 
 
 @pytest.mark.parametrize("family, modality", CASES)
-def test_analytic_elbo_matches_the_importance_weights_and_iwae_bounds_it(family: str, modality: str) -> None:
+def test_analytic_elbo_matches_the_importance_weights_and_iwae_bounds_it(
+    family: str, modality: str
+) -> None:
     """The forward pass's closed-form KLs and the Monte Carlo log weights log p(x,z) - log q(z|x)
     estimate the same ELBO; the IWAE bound lies above it for every input and rises with K."""
     torch.manual_seed(0)
@@ -94,16 +127,28 @@ def test_samples_and_latents_take_any_size(family: str, modality: str) -> None:
     config, size = model.config, OTHER_SIZE[modality]
     if family == "ladder":
         for layer in (1, 2):
-            assert model.sample(3, stochastic_from=layer, size=size).shape == (3, config.channels, *size)
+            assert model.sample(3, stochastic_from=layer, size=size).shape == (
+                3,
+                config.channels,
+                *size,
+            )
         padded = padded_shape(size, config.strides, config.causal_time)  # every stage divides it
-        grids = [downsampled(padded, strides, config.causal_time) for strides in (config.stage_strides[0], config.strides)]
+        grids = [
+            downsampled(padded, strides, config.causal_time)
+            for strides in (config.stage_strides[0], config.strides)
+        ]
         assert model.generate(3, size=size).shape == (3, config.ladder_dims[0], *grids[0])
         x, _ = batch(model, n=2, size=size)
-        assert [tuple(m.shape) for m in model.encode(x)] == [(2, d, *g) for d, g in zip(config.ladder_dims, grids, strict=True)]
+        assert [tuple(m.shape) for m in model.encode(x)] == [
+            (2, d, *g) for d, g in zip(config.ladder_dims, grids, strict=True)
+        ]
     else:
         samples = model.sample(3, torch.tensor([0, 1, 2]), size=size)
         assert samples.shape == (3, config.channels, *size)
-        assert model.latent_shape(size) == (config.latent_dim, *downsampled(size, config.strides, config.causal_time))
+        assert model.latent_shape(size) == (
+            config.latent_dim,
+            *downsampled(size, config.strides, config.causal_time),
+        )
 
 
 @pytest.mark.parametrize("family, modality", CASES)
@@ -135,11 +180,17 @@ def test_the_learned_conv_prior_depends_on_c_and_is_shared_by_positions() -> Non
     assert z.shape == (2, *model.latent_shape((9, 20)))
 
 
-@pytest.mark.parametrize("family, modality", [("ladder", "video"), ("cvae", "image"), ("cvae", "audio")])
+@pytest.mark.parametrize(
+    "family, modality", [("ladder", "video"), ("cvae", "image"), ("cvae", "audio")]
+)
 def test_conv_models_round_trip_through_checkpoints(family: str, modality: str, tmp_path) -> None:
     model = model_for(family, modality, learned_prior=family == "cvae").eval()
     loaded = vqtok.load(vqtok.save(model, tmp_path / "m"))
-    assert type(loaded) is type(model) and loaded.config == model.config and loaded.model_id == model.model_id
+    assert (
+        type(loaded) is type(model)
+        and loaded.config == model.config
+        and loaded.model_id == model.model_id
+    )
     x, c = batch(model)
     outputs = []
     for net in (model, loaded):
@@ -161,8 +212,13 @@ def test_conv_models_round_trip_through_checkpoints(family: str, modality: str, 
     ({"stage_strides": ((2,), (2,))}, "2-tuples"),
 ])
 def test_bad_conv_configs_fail_with_a_clear_message(changes: dict, message: str) -> None:
-    base = {"preset": "bad", "modality": "image", "network": "conv", "stage_strides": ((2, 2), (2, 2)),
-            "widths": (8, 8, 8)}
+    base = {
+        "preset": "bad",
+        "modality": "image",
+        "network": "conv",
+        "stage_strides": ((2, 2), (2, 2)),
+        "widths": (8, 8, 8),
+    }
     with pytest.raises(ValueError, match=message):
         VAEConfig(**{**base, **changes})
 

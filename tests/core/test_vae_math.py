@@ -32,14 +32,22 @@ def test_closed_form_kl_matches_monte_carlo() -> None:
     z = mu_q + torch.exp(0.5 * logvar_q) * torch.randn(400_000, 3, generator=g)
     mc = (log_normal(z, mu_q, logvar_q) - log_normal(z, mu_p, logvar_p)).mean(dim=0)
     torch.testing.assert_close(kl_normal(mu_q, logvar_q, mu_p, logvar_p), mc, atol=0.01, rtol=0.01)
-    mc_standard = (log_normal(z, mu_q, logvar_q) - log_normal(z, torch.zeros(3), torch.zeros(3))).mean(dim=0)
-    torch.testing.assert_close(kl_standard_normal(mu_q, logvar_q), mc_standard, atol=0.01, rtol=0.01)
+    mc_standard = (
+        log_normal(z, mu_q, logvar_q) - log_normal(z, torch.zeros(3), torch.zeros(3))
+    ).mean(dim=0)
+    torch.testing.assert_close(
+        kl_standard_normal(mu_q, logvar_q), mc_standard, atol=0.01, rtol=0.01
+    )
 
 
 def mixture_of_three() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two batch rows, each a mixture of 3 diagonal Gaussians in 2-D: (2, 3, 2), (2, 3, 2), (2, 3)."""
-    mu = torch.tensor([[[-4.0, 0.0], [0.0, 3.0], [5.0, -1.0]], [[1.0, 1.0], [-2.0, 0.5], [0.0, -6.0]]])
-    logvar = torch.tensor([[[0.0, -1.0], [0.5, 0.0], [-0.5, 0.2]], [[-1.0, -1.0], [0.0, 0.3], [0.4, 0.0]]])
+    mu = torch.tensor(
+        [[[-4.0, 0.0], [0.0, 3.0], [5.0, -1.0]], [[1.0, 1.0], [-2.0, 0.5], [0.0, -6.0]]]
+    )
+    logvar = torch.tensor(
+        [[[0.0, -1.0], [0.5, 0.0], [-0.5, 0.2]], [[-1.0, -1.0], [0.0, 0.3], [0.4, 0.0]]]
+    )
     return mu, logvar, torch.tensor([[0.0, 1.0, -1.0], [2.0, 0.0, 0.5]])
 
 
@@ -47,13 +55,19 @@ def test_mixture_density_matches_torch_distributions() -> None:
     from torch.distributions import Categorical, Independent, MixtureSameFamily
 
     mu, logvar, logits = mixture_of_three()
-    reference = MixtureSameFamily(Categorical(logits=logits), Independent(Normal(mu, torch.exp(0.5 * logvar)), 1))
+    reference = MixtureSameFamily(
+        Categorical(logits=logits), Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+    )
     z = torch.randn(5, 2, 2) * 3
     torch.testing.assert_close(log_mixture_normal(z, mu, logvar, logits), reference.log_prob(z))
     # One component, or M equal ones, is the plain diagonal Gaussian.
     single = log_normal(z, mu[:, :1].squeeze(1), logvar[:, :1].squeeze(1)).sum(dim=-1)
-    torch.testing.assert_close(log_mixture_normal(z, mu[:, :1], logvar[:, :1], logits[:, :1]), single)
-    same = log_mixture_normal(z, mu[:, :1].expand(2, 4, 2), logvar[:, :1].expand(2, 4, 2), torch.randn(2, 4))
+    torch.testing.assert_close(
+        log_mixture_normal(z, mu[:, :1], logvar[:, :1], logits[:, :1]), single
+    )
+    same = log_mixture_normal(
+        z, mu[:, :1].expand(2, 4, 2), logvar[:, :1].expand(2, 4, 2), torch.randn(2, 4)
+    )
     torch.testing.assert_close(same, single)
 
 
@@ -66,14 +80,24 @@ def test_mixture_samples_have_the_mixture_moments() -> None:
     z = sample_mixture_normal(mu[rows], logvar[rows], logits[rows]).view(n, 2, 2)
     weights = torch.softmax(logits, dim=1).unsqueeze(2)
     torch.testing.assert_close(z.mean(0), (weights * mu).sum(1), atol=0.03, rtol=0)
-    torch.testing.assert_close(z.pow(2).mean(0), (weights * (logvar.exp() + mu.pow(2))).sum(1), atol=0.1, rtol=0.01)
+    torch.testing.assert_close(
+        z.pow(2).mean(0), (weights * (logvar.exp() + mu.pow(2))).sum(1), atol=0.1, rtol=0.01
+    )
 
 
 def test_precision_weighting_is_the_normalized_product_of_gaussians() -> None:
-    mu_a, logvar_a, mu_b, logvar_b = torch.tensor(1.0), torch.tensor(0.5), torch.tensor(-2.0), torch.tensor(-1.0)
+    mu_a, logvar_a, mu_b, logvar_b = (
+        torch.tensor(1.0),
+        torch.tensor(0.5),
+        torch.tensor(-2.0),
+        torch.tensor(-1.0),
+    )
     mu, logvar = precision_weighted(mu_a, logvar_a, mu_b, logvar_b)
     grid = torch.linspace(-8, 8, 20001, dtype=torch.float64)
-    density = torch.exp(log_normal(grid, mu_a.double(), logvar_a.double()) + log_normal(grid, mu_b.double(), logvar_b.double()))
+    density = torch.exp(
+        log_normal(grid, mu_a.double(), logvar_a.double())
+        + log_normal(grid, mu_b.double(), logvar_b.double())
+    )
     density = density / torch.trapezoid(density, grid)
     mean = torch.trapezoid(grid * density, grid)
     variance = torch.trapezoid((grid - mean) ** 2 * density, grid)
@@ -86,7 +110,9 @@ def test_precision_weighting_and_softplus_variances_stay_finite_at_extremes() ->
     logvar_b = torch.tensor([200.0, 0.0, -200.0, -90.0])
     mu, logvar = precision_weighted(torch.ones(4), logvar_a, -torch.ones(4), logvar_b)
     assert torch.allclose(mu, torch.tensor([1.0, 0.0, -1.0, 0.0]))  # the far more precise one wins
-    assert torch.allclose(logvar, torch.tensor([-200.0, -math.log(2.0), -200.0, -90.0 - math.log(2.0)]))
+    assert torch.allclose(
+        logvar, torch.tensor([-200.0, -math.log(2.0), -200.0, -90.0 - math.log(2.0)])
+    )
     (mu.sum() + logvar.sum()).backward()
     assert torch.isfinite(logvar_a.grad).all()
     _, bounded = gaussian_from(torch.tensor([[0.0, -1e4]]))  # (mu, raw variance) of one unit
@@ -126,8 +152,11 @@ def test_discretized_logistic_bits_per_dim_span_zero_to_eight() -> None:
 
 def _ppca_data(n: int = 4000, d: int = 10, q: int = 3, seed: int = 0) -> tuple[PPCA, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    truth = PPCA(W=torch.randn(d, q, dtype=torch.float64, generator=g), b=torch.randn(d, dtype=torch.float64, generator=g),
-                 sigma2=torch.tensor(0.3, dtype=torch.float64))
+    truth = PPCA(
+        W=torch.randn(d, q, dtype=torch.float64, generator=g),
+        b=torch.randn(d, dtype=torch.float64, generator=g),
+        sigma2=torch.tensor(0.3, dtype=torch.float64),
+    )
     return truth, truth.sample(n, g)
 
 
@@ -144,14 +173,18 @@ def test_ppca_fit_is_the_maximum_likelihood_solution() -> None:
 def test_ppca_log_likelihood_and_posterior_match_a_direct_gaussian_evaluation() -> None:
     _, x = _ppca_data(n=500)
     fit = PPCA.fit(x, 3)
-    direct = MultivariateNormal(fit.b, covariance_matrix=fit.W @ fit.W.T + fit.sigma2 * torch.eye(10, dtype=torch.float64))
+    direct = MultivariateNormal(
+        fit.b, covariance_matrix=fit.W @ fit.W.T + fit.sigma2 * torch.eye(10, dtype=torch.float64)
+    )
     torch.testing.assert_close(fit.log_prob(x[:20]), direct.log_prob(x[:20]))
     # Gaussian conditioning of the joint (z, x): E[z|x] = W^T C^-1 (x - b), Cov = I - W^T C^-1 W.
     c_inv = torch.linalg.inv(fit.covariance)
     means, cov = fit.posterior(x[:20])
     torch.testing.assert_close(means, (fit.W.T @ c_inv @ (x[:20] - fit.b).T).T)
     torch.testing.assert_close(cov, torch.eye(3, dtype=torch.float64) - fit.W.T @ c_inv @ fit.W)
-    assert torch.count_nonzero(cov - torch.diag(cov.diagonal()).abs() > 1e-9) == 0  # diagonal: W's columns orthogonal
+    assert (
+        torch.count_nonzero(cov - torch.diag(cov.diagonal()).abs() > 1e-9) == 0
+    )  # diagonal: W's columns orthogonal
 
 
 class _ExactLinearGaussian:
@@ -165,7 +198,9 @@ class _ExactLinearGaussian:
         std = cov.diagonal().sqrt() * 1.5
         z = means + std * torch.randn(samples, *means.shape, dtype=torch.float64)
         log_q = Normal(means, std).log_prob(z).sum(-1)
-        log_joint = Normal(z @ self.ppca.W.T + self.ppca.b, self.ppca.sigma2.sqrt()).log_prob(x).sum(-1)
+        log_joint = (
+            Normal(z @ self.ppca.W.T + self.ppca.b, self.ppca.sigma2.sqrt()).log_prob(x).sum(-1)
+        )
         return log_joint + Normal(0.0, 1.0).log_prob(z).sum(-1) - log_q
 
     def log_prior_weights(self, x: torch.Tensor, samples: int, c=None) -> torch.Tensor:

@@ -35,7 +35,13 @@ def tiny(name: str, **changes) -> vqtok.models.vae.LatentModel:
 
 def batch(model, n: int = 3) -> tuple[torch.Tensor, torch.Tensor | None]:
     config = model.config
-    size = (4, 16, 16) if config.modality == "video" else (4000,) if config.modality == "audio" else config.input_size
+    size = (
+        (4, 16, 16)
+        if config.modality == "video"
+        else (4000,)
+        if config.modality == "audio"
+        else config.input_size
+    )
     x = torch.round(torch.rand(n, config.channels, *size) * 255) / 127.5 - 1
     if config.likelihood == "bernoulli":
         x = x.sign()
@@ -64,7 +70,9 @@ def test_every_preset_gives_shapes_losses_samples_and_bounds(preset: str) -> Non
     # The loss is the (beta-weighted) negative ELBO in nats per sample: no rescaling.
     assert float(losses["kl"].detach()) == pytest.approx(stats["kl_weight"] * stats["kl"], rel=1e-5)
     assert stats["elbo"] == pytest.approx(-(float(losses["nll"].detach()) + stats["kl"]), rel=1e-5)
-    assert stats["bits_per_dim"] == pytest.approx(-stats["elbo"] / (x[0].numel() * math.log(2)), rel=1e-5)
+    assert stats["bits_per_dim"] == pytest.approx(
+        -stats["elbo"] / (x[0].numel() * math.log(2)), rel=1e-5
+    )
     samples = model.sample(3) if c is None else model.sample(3, c)
     assert samples.shape == (3, model.config.channels, *model.config.input_size)
     iwae, elbo = iwae_bound(model, x, 4, c=c)
@@ -72,7 +80,9 @@ def test_every_preset_gives_shapes_losses_samples_and_bounds(preset: str) -> Non
     assert torch.all(iwae >= elbo)
 
 
-@pytest.mark.parametrize("preset", ["image-vae-mlp", "image-ladder3-vae-mlp", "image-cvae-prior-mlp", "image-vae-f4"])
+@pytest.mark.parametrize(
+    "preset", ["image-vae-mlp", "image-ladder3-vae-mlp", "image-cvae-prior-mlp", "image-vae-f4"]
+)
 def test_checkpoints_round_trip_continuous_models(preset: str, tmp_path) -> None:
     model = tiny(preset, beta=2.0).eval()
     directory = vqtok.save(model, tmp_path / "m")
@@ -84,7 +94,9 @@ def test_checkpoints_round_trip_continuous_models(preset: str, tmp_path) -> None
     expected = run(model, x, c)[1]
     torch.manual_seed(0)
     got = run(loaded, x, c)[1]
-    assert {k: float(v.detach()) for k, v in got.items()} == {k: float(v.detach()) for k, v in expected.items()}
+    assert {k: float(v.detach()) for k, v in got.items()} == {
+        k: float(v.detach()) for k, v in expected.items()
+    }
 
 
 def test_checkpoints_from_before_a_config_field_existed_still_load(tmp_path) -> None:
@@ -103,7 +115,9 @@ def test_kl_weight_follows_beta_normalization_warmup_and_free_bits() -> None:
     model = tiny("image-vae-mlp", beta=0.5, beta_normalized=True, kl_warmup_steps=100)
     n, k = 64, 4
     model.set_step(25)
-    assert model.kl_weight(k) == pytest.approx(0.5 * n / k * 0.25)  # beta = beta_norm * n / K, ramped
+    assert model.kl_weight(k) == pytest.approx(
+        0.5 * n / k * 0.25
+    )  # beta = beta_norm * n / K, ramped
     model.eval()
     assert model.kl_weight(k) == pytest.approx(0.5 * n / k)  # evaluation reports the full weight
     free = tiny("image-vae-mlp", free_bits=0.5)
@@ -158,23 +172,35 @@ def test_mixture_prior_cvae_estimates_the_kl_bounds_and_round_trips(tmp_path) ->
         last.weight.zero_()
         last.bias[3:].copy_(torch.tensor([0.5, -1.0, 0.0, 2.0, -0.3, 0.2, 0.1, -0.5]).repeat(3))
     q_mu, q_logvar = torch.randn(3, 4), torch.randn(3, 4) * 0.3
-    estimate = torch.stack([model.kl(q_mu, q_logvar, model.condition(c)) for _ in range(20_000)]).mean(0)
-    exact = kl_normal(q_mu, q_logvar, torch.tensor([0.5, -1.0, 0.0, 2.0]), torch.tensor([-0.3, 0.2, 0.1, -0.5]))
+    estimate = torch.stack(
+        [model.kl(q_mu, q_logvar, model.condition(c)) for _ in range(20_000)]
+    ).mean(0)
+    exact = kl_normal(
+        q_mu, q_logvar, torch.tensor([0.5, -1.0, 0.0, 2.0]), torch.tensor([-0.3, 0.2, 0.1, -0.5])
+    )
     torch.testing.assert_close(estimate.squeeze(1), exact.sum(1), atol=0.03, rtol=0.01)
     iwae, elbo = iwae_bound(model, x, 8, c=c)
     assert torch.all(iwae >= elbo)
     assert model.sample(3, c).shape == x.shape
-    free = tiny("image-cvae-prior-mlp", prior_components=3, free_bits=0.5)  # floor: 4 units * 0.5 nats
+    free = tiny(
+        "image-cvae-prior-mlp", prior_components=3, free_bits=0.5
+    )  # floor: 4 units * 0.5 nats
     assert float(free.penalized_kl(torch.tensor([[0.5], [1.5]]))) == pytest.approx(2.0)
     assert float(free.penalized_kl(torch.tensor([[3.0], [4.0]]))) == pytest.approx(3.5)
     loaded = vqtok.load(vqtok.save(model, tmp_path / "m"))
     assert loaded.config.prior_components == 3 and loaded.model_id == model.model_id
 
 
-@pytest.mark.parametrize("preset, changes", [
-    ("image-cvae-mlp", {}), ("image-cvae-prior-mlp", {}), ("image-cvae-prior-mlp", {"prior_components": 1}),
-    ("image-cvae-conv", {}), ("image-cvae-prior-conv", {}),
-])
+@pytest.mark.parametrize(
+    "preset, changes",
+    [
+        ("image-cvae-mlp", {}),
+        ("image-cvae-prior-mlp", {}),
+        ("image-cvae-prior-mlp", {"prior_components": 1}),
+        ("image-cvae-conv", {}),
+        ("image-cvae-prior-conv", {}),
+    ],
+)
 def test_conditional_samples_follow_their_condition(preset: str, changes: dict) -> None:
     """Four classes, each a bright row of an 8x8 binary image with flipped noise pixels;
     after a short training, samples of class k must look most like template k."""
@@ -182,7 +208,11 @@ def test_conditional_samples_follow_their_condition(preset: str, changes: dict) 
     templates = -torch.ones(4, 1, 8, 8)
     for k in range(4):
         templates[k, 0, 2 * k : 2 * k + 2] = 1.0
-    network = {"hidden": (64, 32)} if preset.endswith("mlp") else {"input_size": (8, 8), "widths": (8, 16, 16)}
+    network = (
+        {"hidden": (64, 32)}
+        if preset.endswith("mlp")
+        else {"input_size": (8, 8), "widths": (8, 16, 16)}
+    )
     model = tiny(preset, num_classes=4, **network, **changes)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(150):
@@ -205,7 +235,9 @@ def test_conditional_samples_follow_their_condition(preset: str, changes: dict) 
     ("image-cvae-prior-conv", ["classes.png"]),
     ("image-ae-mlp", ["reconstructions.png", "samples.png"]),
 ])
-def test_pictures_show_what_each_family_is_about(preset: str, expected: list[str], tmp_path) -> None:
+def test_pictures_show_what_each_family_is_about(
+    preset: str, expected: list[str], tmp_path
+) -> None:
     from PIL import Image
 
     from vqtok.pipelines.evaluation.vae_pictures import save_vae_pictures
@@ -219,5 +251,7 @@ def test_pictures_show_what_each_family_is_about(preset: str, expected: list[str
     rows = {"classes.png": model.config.num_classes, "layers.png": len(model.config.ladder_dims)}
     if expected[0] in rows:
         height, width = x.shape[2:]
-        with Image.open(tmp_path / expected[0]) as picture:  # a row of 8 per class or layer, 2-pixel gaps
+        with Image.open(
+            tmp_path / expected[0]
+        ) as picture:  # a row of 8 per class or layer, 2-pixel gaps
             assert picture.size == (2 + 8 * (width + 2), 2 + rows[expected[0]] * (height + 2))

@@ -21,7 +21,9 @@ from vqtok.pipelines.errors import SampleError
 
 MEMBERS = [("k1.png", b"1" * 700), ("k1.cls", b"3"), ("k2.png", b"2" * 1500), ("k2.json", b"{}"),
            ("k3.png", b"3" * 300)]
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,11 @@ def _add_link(tar: tarfile.TarFile, name: str, target: str, kind: bytes) -> None
     tar.addfile(info)
 
 
-@pytest.mark.reliability(input="tar shard of 3 samples", fault="truncated at every 512-byte block and mid-block",
-                         expected="whole samples before the cut kept byte-exact, then one 'tar' error")
+@pytest.mark.reliability(
+    input="tar shard of 3 samples",
+    fault="truncated at every 512-byte block and mid-block",
+    expected="whole samples before the cut kept byte-exact, then one 'tar' error",
+)
 def test_truncation_anywhere_keeps_a_prefix_and_reports_the_rest(tmp_path, observed):
     whole = write_tar(tmp_path / "whole.tar", MEMBERS).read_bytes()
     original, _ = split_events(str(tmp_path / "whole.tar"))
@@ -55,15 +60,22 @@ def test_truncation_anywhere_keeps_a_prefix_and_reports_the_rest(tmp_path, obser
         if len(samples) < len(original):
             assert [e.stage for e in errors] == ["tar"], size
         losses.add(len(original) - len(samples))
-    observed(f"{len(range(0, len(whole), 512)) * 2} cuts; samples lost per cut: {sorted(losses)}, each reported")
+    observed(
+        f"{len(range(0, len(whole), 512)) * 2} cuts; samples lost per cut: {sorted(losses)}, each reported"
+    )
 
 
-@pytest.mark.reliability(input="shard whose sample files are not adjacent (a.png, b.png, a.cls)",
-                         fault="WebDataset key order broken", expected="first run kept, the stray a.cls counted as a skip")
+@pytest.mark.reliability(
+    input="shard whose sample files are not adjacent (a.png, b.png, a.cls)",
+    fault="WebDataset key order broken",
+    expected="first run kept, the stray a.cls counted as a skip",
+)
 def test_non_adjacent_sample_files_are_counted(image_checkpoint, tmp_path, observed):
     (tmp_path / "in").mkdir()
-    shard = write_tar(tmp_path / "in" / "s.tar", [("a.png", png_bytes(16, 16)), ("b.png", png_bytes(16, 16, 1)),
-                                                 ("a.cls", b"5")])
+    shard = write_tar(
+        tmp_path / "in" / "s.tar",
+        [("a.png", png_bytes(16, 16)), ("b.png", png_bytes(16, 16, 1)), ("a.cls", b"5")],
+    )
     summary = encode_shards(image_checkpoint, str(shard), tmp_path / "out",
                             EncodeConfig(workers=0, progress=False, on_error="skip"))
     logged = [json.loads(line) for line in open(summary.error_logs[0])]
@@ -72,19 +84,33 @@ def test_non_adjacent_sample_files_are_counted(image_checkpoint, tmp_path, obser
     observed(f"written {summary.samples}, skipped {summary.skipped}: {logged[0]['message']}")
 
 
-@pytest.mark.reliability(input="tar members named ../x, /abs/x, a/../../x, .png (no key)",
-                         fault="path traversal / empty key", expected="each refused as a 'keys' error, never yielded")
+@pytest.mark.reliability(
+    input="tar members named ../x, /abs/x, a/../../x, .png (no key)",
+    fault="path traversal / empty key",
+    expected="each refused as a 'keys' error, never yielded",
+)
 def test_unsafe_member_names_are_refused(tmp_path, observed):
-    shard = write_tar(tmp_path / "s.tar", [("../up.png", b"x"), ("/etc/abs.png", b"x"), ("a/../../x.png", b"x"),
-                                           (".png", b"x"), ("ok.png", b"fine")])
+    shard = write_tar(
+        tmp_path / "s.tar",
+        [
+            ("../up.png", b"x"),
+            ("/etc/abs.png", b"x"),
+            ("a/../../x.png", b"x"),
+            (".png", b"x"),
+            ("ok.png", b"fine"),
+        ],
+    )
     samples, errors = split_events(str(shard))
     assert [s.key for s in samples] == ["ok"]
     assert len(errors) == 4 and all(e.stage == "keys" for e in errors)
     observed("; ".join(sorted({e.message.split(": ", 1)[1] for e in errors})))
 
 
-@pytest.mark.reliability(input="tar with a symlink, a hard link and a directory member",
-                         fault="links pointing outside the shard", expected="links refused as 'keys' errors, directories ignored")
+@pytest.mark.reliability(
+    input="tar with a symlink, a hard link and a directory member",
+    fault="links pointing outside the shard",
+    expected="links refused as 'keys' errors, directories ignored",
+)
 def test_links_are_refused(tmp_path, observed):
     def add(tar):
         info = tarfile.TarInfo("folder")
@@ -103,22 +129,40 @@ def test_links_are_refused(tmp_path, observed):
     observed(errors[0].message)
 
 
-@pytest.mark.reliability(input="member over the size limit; .json metadata over 1 MiB",
-                         fault="memory bomb in a shard", expected="refused unread as a 'keys' error")
+@pytest.mark.reliability(
+    input="member over the size limit; .json metadata over 1 MiB",
+    fault="memory bomb in a shard",
+    expected="refused unread as a 'keys' error",
+)
 def test_oversized_members_are_refused_unread(tmp_path, observed):
-    shard = write_tar(tmp_path / "big.tar", [("a.png", b"p" * 5000), ("a.json", b" " * ((1 << 20) + 1)),
-                                             ("b.png", b"p" * 10)])
+    shard = write_tar(
+        tmp_path / "big.tar",
+        [("a.png", b"p" * 5000), ("a.json", b" " * ((1 << 20) + 1)), ("b.png", b"p" * 10)],
+    )
     samples, errors = split_events(str(shard), max_member_bytes=4096)
     assert [s.key for s in samples] == ["b"]
     assert [e.key for e in errors] == ["a", "a"]
     observed("; ".join(e.message for e in errors))
 
 
-@pytest.mark.reliability(input="sample keys with '..', '/', absolute prefix", fault="writing a shard",
-                         expected="ShardWriter raises ValueError; safe_keys never makes such keys")
-@given(names=st.lists(st.lists(st.text(st.sampled_from("ab.\\_- "), min_size=1, max_size=6)
-                               .filter(lambda part: part not in (".", "..")), min_size=1, max_size=3)
-                      .map("/".join), min_size=1, max_size=8))
+@pytest.mark.reliability(
+    input="sample keys with '..', '/', absolute prefix",
+    fault="writing a shard",
+    expected="ShardWriter raises ValueError; safe_keys never makes such keys",
+)
+@given(
+    names=st.lists(
+        st.lists(
+            st.text(st.sampled_from("ab.\\_- "), min_size=1, max_size=6).filter(
+                lambda part: part not in (".", "..")
+            ),
+            min_size=1,
+            max_size=3,
+        ).map("/".join),
+        min_size=1,
+        max_size=8,
+    )
+)
 @FUZZ
 def test_writer_refuses_unsafe_keys_and_safe_keys_are_safe(tmp_path, names):
     keys = safe_keys([Path(name) for name in names])
@@ -145,8 +189,11 @@ def seed_tars(tmp_path_factory) -> dict[str, bytes]:
     return {"tar": plain, "tar.gz": gzip.compress(plain, mtime=0)}
 
 
-@pytest.mark.reliability(input="valid tar and tar.gz shards", fault="hypothesis: random byte edits and truncation",
-                         expected="only samples and SampleErrors, within 5 s; never an exception")
+@pytest.mark.reliability(
+    input="valid tar and tar.gz shards",
+    fault="hypothesis: random byte edits and truncation",
+    expected="only samples and SampleErrors, within 5 s; never an exception",
+)
 @given(kind=st.sampled_from(["tar", "tar.gz"]),
        edits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=12),
        cut=st.none() | st.integers(0, 5000))

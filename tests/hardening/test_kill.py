@@ -31,13 +31,19 @@ from vqtok.pipelines.training import checkpointing, train
 
 FORK = multiprocessing.get_context("fork")
 CONFIG = EncodeConfig(workers=0, batch_size=2, progress=False)
-ENCODE_WRITES = [(tarfile.TarFile, "addfile"), (os, "replace"), (jobs_module.ShardOutputs, "mark_done")]
+ENCODE_WRITES = [
+    (tarfile.TarFile, "addfile"),
+    (os, "replace"),
+    (jobs_module.ShardOutputs, "mark_done"),
+]
 TRAIN_WRITES = [(checkpointing, "save_file"), (pathlib.Path, "rename")]
 # Per checkpoint: 5 tensor files, then the rename into place: 6 calls, 12 events.
 CHECKPOINT_EVENTS = 12
 
 
-def _run_with_signal(job, writes, signal_at: int | None, signum: int, count_file: pathlib.Path) -> int | None:
+def _run_with_signal(
+    job, writes, signal_at: int | None, signum: int, count_file: pathlib.Path
+) -> int | None:
     """Run `job` in a forked child that sends itself `signum` at write event `signal_at`.
 
     Events are 'before' and 'after' each call of a wrapped function. The child writes how
@@ -101,7 +107,11 @@ def _outputs(folder: pathlib.Path) -> dict[str, bytes]:
 
 
 def _keys_and_codes(folder: pathlib.Path) -> list[tuple[str, bytes]]:
-    return [(s.key, s.fields["npy"]) for tar in sorted(folder.glob("*.tar")) for s in read_samples(str(tar))]
+    return [
+        (s.key, s.fields["npy"])
+        for tar in sorted(folder.glob("*.tar"))
+        for s in read_samples(str(tar))
+    ]
 
 
 def _kill_and_resume(encode_setup, tmp_path, signal_at: int, signum: int) -> int:
@@ -121,20 +131,28 @@ def _points(encode_setup, trials: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(encode_setup[3]), trials))
 
 
-@pytest.mark.reliability(input="encode job: 5 shards x 3 images", fault="SIGKILL before/after a random one of its "
-                         "file writes (10 trials), then --resume", expected="output tars byte-identical to an "
-                         "uninterrupted run (same keys, count, code bytes); no .partial left")
+@pytest.mark.reliability(
+    input="encode job: 5 shards x 3 images",
+    fault="SIGKILL before/after a random one of its file writes (10 trials), then --resume",
+    expected="output tars byte-identical to an "
+    "uninterrupted run (same keys, count, code bytes); no .partial left",
+)
 def test_sigkill_at_random_points_then_resume_is_exact(encode_setup, tmp_path, observed):
     points = _points(encode_setup, 10, seed=1)
     codes = [_kill_and_resume(encode_setup, tmp_path, n, signal.SIGKILL) for n in points]
     assert codes == [-signal.SIGKILL] * len(points)
     samples = len(_keys_and_codes(tmp_path / f"run-{points[0]}"))
-    observed(f"killed at write events {points} of {encode_setup[3]}; every resume identical ({samples} samples)")
+    observed(
+        f"killed at write events {points} of {encode_setup[3]}; every resume identical ({samples} samples)"
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.reliability(input="encode job: 5 shards x 3 images", fault="SIGKILL at every 2nd write event, then --resume",
-                         expected="output byte-identical to an uninterrupted run")
+@pytest.mark.reliability(
+    input="encode job: 5 shards x 3 images",
+    fault="SIGKILL at every 2nd write event, then --resume",
+    expected="output byte-identical to an uninterrupted run",
+)
 def test_sigkill_at_every_other_write_event(encode_setup, tmp_path, observed):
     points = list(range(0, encode_setup[3], 2))
     for n in points:
@@ -142,8 +160,11 @@ def test_sigkill_at_every_other_write_event(encode_setup, tmp_path, observed):
     observed(f"{len(points)} kill points, all resumed identical")
 
 
-@pytest.mark.reliability(input="encode job: 5 shards x 3 images", fault="SIGINT (Ctrl-C) at 3 random write events",
-                         expected="exit 130, no .partial file left; --resume then gives the uninterrupted output")
+@pytest.mark.reliability(
+    input="encode job: 5 shards x 3 images",
+    fault="SIGINT (Ctrl-C) at 3 random write events",
+    expected="exit 130, no .partial file left; --resume then gives the uninterrupted output",
+)
 def test_sigint_exits_130_leaves_no_partial_and_resumes(encode_setup, tmp_path, observed):
     points = _points(encode_setup, 3, seed=2)
     codes = [_kill_and_resume(encode_setup, tmp_path, n, signal.SIGINT) for n in points]
@@ -171,26 +192,42 @@ def train_setup(tmp_path_factory):
 def _train_killed_at(train_setup, tmp_path, signal_at: int) -> int:
     shards, settings, weights, loss = train_setup
     config = tiny_config(shards, tmp_path / "run", **settings)
-    code = _run_with_signal(lambda: train(config, progress=False), TRAIN_WRITES, signal_at, signal.SIGKILL,
-                            tmp_path / "events")
+    code = _run_with_signal(
+        lambda: train(config, progress=False),
+        TRAIN_WRITES,
+        signal_at,
+        signal.SIGKILL,
+        tmp_path / "events",
+    )
     assert code == -signal.SIGKILL
     resumed = train(config, resume=True, progress=False)
     final = _final_weights(tmp_path / "run")
-    assert final.keys() == weights.keys() and all(torch.equal(final[k], weights[k]) for k in weights)
+    assert final.keys() == weights.keys() and all(
+        torch.equal(final[k], weights[k]) for k in weights
+    )
     assert resumed.loss == loss
     return code
 
 
-@pytest.mark.reliability(input="vqtok train, 6 steps, checkpoint every 2", fault="SIGKILL in the middle of writing "
-                         "the step-4 checkpoint, then --resume", expected="resumes from step 2; final weights "
-                         "bit-identical to an uninterrupted run")
+@pytest.mark.reliability(
+    input="vqtok train, 6 steps, checkpoint every 2",
+    fault="SIGKILL in the middle of writing the step-4 checkpoint, then --resume",
+    expected="resumes from step 2; final weights bit-identical to an uninterrupted run",
+)
 def test_train_killed_while_checkpointing_resumes_exactly(train_setup, tmp_path, observed):
-    _train_killed_at(train_setup, tmp_path, CHECKPOINT_EVENTS + 4)  # before step 4's third tensor file
+    _train_killed_at(
+        train_setup, tmp_path, CHECKPOINT_EVENTS + 4
+    )  # before step 4's third tensor file
     observed("killed inside step-00000004.partial; resumed to identical final weights")
 
 
-@pytest.mark.reliability(input="vqtok train, 6 steps, checkpoint every 2", fault="SIGKILL after a checkpoint's "
-                         "state.json is written but before its directory is renamed into place",
-                         expected="the .partial checkpoint is ignored; resume is exact")
+@pytest.mark.reliability(
+    input="vqtok train, 6 steps, checkpoint every 2",
+    fault="SIGKILL after a checkpoint's "
+    "state.json is written but before its directory is renamed into place",
+    expected="the .partial checkpoint is ignored; resume is exact",
+)
 def test_train_killed_before_checkpoint_rename_resumes_exactly(train_setup, tmp_path):
-    _train_killed_at(train_setup, tmp_path, 2 * CHECKPOINT_EVENTS - 2)  # just before step 4's rename
+    _train_killed_at(
+        train_setup, tmp_path, 2 * CHECKPOINT_EVENTS - 2
+    )  # just before step 4's rename

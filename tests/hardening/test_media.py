@@ -20,8 +20,11 @@ from PIL import Image
 from vqtok.pipelines import DecodeConfig, EncodeConfig, decode_shards, encode_shards
 from vqtok.pipelines.data.media import EXTENSIONS, MediaConfig, prepare
 
-CONFIGS = {"image": MediaConfig("image"), "audio": MediaConfig("audio", channels=1, sample_rate=16000),
-           "video": MediaConfig("video", clip_frames=5)}
+CONFIGS = {
+    "image": MediaConfig("image"),
+    "audio": MediaConfig("audio", channels=1, sample_rate=16000),
+    "video": MediaConfig("video", clip_frames=5),
+}
 SEEDS = {"image": png_bytes(12, 9), "audio": wav_bytes(np.sin(np.arange(800) / 7.0) * 0.5),
          "video": (DATA / "video" / "pan.mp4").read_bytes()}
 
@@ -38,17 +41,29 @@ def _encode(checkpoint, members, tmp_path, modality):
     folder.mkdir()
     write_tar(folder / f"{modality}.tar", members)
     out = tmp_path / f"codes-{modality}"
-    summary = encode_shards(checkpoint, str(folder), out, EncodeConfig(workers=0, progress=False, on_error="skip"))
-    logged = {e["key"]: e for log in summary.error_logs for e in map(json.loads, Path(log).read_text().splitlines())}
+    summary = encode_shards(
+        checkpoint, str(folder), out, EncodeConfig(workers=0, progress=False, on_error="skip")
+    )
+    logged = {
+        e["key"]: e
+        for log in summary.error_logs
+        for e in map(json.loads, Path(log).read_text().splitlines())
+    }
     return summary, logged, out
 
 
-@pytest.mark.reliability(input="text, random bytes, and another modality's file behind every media extension",
-                         fault="non-media bytes", expected="ValueError-like exception from prepare (a 'decode' skip), within 10 s")
+@pytest.mark.reliability(
+    input="text, random bytes, and another modality's file behind every media extension",
+    fault="non-media bytes",
+    expected="ValueError-like exception from prepare (a 'decode' skip), within 10 s",
+)
 @pytest.mark.parametrize("modality", sorted(EXTENSIONS))
 def test_non_media_bytes_raise_clean_errors(modality, observed):
-    payloads = {"text": b"hello, not media at all\n" * 10, "random": np.random.default_rng(0).bytes(4096),
-                "empty": b""}
+    payloads = {
+        "text": b"hello, not media at all\n" * 10,
+        "random": np.random.default_rng(0).bytes(4096),
+        "empty": b"",
+    }
     foreign = [m for m in SEEDS if m != modality]
     messages = []
     for name, data in [*payloads.items(), *((m, SEEDS[m]) for m in foreign)]:
@@ -58,14 +73,18 @@ def test_non_media_bytes_raise_clean_errors(modality, observed):
             except Exception as error:  # noqa: BLE001 - any Exception is a counted skip in the jobs
                 messages.append(f"{name}: {type(error).__name__}")
                 continue
-        assert name in foreign and pieces.isfinite().all() and pieces.abs().max() <= 1  # really media
+        assert (
+            name in foreign and pieces.isfinite().all() and pieces.abs().max() <= 1
+        )  # really media
         messages.append(f"{name}: decoded (it is media)")
     observed(", ".join(messages))
 
 
-@pytest.mark.reliability(input="image shard: 1x1 PNG, text behind .png, PNG declaring 9000x9000 (81 Mpixel)",
-                         fault="degenerate size / non-media / decompression bomb",
-                         expected="1x1 round-trips to a 1x1 PNG; the others are counted 'decode' skips")
+@pytest.mark.reliability(
+    input="image shard: 1x1 PNG, text behind .png, PNG declaring 9000x9000 (81 Mpixel)",
+    fault="degenerate size / non-media / decompression bomb",
+    expected="1x1 round-trips to a 1x1 PNG; the others are counted 'decode' skips",
+)
 def test_image_shard_with_degenerate_and_hostile_images(models, tmp_path, observed):
     bomb = declare_png_size(png_bytes(4, 4), 9000, 9000)
     members = [("tiny.png", png_bytes(1, 1, 3)), ("text.png", b"not an image"), ("bomb.png", bomb)]
@@ -77,19 +96,32 @@ def test_image_shard_with_degenerate_and_hostile_images(models, tmp_path, observ
     assert (summary.samples, summary.skipped) == (1, 2)
     assert {k: e["stage"] for k, e in logged.items()} == {"text": "decode", "bomb": "decode"}
     assert "exceeds the limit" in logged["bomb"]["message"]
-    decode_shards(models["image"], str(codes), tmp_path / "media", DecodeConfig(output_format="files", progress=False))
+    decode_shards(
+        models["image"],
+        str(codes),
+        tmp_path / "media",
+        DecodeConfig(output_format="files", progress=False),
+    )
     with Image.open(tmp_path / "media" / "tiny.png") as image:
         assert image.size == (1, 1)
     observed(f"1 written, 2 skipped; bomb: {logged['bomb']['message'].split(': ', 1)[1]}")
 
 
-@pytest.mark.reliability(input="image or video frame larger than MediaConfig.max_image_pixels",
-                         fault="configurable decompression-bomb limit", expected="refused before decoding; None lifts it")
+@pytest.mark.reliability(
+    input="image or video frame larger than MediaConfig.max_image_pixels",
+    fault="configurable decompression-bomb limit",
+    expected="refused before decoding; None lifts it",
+)
 def test_pixel_limit_is_configurable():
     small = MediaConfig("image", max_image_pixels=100)
     with pytest.raises(ValueError, match="16x16 pixels exceeds the limit of 100"):
         prepare(png_bytes(16, 16), small)
-    assert prepare(png_bytes(16, 16), MediaConfig("image", max_image_pixels=None))[0].shape == (1, 3, 16, 16)
+    assert prepare(png_bytes(16, 16), MediaConfig("image", max_image_pixels=None))[0].shape == (
+        1,
+        3,
+        16,
+        16,
+    )
     with pytest.raises(ValueError, match="video frame of .* exceeds"):
         prepare(SEEDS["video"], MediaConfig("video", clip_frames=5, max_image_pixels=100))
 
@@ -100,9 +132,11 @@ def soundfile_bytes(samples: np.ndarray, rate: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.reliability(input="an 89 kB FLAC of one hour of silence; 5 min at 8 kHz read for 48 kHz; an MP4 longer than the limit or resized past it",
-                         fault="a small file that decodes to far more samples or frames than memory holds",
-                         expected="ValueError naming the limit, raised while decoding, before memory fills")
+@pytest.mark.reliability(
+    input="an 89 kB FLAC of one hour of silence; 5 min at 8 kHz read for 48 kHz; an MP4 longer than the limit or resized past it",
+    fault="a small file that decodes to far more samples or frames than memory holds",
+    expected="ValueError naming the limit, raised while decoding, before memory fills",
+)
 def test_decoded_length_is_bounded_before_memory_fills():
     hour_of_silence = soundfile_bytes(np.zeros(8000 * 3600, dtype=np.int16), 8000)
     assert len(hour_of_silence) < 100_000  # tiny on disk
@@ -112,7 +146,9 @@ def test_decoded_length_is_bounded_before_memory_fills():
     pieces, meta = prepare(wav_bytes(np.zeros(4000)), audio)
     assert meta["length"] == 4000
     upsampled = MediaConfig("audio", channels=1, sample_rate=48000, max_decoded_values=8000 * 600)
-    with pytest.raises(ValueError, match="audio decodes to more than"):  # 10 min at 8 kHz is 6x that at 48 kHz
+    with pytest.raises(
+        ValueError, match="audio decodes to more than"
+    ):  # 10 min at 8 kHz is 6x that at 48 kHz
         prepare(soundfile_bytes(np.zeros(8000 * 300, dtype=np.int16), 8000), upsampled)
     with pytest.raises(ValueError, match="video decodes to more than 100000 values"):
         prepare(SEEDS["video"], MediaConfig("video", clip_frames=5, max_decoded_values=100_000))
@@ -120,19 +156,33 @@ def test_decoded_length_is_bounded_before_memory_fills():
         prepare(SEEDS["video"], MediaConfig("video", clip_frames=5, frame_size=(4096, 4096)))
 
 
-@pytest.mark.reliability(input="audio shard: empty WAV, 1-sample WAV, WAV with a NaN, WAV with +Inf",
-                         fault="zero-length, one-sample and non-finite audio",
-                         expected="1-sample audio round-trips to 1 sample; empty and NaN/Inf are counted 'decode' skips")
+@pytest.mark.reliability(
+    input="audio shard: empty WAV, 1-sample WAV, WAV with a NaN, WAV with +Inf",
+    fault="zero-length, one-sample and non-finite audio",
+    expected="1-sample audio round-trips to 1 sample; empty and NaN/Inf are counted 'decode' skips",
+)
 def test_audio_shard_with_degenerate_and_non_finite_audio(models, tmp_path, observed):
     wave = np.sin(np.arange(400) / 5.0) * 0.3
-    members = [("empty.wav", wav_bytes(np.zeros(0))), ("one.wav", wav_bytes(np.array([0.25]), rate=8000)),
-               ("nan.wav", wav_bytes(np.where(np.arange(400) == 7, np.nan, wave))),
-               ("inf.wav", wav_bytes(np.where(np.arange(400) == 9, np.inf, wave)))]
+    members = [
+        ("empty.wav", wav_bytes(np.zeros(0))),
+        ("one.wav", wav_bytes(np.array([0.25]), rate=8000)),
+        ("nan.wav", wav_bytes(np.where(np.arange(400) == 7, np.nan, wave))),
+        ("inf.wav", wav_bytes(np.where(np.arange(400) == 9, np.inf, wave))),
+    ]
     summary, logged, codes = _encode(models["audio"], members, tmp_path, "audio")
     assert (summary.samples, summary.skipped) == (1, 3)
-    assert {k: e["stage"] for k, e in logged.items()} == {"empty": "decode", "nan": "decode", "inf": "decode"}
+    assert {k: e["stage"] for k, e in logged.items()} == {
+        "empty": "decode",
+        "nan": "decode",
+        "inf": "decode",
+    }
     assert "NaN or Inf" in logged["nan"]["message"] and "NaN or Inf" in logged["inf"]["message"]
-    decode_shards(models["audio"], str(codes), tmp_path / "media", DecodeConfig(output_format="files", progress=False))
+    decode_shards(
+        models["audio"],
+        str(codes),
+        tmp_path / "media",
+        DecodeConfig(output_format="files", progress=False),
+    )
     restored, rate = soundfile.read(tmp_path / "media" / "one.wav")
     assert (restored.shape, rate) == ((1,), 8000)
     observed("; ".join(f"{k}: {e['message'].split(': ', 1)[1]}" for k, e in sorted(logged.items())))
@@ -145,8 +195,11 @@ def _mutated(seed: bytes, edits: list[tuple[int, int]], cut: int | None) -> byte
     return bytes(buffer[:cut] if cut is not None else buffer)
 
 
-@pytest.mark.reliability(input="valid PNG, WAV and MP4", fault="hypothesis: random byte edits and truncation",
-                         expected="finite pieces in [-1, 1] or an Exception (counted skip), within 10 s; never a crash")
+@pytest.mark.reliability(
+    input="valid PNG, WAV and MP4",
+    fault="hypothesis: random byte edits and truncation",
+    expected="finite pieces in [-1, 1] or an Exception (counted skip), within 10 s; never a crash",
+)
 @pytest.mark.parametrize("modality", sorted(SEEDS))
 def test_fuzzed_media_decode_or_fail_cleanly(modality):
     @given(edits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=8),

@@ -16,11 +16,17 @@ def test_committed_report_lists_every_collected_case(request):
         pytest.skip("no reliability case collected in this session")
     text = REPORT.read_text()
     missing = [case.nodeid for case in cases if _row_start(case) not in text]
-    assert not missing, f"regenerate RELIABILITY.md (make reliability); missing or changed: {missing}"
+    assert not missing, (
+        f"regenerate RELIABILITY.md (make reliability); missing or changed: {missing}"
+    )
 
 
 def _row_start(case: Case) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in (case.input, case.fault, case.expected)) + " |"
+    return (
+        "| "
+        + " | ".join(cell.replace("|", "\\|") for cell in (case.input, case.fault, case.expected))
+        + " |"
+    )
 
 
 def test_render_groups_cases_and_counts_results():

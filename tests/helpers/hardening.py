@@ -54,11 +54,16 @@ def declare_png_size(png: bytes, width: int, height: int) -> bytes:
 def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "FLOAT") -> bytes:
     """samples: (T,) float -> WAV bytes (32-bit float by default, so NaN and Inf survive)."""
     buffer = io.BytesIO()
-    soundfile.write(buffer, np.asarray(samples, dtype=np.float32), rate, format="WAV", subtype=subtype)
+    soundfile.write(
+        buffer, np.asarray(samples, dtype=np.float32), rate, format="WAV", subtype=subtype
+    )
     return buffer.getvalue()
 
 
 def split_events(url: str, **limits) -> tuple[list[Sample], list[SampleError]]:
     """Read a shard to its end: (samples, errors)."""
     events = list(read_samples(url, **limits))
-    return ([e for e in events if isinstance(e, Sample)], [e for e in events if isinstance(e, SampleError)])
+    return (
+        [e for e in events if isinstance(e, Sample)],
+        [e for e in events if isinstance(e, SampleError)],
+    )

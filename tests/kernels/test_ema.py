@@ -63,11 +63,19 @@ def test_matches_float64_reference(backend, deterministic, n, k, d, decay, seed)
     indices = (torch.rand(n, generator=g).pow(3) * k).long().clamp_max(k - 1)
     size64, m64, e64 = float64_ema(cluster_size, embed_sum, z, indices, decay, 1e-5)
     codebook = ema_update(
-        cluster_size, embed_sum, z, indices, decay=decay, backend=backend, deterministic=deterministic
+        cluster_size,
+        embed_sum,
+        z,
+        indices,
+        decay=decay,
+        backend=backend,
+        deterministic=deterministic,
     )
     for got, want in ((cluster_size, size64), (embed_sum, m64), (codebook, e64)):
         assert got.dtype == torch.float32
-        assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5 * float(want.abs().max().clamp_min(1)))
+        assert torch.allclose(
+            got.double(), want, rtol=1e-5, atol=1e-5 * float(want.abs().max().clamp_min(1))
+        )
 
 
 @pytest.mark.parametrize("backend", available_backends())
@@ -78,7 +86,9 @@ def test_deterministic_mode_repeats_bit_for_bit(backend):
     results = []
     for _ in range(2):
         size, m = torch.ones(8), torch.zeros(8, 16)
-        results.append(ema_update(size, m, z, indices, decay=0.9, deterministic=True, backend=backend))
+        results.append(
+            ema_update(size, m, z, indices, decay=0.9, deterministic=True, backend=backend)
+        )
     assert torch.equal(results[0], results[1])
 
 
@@ -96,9 +106,18 @@ def test_unchecked_indices_give_the_checked_result():
     g = torch.Generator().manual_seed(2)
     z, indices = torch.randn(40, 6, generator=g), torch.randint(0, 7, (40,), generator=g)
     for backend in available_backends():
-        checked = ema_update(torch.ones(7), torch.zeros(7, 6), z, indices, decay=0.8, backend=backend)
-        unchecked = ema_update(torch.ones(7), torch.zeros(7, 6), z, indices, decay=0.8, backend=backend,
-                               check_indices=False)
+        checked = ema_update(
+            torch.ones(7), torch.zeros(7, 6), z, indices, decay=0.8, backend=backend
+        )
+        unchecked = ema_update(
+            torch.ones(7),
+            torch.zeros(7, 6),
+            z,
+            indices,
+            decay=0.8,
+            backend=backend,
+            check_indices=False,
+        )
         assert torch.equal(checked, unchecked)
 
 

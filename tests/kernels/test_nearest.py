@@ -74,7 +74,9 @@ def test_matches_float64_reference(backend, metric, n, k, d, seed):
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_half_precision_inputs_match_the_reference_on_the_same_values(backend, dtype):
     if backend == "triton" and dtype == "bf16" and INTERPRETED:
-        pytest.skip("the Triton interpreter has no bfloat16; checked on the GPU by benchmarks/gpu_check.py")
+        pytest.skip(
+            "the Triton interpreter has no bfloat16; checked on the GPU by benchmarks/gpu_check.py"
+        )
     g = torch.Generator().manual_seed(1)
     x = torch.randn(300, 32, generator=g).to(DTYPES[dtype])
     codebook = torch.randn(50, 32, generator=g).to(DTYPES[dtype])
@@ -131,7 +133,9 @@ def test_non_contiguous_and_degenerate_shapes(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_wide_vectors(backend):
     g = torch.Generator().manual_seed(5)
-    check_against_reference(torch.randn(40, 1024, generator=g), torch.randn(30, 1024, generator=g), "l2", backend)
+    check_against_reference(
+        torch.randn(40, 1024, generator=g), torch.randn(30, 1024, generator=g), "l2", backend
+    )
 
 
 def test_backends_agree_on_clustered_data():

@@ -58,7 +58,9 @@ def encode_payload(codes: np.ndarray, prior: np.ndarray, coder: str = CODER) -> 
     return stack.get_compressed().astype("<u4").tobytes()
 
 
-def decode_payload(payload: bytes, prior: np.ndarray, shape: tuple[int, ...], coder: str = CODER) -> np.ndarray:
+def decode_payload(
+    payload: bytes, prior: np.ndarray, shape: tuple[int, ...], coder: str = CODER
+) -> np.ndarray:
     """Inverse of `encode_payload`: the int64 codes of `shape`.
 
     Raises PayloadError when the payload is not a whole number of words or does not hold
@@ -71,7 +73,9 @@ def decode_payload(payload: bytes, prior: np.ndarray, shape: tuple[int, ...], co
     num_levels = prior.shape[0]
     per_level = math.prod(shape) // num_levels
     if per_level > _max_codes_per_level(len(payload), prior, coder):
-        raise PayloadError(f"{len(payload)} payload bytes cannot hold codes of shape {tuple(shape)}")
+        raise PayloadError(
+            f"{len(payload)} payload bytes cannot hold codes of shape {tuple(shape)}"
+        )
     stack = _stack().AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     levels = np.zeros((num_levels, per_level), dtype=np.int64)
     try:
@@ -86,7 +90,9 @@ def decode_payload(payload: bytes, prior: np.ndarray, shape: tuple[int, ...], co
     return from_levels(levels, tuple(shape), num_levels)
 
 
-def _blocks(prior_row: np.ndarray, level: np.ndarray, coder: str) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+def _blocks(
+    prior_row: np.ndarray, level: np.ndarray, coder: str
+) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
     """((start, stop), int64 frequencies (K,)) for each block of one level's codes `level` (M,).
 
     Static: one block with the prior. Adaptive: blocks of ADAPT_BLOCK codes, each coded with

@@ -71,15 +71,21 @@ def unpack(data: bytes) -> Container:
         raise UnsupportedVersionError(f"format version {version} is newer than this vqtok reads "
                                       f"({FORMAT_VERSION}); upgrade vqtok to read it")
     if version < FORMAT_VERSION:
-        raise UnsupportedVersionError(f"format version {version} is older than this vqtok reads "
-                                      f"({FORMAT_VERSION}); decompress it with the vqtok that wrote it "
-                                      f"and compress the media again")
+        raise UnsupportedVersionError(
+            f"format version {version} is older than this vqtok reads "
+            f"({FORMAT_VERSION}); decompress it with the vqtok that wrote it "
+            f"and compress the media again"
+        )
     header_size = reader.u32("header size")
     if header_size > MAX_HEADER_BYTES:
-        raise ContainerError(f"header size {header_size} exceeds the limit of {MAX_HEADER_BYTES} bytes")
+        raise ContainerError(
+            f"header size {header_size} exceeds the limit of {MAX_HEADER_BYTES} bytes"
+        )
     header = _parse_header(reader.checked(header_size, "header"))
     chunk_count = reader.u32("chunk count")
-    chunks = [reader.checked(reader.u32(f"chunk {i} size"), f"chunk {i}") for i in range(chunk_count)]
+    chunks = [
+        reader.checked(reader.u32(f"chunk {i} size"), f"chunk {i}") for i in range(chunk_count)
+    ]
     if reader.left():
         raise ContainerError(f"{reader.left()} unexpected bytes after the last chunk")
     return Container(version, header, b"".join(chunks))

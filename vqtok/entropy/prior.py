@@ -32,7 +32,9 @@ UNIFORM_WEIGHTS = tuple(round(UNIFORM_DENOMINATOR * 2 ** (-j / 2)) for j in rang
 DEFAULT_UNIFORM_WEIGHT = UNIFORM_DENOMINATOR // 2
 
 
-def code_counts(codes: np.ndarray | torch.Tensor, codebook_size: int, num_levels: int) -> np.ndarray:
+def code_counts(
+    codes: np.ndarray | torch.Tensor, codebook_size: int, num_levels: int
+) -> np.ndarray:
     """How often each code occurs, per level.
 
     codes: integer `(N, Q, *latent)` when `num_levels > 1`, else `(N, *latent)`.
@@ -40,8 +42,12 @@ def code_counts(codes: np.ndarray | torch.Tensor, codebook_size: int, num_levels
     """
     levels = as_levels(np.asarray(codes), num_levels)
     if levels.size and (levels.min() < 0 or levels.max() >= codebook_size):
-        raise ValueError(f"codes must lie in [0, {codebook_size}), got [{levels.min()}, {levels.max()}]")
-    return np.stack([np.bincount(level, minlength=codebook_size) for level in levels]).astype(np.int64)
+        raise ValueError(
+            f"codes must lie in [0, {codebook_size}), got [{levels.min()}, {levels.max()}]"
+        )
+    return np.stack([np.bincount(level, minlength=codebook_size) for level in levels]).astype(
+        np.int64
+    )
 
 
 def as_levels(codes: np.ndarray, num_levels: int) -> np.ndarray:
@@ -49,7 +55,9 @@ def as_levels(codes: np.ndarray, num_levels: int) -> np.ndarray:
     if num_levels == 1:
         return codes.reshape(1, -1).astype(np.int64)
     if codes.ndim < 2 or codes.shape[1] != num_levels:
-        raise ValueError(f"codes of shape {codes.shape} lack a level axis of size {num_levels} after the first")
+        raise ValueError(
+            f"codes of shape {codes.shape} lack a level axis of size {num_levels} after the first"
+        )
     return np.moveaxis(codes, 1, 0).reshape(num_levels, -1).astype(np.int64)
 
 
@@ -76,7 +84,9 @@ def fit_prior(model: torch.nn.Module, batches: Iterable[tuple[int | np.ndarray, 
         codes = model.encode(batch.to(device)).cpu()
         per_input = np.broadcast_to(np.asarray(fold), (codes.shape[0],))
         for f in np.unique(per_input):
-            counts[f] += code_counts(codes[torch.from_numpy(per_input == f)], model.codebook_size, model.num_levels)
+            counts[f] += code_counts(
+                codes[torch.from_numpy(per_input == f)], model.codebook_size, model.num_levels
+            )
     return counts
 
 
@@ -88,7 +98,11 @@ def smoothed_prior(fold_counts: np.ndarray) -> tuple[np.ndarray, list[float]]:
     among UNIFORM_WEIGHTS minimizes the cross-entropy of each fold under the other folds' counts.
     """
     fold_counts = np.asarray(fold_counts)
-    if fold_counts.ndim != 3 or not np.issubdtype(fold_counts.dtype, np.integer) or (fold_counts < 0).any():
+    if (
+        fold_counts.ndim != 3
+        or not np.issubdtype(fold_counts.dtype, np.integer)
+        or (fold_counts < 0).any()
+    ):
         raise ValueError("fold counts must be a (F, Q, K) array of non-negative integers")
     weights = [_cross_validated_weight(level) for level in np.moveaxis(fold_counts, 1, 0)]
     totals = fold_counts.sum(axis=0)
@@ -160,7 +174,9 @@ def uniform_prior(codebook_size: int, num_levels: int, total: int = PRIOR_TOTAL)
     return quantize_counts(np.zeros((num_levels, codebook_size), dtype=np.int64), total)
 
 
-def check_prior(prior: np.ndarray, codebook_size: int | None = None, num_levels: int | None = None) -> np.ndarray:
+def check_prior(
+    prior: np.ndarray, codebook_size: int | None = None, num_levels: int | None = None
+) -> np.ndarray:
     """Validate a `(Q, K)` prior (for a model with `num_levels` levels of `codebook_size` codes,
     when given); returns it as int64."""
     prior = np.asarray(prior)

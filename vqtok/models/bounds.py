@@ -36,11 +36,15 @@ def log_mean_exp(weights: WeightFn, samples: int, chunk: int = 100) -> tuple[Ten
     return total - math.log(samples), mean / samples
 
 
-def iwae_bound(model, x: Tensor, samples: int, c: Tensor | None = None, chunk: int = 100) -> tuple[Tensor, Tensor]:
+def iwae_bound(
+    model, x: Tensor, samples: int, c: Tensor | None = None, chunk: int = 100
+) -> tuple[Tensor, Tensor]:
     """(IWAE_K, ELBO) per input, (B,) float64 each, from K = ``samples`` posterior samples."""
     return log_mean_exp(lambda k: model.log_importance_weights(x, k, c), samples, chunk)
 
 
-def naive_bound(model, x: Tensor, samples: int, c: Tensor | None = None, chunk: int = 100) -> Tensor:
+def naive_bound(
+    model, x: Tensor, samples: int, c: Tensor | None = None, chunk: int = 100
+) -> Tensor:
     """log (1/K) sum_k p(x|z_k), z_k ~ p(z): the naive Monte Carlo estimate, (B,) float64."""
     return log_mean_exp(lambda k: model.log_prior_weights(x, k, c), samples, chunk)[0]

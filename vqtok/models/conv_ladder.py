@@ -23,17 +23,25 @@ from vqtok.models.vae_config import VAEConfig
 from vqtok.models.vae_nets import conv_config, downsampled
 
 
-def one_stage(config: VAEConfig, stage: int, channels: int, latent_channels: int) -> TokenizerConfig:
+def one_stage(
+    config: VAEConfig, stage: int, channels: int, latent_channels: int
+) -> TokenizerConfig:
     """The conv stack of stage ``stage`` alone (0-based): its strides, its two widths, no mid blocks."""
     return conv_config(config, channels, latent_channels).with_overrides(
-        stage_strides=config.stage_strides[stage : stage + 1], widths=config.widths[stage : stage + 2], mid_blocks=0,
+        stage_strides=config.stage_strides[stage : stage + 1],
+        widths=config.widths[stage : stage + 2],
+        mid_blocks=0,
     )
 
 
 def gaussian_head(in_channels: int, latent_channels: int, dims: int) -> nn.Sequential:
     """(B, in, *spatial) -> (B, 2 * latent, *spatial): a Gaussian's (mu, logvar) per position."""
     unit = (1,) * dims
-    return nn.Sequential(ChannelNorm(in_channels), nn.SiLU(), PaddedConv(in_channels, 2 * latent_channels, unit, unit))
+    return nn.Sequential(
+        ChannelNorm(in_channels),
+        nn.SiLU(),
+        PaddedConv(in_channels, 2 * latent_channels, unit, unit),
+    )
 
 
 class ConvLadderVAE(LadderVAE):
@@ -44,8 +52,12 @@ class ConvLadderVAE(LadderVAE):
         super().__init__(config)
         dims, widths = config.ladder_dims, config.widths
         stage_inputs = (config.channels, *widths[1:-1])
-        self.up = nn.ModuleList(Encoder(one_stage(config, i, c, widths[i + 1])) for i, c in enumerate(stage_inputs))
-        self.up_heads = nn.ModuleList(gaussian_head(widths[i + 1], d, config.dims) for i, d in enumerate(dims))
+        self.up = nn.ModuleList(
+            Encoder(one_stage(config, i, c, widths[i + 1])) for i, c in enumerate(stage_inputs)
+        )
+        self.up_heads = nn.ModuleList(
+            gaussian_head(widths[i + 1], d, config.dims) for i, d in enumerate(dims)
+        )
         self.down = nn.ModuleList(Decoder(one_stage(config, i + 1, 2 * dims[i], dims[i + 1]))
                                   for i in range(self.layers - 1))
         out_channels = self.likelihood.params_per_channel * config.channels
@@ -58,4 +70,7 @@ class ConvLadderVAE(LadderVAE):
         return crop(self.decoder(z), tuple(size))
 
     def top_shape(self, size: Sequence[int]) -> tuple[int, ...]:
-        return (self.config.ladder_dims[-1], *downsampled(size, self.config.strides, self.config.causal_time))
+        return (
+            self.config.ladder_dims[-1],
+            *downsampled(size, self.config.strides, self.config.causal_time),
+        )

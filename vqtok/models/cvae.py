@@ -43,21 +43,31 @@ class ConditionalVAE(VAE):
         super().__init__(config, condition=config.num_classes)
         components = config.prior_components
         outputs = 2 * config.latent_dim * components + (components if components > 1 else 0)
-        self.prior_net = mlp([config.num_classes, _prior_width(config), outputs]) if config.learned_prior else None
+        self.prior_net = (
+            mlp([config.num_classes, _prior_width(config), outputs])
+            if config.learned_prior
+            else None
+        )
 
     def condition(self, c: Tensor | None) -> Tensor:
         """Labels (B,) int -> one-hot (B, M) float; (B, M) float vectors pass through."""
         if c is None:
-            raise ValueError("a conditional VAE needs the condition c (labels or attribute vectors)")
+            raise ValueError(
+                "a conditional VAE needs the condition c (labels or attribute vectors)"
+            )
         classes = self.config.num_classes
         if c.dim() == 1:
             if c.is_floating_point():
                 raise ValueError("labels must be integers; attribute vectors must be (B, M)")
             if c.numel() and (int(c.min()) < 0 or int(c.max()) >= classes):
-                raise ValueError(f"labels must lie in 0..{classes - 1}, got {int(c.min())}..{int(c.max())}")
+                raise ValueError(
+                    f"labels must lie in 0..{classes - 1}, got {int(c.min())}..{int(c.max())}"
+                )
             return F.one_hot(c.long(), classes).float()
         if c.dim() != 2 or c.shape[1] != classes:
-            raise ValueError(f"conditions must be labels (B,) or vectors (B, {classes}), got {tuple(c.shape)}")
+            raise ValueError(
+                f"conditions must be labels (B,) or vectors (B, {classes}), got {tuple(c.shape)}"
+            )
         return c.float()
 
     @property
@@ -79,7 +89,9 @@ class ConditionalVAE(VAE):
         """p(z|c) = sum_m softmax(logits)_m N(mu_m, diag exp(logvar_m)): mu, logvar (B, M, K)
         and logits (B, M), for M = ``prior_components`` (flat latents only)."""
         components, units = self.config.prior_components, self.config.latent_dim
-        logits, moments = self.prior_net(self.condition(c)).split([components, 2 * components * units], dim=1)
+        logits, moments = self.prior_net(self.condition(c)).split(
+            [components, 2 * components * units], dim=1
+        )
         mu, logvar = moments.view(-1, components, 2 * units).chunk(2, dim=2)
         return mu, logvar, logits
 
@@ -97,14 +109,18 @@ class ConditionalVAE(VAE):
         K * free_bits nats, the floor K units of free_bits each would have."""
         if not self.mixture_prior:
             return super().penalized_kl(kl)
-        return kl.float().mean(dim=0).sum().clamp_min(self.config.free_bits * self.config.latent_dim)
+        return (
+            kl.float().mean(dim=0).sum().clamp_min(self.config.free_bits * self.config.latent_dim)
+        )
 
     def log_prior(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         if not self.mixture_prior:
             return super().log_prior(z, c)
         return log_mixture_normal(z, *self.prior_mixture(c))
 
-    def sample_prior(self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+    def sample_prior(
+        self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None
+    ) -> Tensor:
         if not self.mixture_prior:
             return super().sample_prior(n, c, size)
         return sample_mixture_normal(*self.prior_mixture(c))
@@ -112,7 +128,9 @@ class ConditionalVAE(VAE):
     def posterior(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return super().posterior(x, self.condition(c))
 
-    def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
+    def forward(
+        self, x: Tensor, c: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
         return super().forward(x, self.condition(c))
 
     @torch.no_grad()
@@ -133,7 +151,9 @@ class ConditionalVAE(VAE):
     def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         return super().encode(x, self.condition(c))
 
-    def decode(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+    def decode(
+        self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None
+    ) -> Tensor:
         return super().decode(z, self.condition(c), size)
 
 

@@ -40,7 +40,12 @@ def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
 def kl_normal(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
     """D_KL(N(mu_q, s_q^2) || N(mu_p, s_p^2))
     = (log s_p^2 - log s_q^2 + (s_q^2 + (mu_q - mu_p)^2) / s_p^2 - 1) / 2, elementwise."""
-    return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p) - 1.0)
+    return 0.5 * (
+        logvar_p
+        - logvar_q
+        + (torch.exp(logvar_q) + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p)
+        - 1.0
+    )
 
 
 def log_mixture_normal(z: Tensor, mu: Tensor, logvar: Tensor, logits: Tensor) -> Tensor:
@@ -60,7 +65,9 @@ def sample_mixture_normal(mu: Tensor, logvar: Tensor, logits: Tensor) -> Tensor:
     return reparameterize(mu[rows, pick], logvar[rows, pick])
 
 
-def precision_weighted(mu_a: Tensor, logvar_a: Tensor, mu_b: Tensor, logvar_b: Tensor) -> tuple[Tensor, Tensor]:
+def precision_weighted(
+    mu_a: Tensor, logvar_a: Tensor, mu_b: Tensor, logvar_b: Tensor
+) -> tuple[Tensor, Tensor]:
     """The product of two Gaussians, renormalized (Sonderby et al. 2016, eq. 17-18):
     sigma^2 = 1 / (1/s_a^2 + 1/s_b^2), mu = (mu_a / s_a^2 + mu_b / s_b^2) sigma^2.
     Returns (mu, logvar). Computed in log space: mu_a's weight sigma^2 / s_a^2 is

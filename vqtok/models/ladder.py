@@ -39,7 +39,9 @@ from vqtok.models.vae_config import VAEConfig
 from vqtok.models.vae_nets import FlatDecoder, mlp
 
 Gaussian = tuple[Tensor, Tensor]  # (mu, logvar)
-Step = tuple[Tensor, Gaussian, Gaussian | None]  # z_i ~ q, q's (mu, logvar), p's or None for N(0, I)
+Step = tuple[
+    Tensor, Gaussian, Gaussian | None
+]  # z_i ~ q, q's (mu, logvar), p's or None for N(0, I)
 
 
 class LadderVAE(LatentModel):
@@ -113,16 +115,22 @@ class LadderVAE(LatentModel):
         """The means of q(z_i|.) per layer, bottom first (top-down with sampled z above)."""
         return [q[0] for _, q, _ in self.top_down(self.bottom_up(x))]
 
-    def decode(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+    def decode(
+        self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None
+    ) -> Tensor:
         """z_1 -> the mean of p(x|z_1): (B, C, *size) (default ``input_size``; flat: always)."""
         return self.likelihood.mean(self.decoder_params(z, size or self.config.input_size))
 
-    def generate(self, n: int, stochastic_from: int = 1, size: Sequence[int] | None = None) -> Tensor:
+    def generate(
+        self, n: int, stochastic_from: int = 1, size: Sequence[int] | None = None
+    ) -> Tensor:
         """Ancestral sampling of z_1 for inputs of spatial ``size`` (default ``input_size``):
         z_L ~ N(0, I), z_i ~ p(z_i|z_{i+1}), except that layers below ``stochastic_from`` take
         their conditional mean, which shows what the layers from ``stochastic_from`` up encode."""
         if not 1 <= stochastic_from <= self.layers:
-            raise ValueError(f"stochastic_from must be a layer in 1..{self.layers}, got {stochastic_from}")
+            raise ValueError(
+                f"stochastic_from must be a layer in 1..{self.layers}, got {stochastic_from}"
+            )
         shape = self.top_shape(size or self.config.input_size)
         z = torch.randn(n, *shape, device=next(self.parameters()).device)
         for i in reversed(range(self.layers - 1)):
@@ -150,8 +158,10 @@ class LadderVAE(LatentModel):
     def log_prior_weights(self, x: Tensor, samples: int, c: Tensor | None = None) -> Tensor:
         """log p(x|z_1) for z ~ p by ancestral sampling: (samples, B)."""
         size = x.shape[2:]
-        rows = [self.log_likelihood(self.decoder_params(self.generate(x.shape[0], size=size), size), x)
-                for _ in range(samples)]
+        rows = [
+            self.log_likelihood(self.decoder_params(self.generate(x.shape[0], size=size), size), x)
+            for _ in range(samples)
+        ]
         return torch.stack(rows)
 
 
@@ -164,9 +174,15 @@ class FlatLadderVAE(LadderVAE):
         super().__init__(config)
         dims, hidden = config.ladder_dims, config.hidden
         inputs = (config.input_dim, *hidden[:-1])
-        self.up = nn.ModuleList(nn.Sequential(mlp([a, h, h]), nn.SiLU()) for a, h in zip(inputs, hidden, strict=True))
-        self.up_heads = nn.ModuleList(nn.Linear(h, 2 * d) for h, d in zip(hidden, dims, strict=True))
-        self.down = nn.ModuleList(mlp([dims[i + 1], hidden[i], 2 * dims[i]]) for i in range(len(dims) - 1))
+        self.up = nn.ModuleList(
+            nn.Sequential(mlp([a, h, h]), nn.SiLU()) for a, h in zip(inputs, hidden, strict=True)
+        )
+        self.up_heads = nn.ModuleList(
+            nn.Linear(h, 2 * d) for h, d in zip(hidden, dims, strict=True)
+        )
+        self.down = nn.ModuleList(
+            mlp([dims[i + 1], hidden[i], 2 * dims[i]]) for i in range(len(dims) - 1)
+        )
         out_shape = (self.likelihood.params_per_channel * config.channels, *config.input_size)
         # p(x|z_1) mirrors the first bottom-up block, as in Sonderby et al.: the reversed
         # bottom-up widths would squeeze z_1 through the narrow top widths on its way to x.

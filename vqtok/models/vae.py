@@ -87,15 +87,22 @@ class LatentModel(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             return flat_sum(self.likelihood.log_prob(params.float(), x.float()))
 
-    def objective(self, log_px: Tensor, kl: Tensor, units: int, x: Tensor) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def objective(
+        self, log_px: Tensor, kl: Tensor, units: int, x: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Losses {"nll", "kl"} and stats (elbo, kl, nll, bits_per_dim, kl_weight) from
         log p(x|z): (B,) and the elementwise KL: (B, *units)."""
         weight = self.kl_weight(units)
         nll, kl_nats = -log_px.mean(), flat_sum(kl.detach().float()).mean()
         elbo = -float(nll.detach() + kl_nats)
         losses = {"nll": nll, "kl": weight * self.penalized_kl(kl)}
-        stats = {"elbo": elbo, "nll": float(nll.detach()), "kl": float(kl_nats), "kl_weight": weight,
-                 "bits_per_dim": -elbo / (x[0].numel() * math.log(2.0))}
+        stats = {
+            "elbo": elbo,
+            "nll": float(nll.detach()),
+            "kl": float(kl_nats),
+            "kl_weight": weight,
+            "bits_per_dim": -elbo / (x[0].numel() * math.log(2.0)),
+        }
         return losses, stats
 
 
@@ -139,7 +146,9 @@ class VAE(LatentModel):
         log_p = log_standard_normal(z) if prior is None else log_normal(z, *prior)
         return log_p.flatten(2).sum(dim=2)
 
-    def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
+    def forward(
+        self, x: Tensor, c: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
         """x: (B, C, *spatial) -> x_hat (the likelihood's mean, x's shape), losses, stats.
 
         VAE losses: {"nll", "kl"}, summing to the (beta-)negative ELBO per sample in nats
@@ -162,7 +171,9 @@ class VAE(LatentModel):
         """The posterior mean E_q[z]: (B, *latent) float."""
         return self.posterior(x, c)[0]
 
-    def decode(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+    def decode(
+        self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None
+    ) -> Tensor:
         """z: (B, *latent) -> the mean of p(x|z), (B, C, *size) float (flat: size is fixed)."""
         return self.likelihood.mean(self.decoder(z, c, size or self.config.input_size))
 
@@ -170,7 +181,9 @@ class VAE(LatentModel):
         """Shape of one z for inputs of spatial ``size`` (default ``input_size``)."""
         return latent_shape(self.config, size or self.config.input_size)
 
-    def sample_prior(self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+    def sample_prior(
+        self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None
+    ) -> Tensor:
         """n draws z ~ p(z[|c]): (n, *latent) for inputs of spatial ``size``."""
         shape = (n, *self.latent_shape(size))
         prior = self.prior(c)

@@ -81,9 +81,13 @@ class VAEConfig(ConvGeometry):
                    "likelihood": LIKELIHOODS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         if len(self.input_size) != self.dims:
-            raise ValueError(f"{self.modality} needs input_size of {self.dims} sizes, got {self.input_size}")
+            raise ValueError(
+                f"{self.modality} needs input_size of {self.dims} sizes, got {self.input_size}"
+            )
         if self.network == "conv":
             self._check_conv()
         if self.family == "ladder":
@@ -94,7 +98,9 @@ class VAEConfig(ConvGeometry):
             raise ValueError(f"prior_components must be >= 1, got {self.prior_components}")
         if self.prior_components > 1 and not (self.family == "cvae" and self.learned_prior
                                               and self.network != "conv"):
-            raise ValueError("prior_components > 1 needs a flat (mlp or linear) cvae with learned_prior")
+            raise ValueError(
+                "prior_components > 1 needs a flat (mlp or linear) cvae with learned_prior"
+            )
         if self.beta < 0 or self.free_bits < 0 or self.kl_warmup_steps < 0 or self.sigma <= 0:
             raise ValueError("beta, free_bits and kl_warmup_steps must be >= 0 and sigma > 0")
         if min(self.channels, self.latent_dim, *self.input_size) < 1:
@@ -104,17 +110,25 @@ class VAEConfig(ConvGeometry):
         if not self.stage_strides or len(self.widths) != len(self.stage_strides) + 1:
             raise ValueError("conv networks need stage_strides and one more widths than stages")
         if any(len(stage) != self.dims for stage in self.stage_strides):
-            raise ValueError(f"{self.modality} needs stage_strides of {self.dims}-tuples, got {self.stage_strides}")
+            raise ValueError(
+                f"{self.modality} needs stage_strides of {self.dims}-tuples, got {self.stage_strides}"
+            )
 
     def _check_ladder(self) -> None:
         if len(self.ladder_dims) < 2 or min(self.ladder_dims) < 1:
-            raise ValueError(f"ladder VAEs need at least 2 positive ladder_dims, got {self.ladder_dims}")
+            raise ValueError(
+                f"ladder VAEs need at least 2 positive ladder_dims, got {self.ladder_dims}"
+            )
         if self.network == "mlp" and len(self.hidden) != len(self.ladder_dims):
-            raise ValueError(f"mlp ladder VAEs need one hidden width per layer: {len(self.ladder_dims)} "
-                             f"ladder_dims, {len(self.hidden)} hidden")
+            raise ValueError(
+                f"mlp ladder VAEs need one hidden width per layer: {len(self.ladder_dims)} "
+                f"ladder_dims, {len(self.hidden)} hidden"
+            )
         if self.network == "conv" and len(self.stage_strides) != len(self.ladder_dims):
-            raise ValueError(f"conv ladder VAEs have one stochastic layer per stage: {len(self.ladder_dims)} "
-                             f"ladder_dims, {len(self.stage_strides)} stage_strides")
+            raise ValueError(
+                f"conv ladder VAEs have one stochastic layer per stage: {len(self.ladder_dims)} "
+                f"ladder_dims, {len(self.stage_strides)} stage_strides"
+            )
         if self.network == "linear":
             raise ValueError("ladder VAEs need an mlp or conv network")
 
@@ -164,4 +178,6 @@ def _refuse_unknown(keys: dict[str, Any]) -> None:
     known = {f.name for f in dataclasses.fields(VAEConfig)}
     unknown = sorted(set(keys) - known)
     if unknown:
-        raise ValueError(f"unknown VAE config keys: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown VAE config keys: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )

@@ -45,7 +45,9 @@ class ConditionedMLP(nn.Module):
 
     def __init__(self, sizes: Sequence[int], condition: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(a + condition, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.layers = nn.ModuleList(
+            nn.Linear(a + condition, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):
@@ -63,7 +65,9 @@ def flat_net(sizes: Sequence[int], condition: int) -> nn.Module:
 class FlatEncoder(nn.Module):
     """(B, C, *size) [+ c (B, M)] -> (B, out): flatten, then an MLP (c enters every layer)."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, condition: int = 0) -> None:
+    def __init__(
+        self, in_features: int, hidden: Sequence[int], out_features: int, condition: int = 0
+    ) -> None:
         super().__init__()
         self.net = flat_net([in_features, *hidden, out_features], condition)
 
@@ -74,12 +78,16 @@ class FlatEncoder(nn.Module):
 class FlatDecoder(nn.Module):
     """(B, K) [+ c (B, M)] -> (B, *out_shape): an MLP (c enters every layer), then unflatten."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_shape: Sequence[int], condition: int = 0) -> None:
+    def __init__(
+        self, in_features: int, hidden: Sequence[int], out_shape: Sequence[int], condition: int = 0
+    ) -> None:
         super().__init__()
         self.out_shape = tuple(out_shape)
         self.net = flat_net([in_features, *hidden, math.prod(self.out_shape)], condition)
 
-    def forward(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+    def forward(
+        self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None
+    ) -> Tensor:
         out = self.net(z) if c is None else self.net(z, c)
         return out.view(z.shape[0], *self.out_shape)
 
@@ -103,7 +111,9 @@ class ConvEncoder(nn.Module):
         self.net = Encoder(self.stack)
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return self.net(with_condition(pad_to_multiple(x, self.stack.strides, self.stack.causal_time), c))
+        return self.net(
+            with_condition(pad_to_multiple(x, self.stack.strides, self.stack.causal_time), c)
+        )
 
 
 class ConvDecoder(nn.Module):
@@ -114,7 +124,9 @@ class ConvDecoder(nn.Module):
         super().__init__()
         self.net = Decoder(conv_config(config, out_channels, config.latent_dim + condition))
 
-    def forward(self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
+    def forward(
+        self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None
+    ) -> Tensor:
         out = self.net(with_condition(z, c))
         return out if size is None else crop(out, tuple(size))
 

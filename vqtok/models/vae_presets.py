@@ -30,10 +30,20 @@ LADDER_DIMS = (64, 32, 16, 8, 4)  # Sonderby et al. (2016), MNIST
 # 28x28 (padded to 32) -> latents at 16x16, 8x8 and 4x4 (ladder) or 7x7 (cvae).
 CONV_IMAGE = {"modality": "image", "channels": 1, "input_size": (28, 28), "network": "conv",
               "likelihood": "bernoulli"}
-CONV_LADDER = {"stage_strides": ((2, 2),) * 3, "widths": (16, 32, 64, 64), "ladder_dims": (4, 8, 16),
-               "family": "ladder", "kl_warmup_steps": 2000}
-CONV_CVAE = {"stage_strides": ((2, 2),) * 2, "widths": (16, 32, 64), "latent_dim": 4, "family": "cvae",
-             "num_classes": 10}
+CONV_LADDER = {
+    "stage_strides": ((2, 2),) * 3,
+    "widths": (16, 32, 64, 64),
+    "ladder_dims": (4, 8, 16),
+    "family": "ladder",
+    "kl_warmup_steps": 2000,
+}
+CONV_CVAE = {
+    "stage_strides": ((2, 2),) * 2,
+    "widths": (16, 32, 64),
+    "latent_dim": 4,
+    "family": "cvae",
+    "num_classes": 10,
+}
 
 
 def _ladder(name: str, layers: int) -> VAEConfig:
@@ -48,27 +58,74 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     "image-ladder3-vae-mlp": _ladder("image-ladder3-vae-mlp", 3),
     "image-ladder5-vae-mlp": _ladder("image-ladder5-vae-mlp", 5),
     "image-cvae-mlp": VAEConfig(preset="image-cvae-mlp", **FLAT_CVAE),
-    "image-cvae-prior-mlp": VAEConfig(preset="image-cvae-prior-mlp",
-                                      **{**FLAT_CVAE, "learned_prior": True, "prior_components": 16}),
+    "image-cvae-prior-mlp": VAEConfig(
+        preset="image-cvae-prior-mlp",
+        **{**FLAT_CVAE, "learned_prior": True, "prior_components": 16},
+    ),
     # With a linear network and one learned sigma this is probabilistic PCA, trained as a VAE.
-    "image-linear-vae": VAEConfig(preset="image-linear-vae", **{**FLAT, "network": "linear", "latent_dim": 8,
-                                                                "likelihood": "gaussian_learned"}),
-    "image-vae-f4": VAEConfig(preset="image-vae-f4", modality="image", channels=3, input_size=(32, 32),
-                              network="conv", stage_strides=((2, 2),) * 2, widths=(16, 32, 64), latent_dim=8,
-                              likelihood="logistic"),
-    "audio-vae-conv": VAEConfig(preset="audio-vae-conv", modality="audio", channels=1, input_size=(16000,),
-                                network="conv", stage_strides=((4,), (4,), (5,)), widths=(16, 32, 64, 64),
-                                latent_dim=16, likelihood="gaussian", sigma=0.05, sample_rate=16000),
-    "video-vae-conv": VAEConfig(preset="video-vae-conv", modality="video", channels=3, input_size=(9, 32, 32),
-                                network="conv", stage_strides=((2, 2, 2), (2, 2, 2)), widths=(16, 32, 48),
-                                latent_dim=8, causal_time=True, likelihood="logistic", fps=8.0, clip_frames=9),
-    "image-ladder3-vae-conv": VAEConfig(preset="image-ladder3-vae-conv", **CONV_IMAGE, **CONV_LADDER),
-    "audio-ladder3-vae-conv": VAEConfig(preset="audio-ladder3-vae-conv", **{
-        **CONV_LADDER, "modality": "audio", "channels": 1, "input_size": (16000,), "network": "conv",
-        "stage_strides": ((4,), (4,), (5,)), "likelihood": "gaussian", "sigma": 0.05, "sample_rate": 16000}),
+    "image-linear-vae": VAEConfig(
+        preset="image-linear-vae",
+        **{**FLAT, "network": "linear", "latent_dim": 8, "likelihood": "gaussian_learned"},
+    ),
+    "image-vae-f4": VAEConfig(
+        preset="image-vae-f4",
+        modality="image",
+        channels=3,
+        input_size=(32, 32),
+        network="conv",
+        stage_strides=((2, 2),) * 2,
+        widths=(16, 32, 64),
+        latent_dim=8,
+        likelihood="logistic",
+    ),
+    "audio-vae-conv": VAEConfig(
+        preset="audio-vae-conv",
+        modality="audio",
+        channels=1,
+        input_size=(16000,),
+        network="conv",
+        stage_strides=((4,), (4,), (5,)),
+        widths=(16, 32, 64, 64),
+        latent_dim=16,
+        likelihood="gaussian",
+        sigma=0.05,
+        sample_rate=16000,
+    ),
+    "video-vae-conv": VAEConfig(
+        preset="video-vae-conv",
+        modality="video",
+        channels=3,
+        input_size=(9, 32, 32),
+        network="conv",
+        stage_strides=((2, 2, 2), (2, 2, 2)),
+        widths=(16, 32, 48),
+        latent_dim=8,
+        causal_time=True,
+        likelihood="logistic",
+        fps=8.0,
+        clip_frames=9,
+    ),
+    "image-ladder3-vae-conv": VAEConfig(
+        preset="image-ladder3-vae-conv", **CONV_IMAGE, **CONV_LADDER
+    ),
+    "audio-ladder3-vae-conv": VAEConfig(
+        preset="audio-ladder3-vae-conv",
+        **{
+            **CONV_LADDER,
+            "modality": "audio",
+            "channels": 1,
+            "input_size": (16000,),
+            "network": "conv",
+            "stage_strides": ((4,), (4,), (5,)),
+            "likelihood": "gaussian",
+            "sigma": 0.05,
+            "sample_rate": 16000,
+        },
+    ),
     "image-cvae-conv": VAEConfig(preset="image-cvae-conv", **CONV_IMAGE, **CONV_CVAE),
-    "image-cvae-prior-conv": VAEConfig(preset="image-cvae-prior-conv", **CONV_IMAGE, **CONV_CVAE,
-                                       learned_prior=True),
+    "image-cvae-prior-conv": VAEConfig(
+        preset="image-cvae-prior-conv", **CONV_IMAGE, **CONV_CVAE, learned_prior=True
+    ),
 }
 
 

@@ -31,7 +31,14 @@ def ema_codebook_step(
     if world_size() == 1:
         # indices come from nearest_code: skip the range check's host sync on each step
         return ema_update(
-            cluster_size, embed_sum, z, indices, decay=decay, eps=eps, backend=backend, check_indices=False
+            cluster_size,
+            embed_sum,
+            z,
+            indices,
+            decay=decay,
+            eps=eps,
+            backend=backend,
+            check_indices=False,
         )
     counts, sums = code_counts_and_sums(z, indices, cluster_size.shape[0])
     all_reduce_sum(counts, sums)

@@ -19,7 +19,9 @@ SENTENCES = {
 
 
 def speak(text: str, rate: int = 16000) -> torch.Tensor:
-    wav = subprocess.run(["espeak-ng", "--stdout", "-s", "170", text], check=True, capture_output=True).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "--stdout", "-s", "170", text], check=True, capture_output=True
+    ).stdout
     samples, source_rate = soundfile.read(io.BytesIO(wav), dtype="float32")
     return torchaudio.functional.resample(torch.from_numpy(samples), source_rate, rate)
 

@@ -20,8 +20,12 @@ HERE = Path(__file__).parent
 def frames_pan(photo: Image.Image, count: int, size: tuple[int, int]) -> list[np.ndarray]:
     width, height = size
     crop = 256
-    return [np.asarray(photo.crop((x, 40, x + crop, 40 + crop * height // width)).resize(size, Image.BICUBIC))
-            for x in np.linspace(0, photo.width - crop, count).astype(int)]
+    return [
+        np.asarray(
+            photo.crop((x, 40, x + crop, 40 + crop * height // width)).resize(size, Image.BICUBIC)
+        )
+        for x in np.linspace(0, photo.width - crop, count).astype(int)
+    ]
 
 
 def frames_zoom(photo: Image.Image, count: int, size: tuple[int, int]) -> list[np.ndarray]:
@@ -29,7 +33,12 @@ def frames_zoom(photo: Image.Image, count: int, size: tuple[int, int]) -> list[n
     centre_x, centre_y = 250, 150
     frames = []
     for half in np.linspace(150, 60, count):
-        box = (centre_x - half, centre_y - half * height / width, centre_x + half, centre_y + half * height / width)
+        box = (
+            centre_x - half,
+            centre_y - half * height / width,
+            centre_x + half,
+            centre_y + half * height / width,
+        )
         frames.append(np.asarray(photo.resize(size, Image.BICUBIC, box=tuple(box))))
     return frames
 
@@ -41,7 +50,11 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 8) -> None:
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "28"}
         for pixels in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")))
+            container.mux(
+                stream.encode(
+                    av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+                )
+            )
         container.mux(stream.encode())
 
 

@@ -45,8 +45,12 @@ def _skewed_folds(rng, codebook_size: int, folds: int, per_fold: int, exponent: 
     """Fold counts of codes drawn from a Zipf-like law, and that law `(K,)`."""
     law = 1.0 / np.arange(1, codebook_size + 1) ** exponent
     law = rng.permutation(law / law.sum())
-    counts = np.stack([np.bincount(rng.choice(codebook_size, per_fold, p=law), minlength=codebook_size)
-                       for _ in range(folds)])
+    counts = np.stack(
+        [
+            np.bincount(rng.choice(codebook_size, per_fold, p=law), minlength=codebook_size)
+            for _ in range(folds)
+        ]
+    )
     return counts[:, None, :], law
 
 
@@ -67,7 +71,9 @@ def test_smoothed_prior_on_held_out_codes_is_never_much_worse_than_log2_k(expone
 
 def test_smoothing_beats_the_raw_counts_when_data_is_scarce():
     rng = np.random.default_rng(7)
-    fold_counts, law = _skewed_folds(rng, 1024, 5, 1200, 1.0)  # 6,000 codes for K = 1024, as in the f8 benchmark
+    fold_counts, law = _skewed_folds(
+        rng, 1024, 5, 1200, 1.0
+    )  # 6,000 codes for K = 1024, as in the f8 benchmark
     held_out = rng.choice(1024, 20000, p=law)
     raw = ideal_bits(held_out, quantize_counts(fold_counts.sum(axis=0))) / held_out.size
     smoothed = ideal_bits(held_out, smoothed_prior(fold_counts)[0]) / held_out.size
@@ -81,29 +87,43 @@ def test_smoothed_prior_is_exact_integer_arithmetic():
     assert np.array_equal(smoothed_prior(fold_counts.copy())[0], prior)
     counts = fold_counts.sum(axis=0)[0]
     expected = ((1 - weight) * counts / counts.sum() + weight / 4) * PRIOR_TOTAL
-    assert np.abs(prior[0] - expected).max() <= 4 and 0 < weight < 1  # quantization: 1 per code + floor
+    assert (
+        np.abs(prior[0] - expected).max() <= 4 and 0 < weight < 1
+    )  # quantization: 1 per code + floor
     assert smoothed_prior(fold_counts[:1])[1] == [0.5]  # one fold: nothing to cross-validate
     with pytest.raises(ValueError):
         smoothed_prior(fold_counts[0])
 
 
-def test_fit_prior_cli_stores_a_prior_that_survives_save_and_load(image_shards, checkpoints, tmp_path):
+def test_fit_prior_cli_stores_a_prior_that_survives_save_and_load(
+    image_shards, checkpoints, tmp_path
+):
     source, fitted = checkpoints["image-vq-f8"], tmp_path / "fitted"
-    result = runner.invoke(app, ["fit-prior", str(source), str(image_shards), "--output", str(fitted),
-                                 "--workers", "0"])
+    result = runner.invoke(
+        app,
+        ["fit-prior", str(source), str(image_shards), "--output", str(fitted), "--workers", "0"],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["samples"] == 5 and summary["skipped"] == 0 and 0 < summary["uniform_weight"][0] <= 1
+    assert (
+        summary["samples"] == 5
+        and summary["skipped"] == 0
+        and 0 < summary["uniform_weight"][0] <= 1
+    )
     model = vqtok.load(fitted)
     prior = model_prior(model)
     assert prior_id(prior) == summary["prior_id"] != prior_id(uniform_prior(1024, 1))
     assert (prior.sum(axis=1) == PRIOR_TOTAL).all() and prior.min() >= 1
     assert np.array_equal(model_prior(vqtok.load(vqtok.save(model, tmp_path / "again"))), prior)
-    assert model.model_id == vqtok.load(source).model_id  # the prior does not change the weights' id
+    assert (
+        model.model_id == vqtok.load(source).model_id
+    )  # the prior does not change the weights' id
 
 
 def test_a_file_coded_with_one_prior_is_refused_under_another(image_shards, checkpoints, tmp_path):
-    fit_prior_shards(checkpoints["image-vq-f8"], str(image_shards), tmp_path / "fitted", EncodeConfig(workers=0))
+    fit_prior_shards(
+        checkpoints["image-vq-f8"], str(image_shards), tmp_path / "fitted", EncodeConfig(workers=0)
+    )
     fitted, plain = vqtok.load(tmp_path / "fitted"), vqtok.load(checkpoints["image-vq-f8"])
     vqt, rates = compress_bytes(fitted, (DATA / "images" / "chelsea.png").read_bytes())
     assert read_vqt(vqt)[0]["prior"] == prior_id(model_prior(fitted))

@@ -56,7 +56,9 @@ def test_auto_coder_keeps_the_shorter_payload_and_names_it(checkpoints):
     data = INPUTS["audio-vq-16k"].read_bytes()
     payloads = {}
     for coder in CODERS:
-        header, payloads[coder] = read_vqt(compress_bytes(model, data, CompressConfig(coder=coder))[0])
+        header, payloads[coder] = read_vqt(
+            compress_bytes(model, data, CompressConfig(coder=coder))[0]
+        )
     vqt, rates = compress_bytes(model, data)  # "auto" by default
     header, payload = read_vqt(vqt)
     shortest = min(CODERS, key=lambda c: len(payloads[c]))
@@ -84,7 +86,9 @@ def test_cli_round_trip_prints_the_three_rates(checkpoints, tmp_path):
     rates = json.loads(result.stdout)
     assert rates["written_bytes"] == vqt.stat().st_size
     assert {"uniform_bits_per_code", "entropy_bits_per_code", "written_bits_per_code"} <= set(rates)
-    result = runner.invoke(app, ["decompress", str(vqt), str(restored)])  # checkpoint from the header
+    result = runner.invoke(
+        app, ["decompress", str(vqt), str(restored)]
+    )  # checkpoint from the header
     assert result.exit_code == 0, result.output
     assert restored.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -117,7 +121,9 @@ def test_damaged_files_exit_2_with_a_clear_message(checkpoints, tmp_path):
 
 def test_wrong_model_is_refused(checkpoints, tmp_path):
     vqt = tmp_path / "a.vqt"
-    runner.invoke(app, ["compress", str(checkpoints["image-vq-f8"]), str(INPUTS["image-vq-f8"]), str(vqt)])
+    runner.invoke(
+        app, ["compress", str(checkpoints["image-vq-f8"]), str(INPUTS["image-vq-f8"]), str(vqt)]
+    )
     result = runner.invoke(app, ["decompress", str(vqt), str(tmp_path / "a.png"),
                                  "--checkpoint", str(checkpoints["image-rvq-f8"])])
     assert result.exit_code == 2
@@ -125,8 +131,15 @@ def test_wrong_model_is_refused(checkpoints, tmp_path):
 
 
 def test_input_of_another_modality_exits_2(checkpoints, tmp_path):
-    result = runner.invoke(app, ["compress", str(checkpoints["image-vq-f8"]), str(INPUTS["audio-vq-16k"]),
-                                 str(tmp_path / "a.vqt")])
+    result = runner.invoke(
+        app,
+        [
+            "compress",
+            str(checkpoints["image-vq-f8"]),
+            str(INPUTS["audio-vq-16k"]),
+            str(tmp_path / "a.vqt"),
+        ],
+    )
     assert result.exit_code == 2 and "cannot read the input as image" in result.output
     assert not (tmp_path / "a.vqt").exists()
 

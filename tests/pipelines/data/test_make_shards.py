@@ -66,10 +66,19 @@ def test_make_shards_rejects_bad_input(tmp_path):
 
 
 def test_reader_reports_bad_members_and_truncation(tmp_path):
-    tar = write_tar(tmp_path / "bad.tar", [
-        ("k1.png", b"1"), ("k1.cls", b"0"), ("k2.png", b"2"), ("k2.png", b"x"), ("k1.jpg", b"again"),
-        ("noext", b"?"), ("k3.png", b"3" * 5000), ("k4.png", b"4" * 5000),
-    ])
+    tar = write_tar(
+        tmp_path / "bad.tar",
+        [
+            ("k1.png", b"1"),
+            ("k1.cls", b"0"),
+            ("k2.png", b"2"),
+            ("k2.png", b"x"),
+            ("k1.jpg", b"again"),
+            ("noext", b"?"),
+            ("k3.png", b"3" * 5000),
+            ("k4.png", b"4" * 5000),
+        ],
+    )
     events = list(read_samples(str(tar)))
     assert [e.key for e in events if not isinstance(e, SampleError)] == ["k1", "k2", "k3", "k4"]
     errors = [(e.key, e.stage) for e in events if isinstance(e, SampleError)]
@@ -111,7 +120,9 @@ def _keys_read(shards: list[str], workers: int) -> list[str]:
     for event in loader:
         if isinstance(event, PreparedBatch):
             keys += [s.key for s in event.samples]
-            assert event.pieces.shape[0] == len(event.samples) and event.pieces.dtype == torch.float32
+            assert (
+                event.pieces.shape[0] == len(event.samples) and event.pieces.dtype == torch.float32
+            )
         elif isinstance(event, ShardEnd):
             ends.append(event.shard)
     assert sorted(ends) == sorted(shards)

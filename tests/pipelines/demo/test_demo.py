@@ -38,7 +38,10 @@ def test_tiny_demo_writes_report_pictures_and_prints_where_to_look(tiny_run):
         with Image.open(out / name) as picture:  # every linked picture is a real PNG
             assert picture.format == "PNG" and min(picture.size) >= 32
     linked = set(re.findall(r"\]\(([^)]+)\)", text))
-    expected = {f"reconstructions-{m}.png" for m in MODALITIES} | {"codebook-usage.png", "rd/rd-psnr-rgb.png"}
+    expected = {f"reconstructions-{m}.png" for m in MODALITIES} | {
+        "codebook-usage.png",
+        "rd/rd-psnr-rgb.png",
+    }
     assert expected <= linked
     for modality in MODALITIES:
         row = next(line for line in text.splitlines() if line.startswith(f"| {modality} |"))
@@ -52,8 +55,14 @@ def test_tiny_demo_models_codes_tokens_and_decoded_files_agree(tiny_run):
     for modality in MODALITIES:
         model = vqtok.load(out / "runs" / modality / "final")
         assert model.config.modality == modality
-        samples = [s for shard in sorted((out / "codes" / modality).glob("*.tar")) for s in read_samples(str(shard))]
-        assert len(samples) == 2 and all(json.loads(s.fields["json"])["model_id"] == model.model_id for s in samples)
+        samples = [
+            s
+            for shard in sorted((out / "codes" / modality).glob("*.tar"))
+            for s in read_samples(str(shard))
+        ]
+        assert len(samples) == 2 and all(
+            json.loads(s.fields["json"])["model_id"] == model.model_id for s in samples
+        )
         manifest = json.loads((out / "tokens" / f"{modality}.json").read_text())
         tokens = np.fromfile(out / "tokens" / f"{modality}.bin", dtype=manifest["dtype"])
         assert manifest["num_samples"] == 2 and tokens.size == manifest["num_tokens"] > 0
@@ -91,10 +100,18 @@ def test_built_in_data_is_small_real_media_with_a_license_for_every_file():
     assert sum(p.stat().st_size for p in files) <= MAX_DATA_BYTES
     readme = (DATA_DIR.parent / "README.md").read_text()
     for modality, folder in DATA_FOLDERS.items():
-        media = [p for p in files if p.parent.name == folder and p.suffix[1:] in EXTENSIONS[modality]]
+        media = [
+            p for p in files if p.parent.name == folder and p.suffix[1:] in EXTENSIONS[modality]
+        ]
         assert len(media) >= 2, modality
         for path in media:
-            assert f"`{path.name}`" in readme, f"{path.name} has no source/license line in demo/README.md"
-            pieces, _ = prepare(path.read_bytes(), MediaConfig(modality, channels=1 if modality == "audio" else 3,
-                                                              sample_rate=16000))
-            assert pieces.numel() > 0 and pieces.std() > 0.01  # decodes to real, non-constant content
+            assert f"`{path.name}`" in readme, (
+                f"{path.name} has no source/license line in demo/README.md"
+            )
+            pieces, _ = prepare(
+                path.read_bytes(),
+                MediaConfig(modality, channels=1 if modality == "audio" else 3, sample_rate=16000),
+            )
+            assert (
+                pieces.numel() > 0 and pieces.std() > 0.01
+            )  # decodes to real, non-constant content

@@ -76,14 +76,18 @@ def test_rd_cli_writes_compressai_json_csv_and_png(checkpoints, tmp_path):
     model_curve = json.loads(next(out.glob("vqtok-*.json")).read_text())
     results = model_curve["results"]
     assert {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"} <= set(results)
-    assert len(results["bpp"]) == 4 and results["bpp"] == sorted(results["bpp"])  # one point per level count
+    assert len(results["bpp"]) == 4 and results["bpp"] == sorted(
+        results["bpp"]
+    )  # one point per level count
     with open(out / "rd.csv") as handle:
         rows = list(csv.DictReader(handle))
     jpeg_rows = [r for r in rows if r["method"] == "jpeg"]
     assert len(jpeg_rows) == len(baselines.SWEEPS["jpeg"])
     pixels = baselines.decode_image(IMAGE.read_bytes())
     expected_bytes = len(baselines.encode_image(pixels, "jpeg", int(jpeg_rows[0]["setting"])))
-    assert float(jpeg_rows[0]["bpp"]) == pytest.approx(8 * expected_bytes / (pixels.shape[0] * pixels.shape[1]))
+    assert float(jpeg_rows[0]["bpp"]) == pytest.approx(
+        8 * expected_bytes / (pixels.shape[0] * pixels.shape[1])
+    )
     with Image.open(out / "rd-psnr-rgb.png") as plot:
         assert plot.size[0] > 100 and len(plot.getcolors(1 << 16)) > 3
 

@@ -36,12 +36,21 @@ def coded(image_shards, checkpoints, tmp_path_factory):
     """The image shards encoded plainly, compressed with a fitted prior and with the uniform prior."""
     root = tmp_path_factory.mktemp("compressed")
     plain_checkpoint = checkpoints["image-vq-f8"]
-    fitted = fit_prior_shards(plain_checkpoint, str(image_shards), root / "fitted", EncodeConfig(workers=0))
-    paths = {"plain_checkpoint": plain_checkpoint, "fitted_checkpoint": fitted.checkpoint,
-             "plain": root / "plain", "fitted": root / "fitted-codes", "uniform": root / "uniform-codes"}
+    fitted = fit_prior_shards(
+        plain_checkpoint, str(image_shards), root / "fitted", EncodeConfig(workers=0)
+    )
+    paths = {
+        "plain_checkpoint": plain_checkpoint,
+        "fitted_checkpoint": fitted.checkpoint,
+        "plain": root / "plain",
+        "fitted": root / "fitted-codes",
+        "uniform": root / "uniform-codes",
+    }
     _encode(plain_checkpoint, image_shards, paths["plain"])
     _encode(fitted.checkpoint, image_shards, paths["fitted"], "--compress")
-    paths["uniform_output"] = _encode(plain_checkpoint, image_shards, paths["uniform"], "--compress")
+    paths["uniform_output"] = _encode(
+        plain_checkpoint, image_shards, paths["uniform"], "--compress"
+    )
     return paths
 
 
@@ -57,10 +66,24 @@ def test_compressed_samples_record_coder_prior_and_shape(coded):
 
 
 def test_decode_of_compressed_shards_gives_the_same_media(coded, tmp_path):
-    _invoke("decode", coded["plain_checkpoint"], coded["plain"], tmp_path / "plain", "--format", "files",
-            "--no-progress")
-    _invoke("decode", coded["fitted_checkpoint"], coded["fitted"], tmp_path / "fitted", "--format", "files",
-            "--no-progress")
+    _invoke(
+        "decode",
+        coded["plain_checkpoint"],
+        coded["plain"],
+        tmp_path / "plain",
+        "--format",
+        "files",
+        "--no-progress",
+    )
+    _invoke(
+        "decode",
+        coded["fitted_checkpoint"],
+        coded["fitted"],
+        tmp_path / "fitted",
+        "--format",
+        "files",
+        "--no-progress",
+    )
     plain = {p.name: p.read_bytes() for p in (tmp_path / "plain").rglob("*.png")}
     assert len(plain) == 5
     assert plain == {p.name: p.read_bytes() for p in (tmp_path / "fitted").rglob("*.png")}
@@ -68,16 +91,29 @@ def test_decode_of_compressed_shards_gives_the_same_media(coded, tmp_path):
 
 def test_export_tokens_with_checkpoint_gives_the_same_tokens(coded, tmp_path):
     _invoke("export-tokens", coded["plain"], tmp_path / "plain", "--bos")
-    _invoke("export-tokens", coded["fitted"], tmp_path / "fitted", "--bos", "--checkpoint", coded["fitted_checkpoint"])
+    _invoke(
+        "export-tokens",
+        coded["fitted"],
+        tmp_path / "fitted",
+        "--bos",
+        "--checkpoint",
+        coded["fitted_checkpoint"],
+    )
     for suffix in (".bin", ".idx", ".json"):
-        assert (tmp_path / f"plain{suffix}").read_bytes() == (tmp_path / f"fitted{suffix}").read_bytes()
+        assert (tmp_path / f"plain{suffix}").read_bytes() == (
+            tmp_path / f"fitted{suffix}"
+        ).read_bytes()
 
 
 def test_a_skewed_prior_makes_smaller_shards_than_npy(coded):
     def payload_bytes(name: str, field: str) -> int:
         return sum(len(fields[field]) for fields in _fields(coded[name]).values())
 
-    fitted, uniform, npy = payload_bytes("fitted", "vqc"), payload_bytes("uniform", "vqc"), payload_bytes("plain", "npy")
+    fitted, uniform, npy = (
+        payload_bytes("fitted", "vqc"),
+        payload_bytes("uniform", "vqc"),
+        payload_bytes("plain", "npy"),
+    )
     # Tar members are padded to 512 bytes, so with tiny test images only the fields tell.
     assert fitted < uniform < npy
 
@@ -97,9 +133,21 @@ def test_export_tokens_without_checkpoint_exits_2_naming_the_flag(coded, tmp_pat
 def test_a_mismatched_prior_exits_2(coded, tmp_path, command):
     # The same model without its fitted prior: codes coded with the fitted one must be refused.
     if command == "decode":
-        args = ["decode", coded["plain_checkpoint"], coded["fitted"], tmp_path / "media", "--no-progress"]
+        args = [
+            "decode",
+            coded["plain_checkpoint"],
+            coded["fitted"],
+            tmp_path / "media",
+            "--no-progress",
+        ]
     else:
-        args = ["export-tokens", coded["fitted"], tmp_path / "tok", "--checkpoint", coded["plain_checkpoint"]]
+        args = [
+            "export-tokens",
+            coded["fitted"],
+            tmp_path / "tok",
+            "--checkpoint",
+            coded["plain_checkpoint"],
+        ]
     result = runner.invoke(app, [str(arg) for arg in args])
     assert result.exit_code == 2, result.output
     assert "prior" in result.output and "Traceback" not in result.output

@@ -37,7 +37,9 @@ def bad_shards(tmp_path):
         ("ok1.png", _png(0)), ("ok1.cls", b"7"), ("broken.png", b"\x89PNG not really"),
         ("textonly.txt", b"hello"), ("ok2.png", _png(1)),
     ])
-    truncate_in_last_member(write_tar(folder / "part-1.tar", [("ok3.png", _png(2)), ("ok4.png", _png(3))]))
+    truncate_in_last_member(
+        write_tar(folder / "part-1.tar", [("ok3.png", _png(2)), ("ok4.png", _png(3))])
+    )
     return folder
 
 
@@ -47,7 +49,9 @@ def _config(**options) -> EncodeConfig:
 
 def test_skip_logs_every_bad_sample(bad_shards, checkpoints, tmp_path):
     out = tmp_path / "codes"
-    summary = encode_shards(checkpoints["image-vq-f8"], str(bad_shards), out, _config(on_error="skip"))
+    summary = encode_shards(
+        checkpoints["image-vq-f8"], str(bad_shards), out, _config(on_error="skip")
+    )
     assert summary.samples == 3 and summary.skipped == 3
     logged = [json.loads(line) for log in summary.error_logs for line in open(log)]
     assert {(e["shard"], e["key"], e["stage"]) for e in logged} == {
@@ -84,7 +88,9 @@ def test_decode_never_writes_outside_out_dir(checkpoints, tmp_path):
     meta = {"model_id": model.model_id, "modality": "image",
             "media": {"input_size": [8, 8], "height": 8, "width": 8}}
     fields = pack_codes(np.zeros((1, 1, 1), dtype=np.uint16), meta)
-    shard = write_tar(tmp_path / "codes.tar", [(f"up/../../evil.{ext}", data) for ext, data in fields.items()])
+    shard = write_tar(
+        tmp_path / "codes.tar", [(f"up/../../evil.{ext}", data) for ext, data in fields.items()]
+    )
     out = tmp_path / "out"
     summary = decode_shards(model, str(shard), out,
                             DecodeConfig(output_format="files", on_error="skip", progress=False))
@@ -104,7 +110,10 @@ def test_model_failure_skips_only_the_failing_samples(image_shards, checkpoints,
     model.encode = encode_failing_on_narrow_images
     summary = encode_shards(model, str(image_shards), tmp_path / "codes", _config(on_error="skip"))
     logged = [json.loads(line) for log in summary.error_logs for line in open(log)]
-    assert sorted((e["key"], e["stage"]) for e in logged) == [("photo", "model"), ("photo_2", "model")]
+    assert sorted((e["key"], e["stage"]) for e in logged) == [
+        ("photo", "model"),
+        ("photo_2", "model"),
+    ]
     assert summary.samples == 3
 
 
@@ -117,4 +126,8 @@ def test_sample_errors_carry_no_object_addresses_so_logs_repeat():
         with pytest.raises(Exception) as raised:
             prepare(b"not an image", MediaConfig("image"))
         messages.append(SampleError("s.tar", "k", "decode", str(raised.value)).message)
-    assert messages[0] == messages[1] and "0x" not in messages[0] and "cannot identify image" in messages[0]
+    assert (
+        messages[0] == messages[1]
+        and "0x" not in messages[0]
+        and "cannot identify image" in messages[0]
+    )

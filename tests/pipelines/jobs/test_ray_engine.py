@@ -42,7 +42,10 @@ def shards(image_shards, tmp_path_factory):
         shutil.copy(tar, folder / tar.name)
     good = folder / "good.png"
     photo_frames(1)[0].save(good)
-    write_tar(folder / "mixed.tar", [("broken.png", b"\x89PNG not really"), ("fine.png", good.read_bytes())])
+    write_tar(
+        folder / "mixed.tar",
+        [("broken.png", b"\x89PNG not really"), ("fine.png", good.read_bytes())],
+    )
     good.unlink()
     return folder
 
@@ -102,69 +105,134 @@ class FailOnMixed(ShardWorker):
         return super().encode(url, name)
 
 
-def test_cli_ray_output_equals_local_engine_byte_for_byte(ray_cluster, shards, local_output, checkpoints, tmp_path):
+def test_cli_ray_output_equals_local_engine_byte_for_byte(
+    ray_cluster, shards, local_output, checkpoints, tmp_path
+):
     local, local_summary = local_output
     out = tmp_path / "codes"
-    result = runner.invoke(app, ["encode", str(checkpoints["image-vq-f8"]), str(shards), str(out), "--engine", "ray",
-                                 "--concurrency", "2", "--batch-size", "1", "--workers", "0", "--on-error", "skip",
-                                 "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "encode",
+            str(checkpoints["image-vq-f8"]),
+            str(shards),
+            str(out),
+            "--engine",
+            "ray",
+            "--concurrency",
+            "2",
+            "--batch-size",
+            "1",
+            "--workers",
+            "0",
+            "--on-error",
+            "skip",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "encode-summary.json").read_text())
     assert json.loads(result.stdout[result.stdout.index("{"):]) == summary
-    assert (summary["shards_encoded"], summary["samples"], summary["skipped"], summary["model_id"]) == _counts(local_summary)
+    assert (
+        summary["shards_encoded"],
+        summary["samples"],
+        summary["skipped"],
+        summary["model_id"],
+    ) == _counts(local_summary)
     assert summary["error_logs"] == [str(out / "mixed.errors.jsonl")]
     assert _outputs(out) == _outputs(local)
-    assert json.loads((out / "encode_config.json").read_text()) == json.loads((local / "encode_config.json").read_text())
+    assert json.loads((out / "encode_config.json").read_text()) == json.loads(
+        (local / "encode_config.json").read_text()
+    )
     assert json.loads((out / "ray_config.json").read_text())["concurrency"] == 2
 
 
-def test_dead_worker_is_replaced_and_its_shard_redone(ray_cluster, shards, local_output, checkpoints, tmp_path):
+def test_dead_worker_is_replaced_and_its_shard_redone(
+    ray_cluster, shards, local_output, checkpoints, tmp_path
+):
     local, local_summary = local_output
     engine = RayEngine(RayConfig(concurrency=2, max_retries=1), worker=CrashOnce)
-    summary = encode_shards(checkpoints["image-vq-f8"], str(shards), tmp_path / "codes", CONFIG, engine=engine)
+    summary = encode_shards(
+        checkpoints["image-vq-f8"], str(shards), tmp_path / "codes", CONFIG, engine=engine
+    )
     assert (tmp_path / "crashed").exists()
     assert _counts(summary) == _counts(local_summary)
     assert _outputs(tmp_path / "codes") == _outputs(local)  # no sample missing or written twice
     assert not list((tmp_path / "codes").glob("*.partial"))
 
 
-def test_resume_after_interrupted_ray_job_skips_done_shards(ray_cluster, shards, local_output, checkpoints, tmp_path):
+def test_resume_after_interrupted_ray_job_skips_done_shards(
+    ray_cluster, shards, local_output, checkpoints, tmp_path
+):
     local, _ = local_output
     out, checkpoint = tmp_path / "codes", checkpoints["image-vq-f8"]
     failing = RayEngine(RayConfig(concurrency=1, max_retries=1), worker=FailOnMixed)
-    with pytest.raises(PipelineError, match=r"1 shard\(s\) failed after 2 attempt\(s\): mixed: RuntimeError: worker lost"):
+    with pytest.raises(
+        PipelineError,
+        match=r"1 shard\(s\) failed after 2 attempt\(s\): mixed: RuntimeError: worker lost",
+    ):
         encode_shards(checkpoint, str(shards), out, CONFIG, engine=failing)
-    expected_done = sorted(p.name for p in local.glob("*.stats.json") if p.name != "mixed.stats.json")
+    expected_done = sorted(
+        p.name for p in local.glob("*.stats.json") if p.name != "mixed.stats.json"
+    )
     assert sorted(p.name for p in out.glob("*.stats.json")) == expected_done
     assert not list(out.glob("mixed*"))
     done = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
-    resumed = encode_shards_ray(checkpoint, str(shards), out, replace(CONFIG, resume=True), RayConfig(concurrency=1))
+    resumed = encode_shards_ray(
+        checkpoint, str(shards), out, replace(CONFIG, resume=True), RayConfig(concurrency=1)
+    )
     assert (resumed.shards_already_done, resumed.shards_encoded) == (3, 1)
     assert {name: (out / name).stat().st_mtime_ns for name in done} == done  # not rewritten
     assert _outputs(out) == _outputs(local)
 
 
-def test_ray_job_stops_on_a_bad_sample_like_the_local_one(ray_cluster, shards, checkpoints, tmp_path):
+def test_ray_job_stops_on_a_bad_sample_like_the_local_one(
+    ray_cluster, shards, checkpoints, tmp_path
+):
     config = replace(CONFIG, on_error="raise")
     with pytest.raises(PipelineError) as local:
         encode_shards(checkpoints["image-vq-f8"], str(shards), tmp_path / "local", config)
     with pytest.raises(PipelineError) as on_ray:
-        encode_shards_ray(checkpoints["image-vq-f8"], str(shards), tmp_path / "ray", config, RayConfig(concurrency=1))
+        encode_shards_ray(
+            checkpoints["image-vq-f8"],
+            str(shards),
+            tmp_path / "ray",
+            config,
+            RayConfig(concurrency=1),
+        )
     assert _without_addresses(str(on_ray.value)) == _without_addresses(str(local.value))
     assert not list((tmp_path / "ray").glob("*.partial"))
 
 
 def test_engine_ray_without_ray_says_what_to_install(shards, checkpoints, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
-    result = runner.invoke(app, ["encode", str(checkpoints["image-vq-f8"]), str(shards), str(tmp_path / "out"),
-                                 "--engine", "ray"])
+    result = runner.invoke(
+        app,
+        [
+            "encode",
+            str(checkpoints["image-vq-f8"]),
+            str(shards),
+            str(tmp_path / "out"),
+            "--engine",
+            "ray",
+        ],
+    )
     assert result.exit_code == 2
     assert "pip install 'vqtok[ray]'" in result.output
     assert not (tmp_path / "out").exists()
 
 
 def test_ray_flags_need_the_ray_engine(shards, checkpoints, tmp_path):
-    result = runner.invoke(app, ["encode", str(checkpoints["image-vq-f8"]), str(shards), str(tmp_path / "out"),
-                                 "--concurrency", "4"])
+    result = runner.invoke(
+        app,
+        [
+            "encode",
+            str(checkpoints["image-vq-f8"]),
+            str(shards),
+            str(tmp_path / "out"),
+            "--concurrency",
+            "4",
+        ],
+    )
     assert result.exit_code == 2
     assert "only apply with --engine ray" in result.output

@@ -23,8 +23,21 @@ def many_shards(tmp_path):
 
 
 def _start_encode(checkpoint, shards, out, *extra):
-    command = [sys.executable, "-m", "vqtok.cli.app", "encode", str(checkpoint), str(shards), str(out),
-               "--workers", "0", "--batch-size", "1", "--no-progress", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "vqtok.cli.app",
+        "encode",
+        str(checkpoint),
+        str(shards),
+        str(out),
+        "--workers",
+        "0",
+        "--batch-size",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
     # SIG_DFL in the child, so that Python installs its Ctrl-C handler even when this suite
     # was started in the background with SIGINT ignored (nohup, `&`).
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -27,11 +27,19 @@ def _samples(folder):
 def _encode_decode(checkpoint, shards, tmp_path, **encode_options):
     config = EncodeConfig(workers=1, batch_size=4, progress=False, **encode_options)
     summary = encode_shards(checkpoint, str(shards), tmp_path / "codes", config)
-    decode_shards(checkpoint, str(tmp_path / "codes"), tmp_path / "media", DecodeConfig(progress=False))
-    inputs, codes, media = _samples(shards), _samples(tmp_path / "codes"), _samples(tmp_path / "media")
+    decode_shards(
+        checkpoint, str(tmp_path / "codes"), tmp_path / "media", DecodeConfig(progress=False)
+    )
+    inputs, codes, media = (
+        _samples(shards),
+        _samples(tmp_path / "codes"),
+        _samples(tmp_path / "media"),
+    )
     assert list(codes) == list(inputs) == list(media)  # same keys, same order
     assert summary.samples == len(inputs) and summary.skipped == 0
-    assert [p.name for p in sorted((tmp_path / "codes").glob("*.tar"))] == [p.name for p in sorted(shards.glob("*.tar"))]
+    assert [p.name for p in sorted((tmp_path / "codes").glob("*.tar"))] == [
+        p.name for p in sorted(shards.glob("*.tar"))
+    ]
     return inputs, codes, media
 
 
@@ -58,7 +66,9 @@ def test_rvq_codes_keep_their_levels(image_shards, checkpoints, tmp_path):
 
 
 def test_audio_round_trip_keeps_rate_and_length(audio_shards, checkpoints, tmp_path):
-    inputs, codes, media = _encode_decode(checkpoints["audio-vq-16k"], audio_shards, tmp_path, window_seconds=1.0)
+    inputs, codes, media = _encode_decode(
+        checkpoints["audio-vq-16k"], audio_shards, tmp_path, window_seconds=1.0
+    )
     for key, fields in inputs.items():
         ext = next(iter(fields))
         info = soundfile.info(io.BytesIO(fields[ext]))
@@ -73,7 +83,10 @@ def test_audio_round_trip_keeps_rate_and_length(audio_shards, checkpoints, tmp_p
 def test_video_round_trip_keeps_frames_and_size(video_shards, checkpoints, tmp_path):
     inputs, codes, media = _encode_decode(checkpoints["video-vq-t4s8"], video_shards, tmp_path)
     for key, fields in inputs.items():
-        with av.open(io.BytesIO(fields["mp4"])) as original, av.open(io.BytesIO(media[key]["mp4"])) as restored:
+        with (
+            av.open(io.BytesIO(fields["mp4"])) as original,
+            av.open(io.BytesIO(media[key]["mp4"])) as restored,
+        ):
             source, out = original.streams.video[0], restored.streams.video[0]
             assert (out.width, out.height) == (source.width, source.height)
             assert sum(1 for _ in restored.decode(out)) == sum(1 for _ in original.decode(source))
@@ -87,19 +100,29 @@ def test_video_resized_overlapping_clips_restore_original(video_shards, checkpoi
     inputs, codes, media = _encode_decode(checkpoints["video-vq-t4s8"], video_shards, tmp_path,
                                           frame_size=(32, 32), clip_stride=8)
     for key, fields in inputs.items():
-        with av.open(io.BytesIO(fields["mp4"])) as original, av.open(io.BytesIO(media[key]["mp4"])) as restored:
+        with (
+            av.open(io.BytesIO(fields["mp4"])) as original,
+            av.open(io.BytesIO(media[key]["mp4"])) as restored,
+        ):
             source, out = original.streams.video[0], restored.streams.video[0]
             assert (out.width, out.height) == (source.width, source.height)
             assert sum(1 for _ in restored.decode(out)) == sum(1 for _ in original.decode(source))
         array, meta = unpack_codes(codes[key])
         starts = meta["media"]["clip_starts"]
-        assert starts == list(range(0, len(starts) * 8, 8)) and starts[-1] + 17 >= meta["media"]["frames"]
+        assert (
+            starts == list(range(0, len(starts) * 8, 8))
+            and starts[-1] + 17 >= meta["media"]["frames"]
+        )
         assert array.shape[-2:] == (4, 4)
 
 
 def test_decode_to_files_named_by_key(image_shards, checkpoints, tmp_path):
     checkpoint = checkpoints["image-vq-f8"]
-    encode_shards(checkpoint, str(image_shards), tmp_path / "codes", EncodeConfig(workers=0, progress=False))
+    encode_shards(
+        checkpoint, str(image_shards), tmp_path / "codes", EncodeConfig(workers=0, progress=False)
+    )
     decode_shards(checkpoint, str(tmp_path / "codes"), tmp_path / "files",
                   DecodeConfig(output_format="files", progress=False))
-    assert sorted(p.stem for p in (tmp_path / "files").glob("*.png")) == sorted(_samples(image_shards))
+    assert sorted(p.stem for p in (tmp_path / "files").glob("*.png")) == sorted(
+        _samples(image_shards)
+    )

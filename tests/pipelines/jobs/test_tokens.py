@@ -21,12 +21,18 @@ from vqtok.pipelines import (
 @pytest.fixture(scope="module")
 def rvq_codes(image_shards, checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("rvq") / "codes"
-    encode_shards(checkpoints["image-rvq-f8"], str(image_shards), out, EncodeConfig(workers=0, progress=False))
+    encode_shards(
+        checkpoints["image-rvq-f8"], str(image_shards), out, EncodeConfig(workers=0, progress=False)
+    )
     return out
 
 
 def _codes(folder):
-    return [unpack_codes(s.fields)[0] for tar in sorted(folder.glob("*.tar")) for s in read_samples(str(tar))]
+    return [
+        unpack_codes(s.fields)[0]
+        for tar in sorted(folder.glob("*.tar"))
+        for s in read_samples(str(tar))
+    ]
 
 
 @pytest.mark.parametrize("order", ["interleaved", "level-major"])
@@ -59,7 +65,9 @@ def test_windows_are_reproducible_slices(rvq_codes, tmp_path):
     for i in range(len(dataset)):
         window = dataset[i]
         assert window.shape == (32,) and window.dtype == torch.int64
-        matches = [s for s in range(flat.size - 31) if np.array_equal(flat[s : s + 32], window.numpy())]
+        matches = [
+            s for s in range(flat.size - 31) if np.array_equal(flat[s : s + 32], window.numpy())
+        ]
         assert matches
         starts.add(matches[0])
         assert torch.equal(window, TokenDataset(tmp_path / "tok", seq_len=32, seed=5)[i])

@@ -38,7 +38,10 @@ def test_torchrun_matches_single_process_with_doubled_batch(tmp_path):
             (tmp_path / "src").mkdir(exist_ok=True)
             shutil.copy(path, tmp_path / "src" / f"copy{copy}-{path.name}")
     make_shards(tmp_path / "src", tmp_path / "shards", "image", maxcount=2)
-    options = {"widths": [8, 8, 8, 8], "quantizer_options": {"codebook_size": 64, "kmeans_init": False}}
+    options = {
+        "widths": [8, 8, 8, 8],
+        "quantizer_options": {"codebook_size": 64, "kmeans_init": False},
+    }
     common = dict(model_options=options, shuffle_buffer=1, steps=STEPS, warmup_steps=1,
                   val_every=100, checkpoint_every=100, lr=3e-3)
     single = tiny_config(tmp_path / "shards", tmp_path / "single", batch_size=4, **common)

@@ -35,7 +35,10 @@ def test_run_writes_models_metrics_pictures_and_prunes_checkpoints(shards, tmp_p
                          ema_decay=0.5, lr=3e-3)
     summary = train(config, progress=False)
     assert summary.steps == 8
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000006", "step-00000008"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step-00000006",
+        "step-00000008",
+    ]
     train_log, val_log = _metrics(out, "train"), _metrics(out, "val")
     assert [r["step"] for r in train_log] == list(range(1, 9))
     assert train_log[-1]["loss"] < train_log[0]["loss"]
@@ -126,13 +129,26 @@ def test_audio_and_video_train_and_validate(modality, tmp_path):
     if modality == "audio":
         src = DATA / "audio"
         make_shards(src, tmp_path / "shards", "audio", maxcount=3)
-        model, options, crop = "audio-vq-16k", {"widths": [4, 4, 8, 8, 8], "blocks_per_stage": 1}, [3200]
+        model, options, crop = (
+            "audio-vq-16k",
+            {"widths": [4, 4, 8, 8, 8], "blocks_per_stage": 1},
+            [3200],
+        )
     else:
         make_shards(DATA / "video", tmp_path / "shards", "video", maxcount=1)
         model, options, crop = "video-vq-t4s8", {"widths": [4, 8, 8, 8]}, [5, 32, 32]
     options["quantizer_options"] = {"codebook_size": 32}
-    config = tiny_config(tmp_path / "shards", tmp_path / "run", model=model, model_options=options,
-                         crop=crop, val=[str(tmp_path / "shards")], steps=2, val_every=2, val_batches=2)
+    config = tiny_config(
+        tmp_path / "shards",
+        tmp_path / "run",
+        model=model,
+        model_options=options,
+        crop=crop,
+        val=[str(tmp_path / "shards")],
+        steps=2,
+        val_every=2,
+        val_batches=2,
+    )
     summary = train(config, progress=False)
     assert summary.steps == 2
     terms = _metrics(tmp_path / "run", "train")[-1]
@@ -148,11 +164,15 @@ def test_audio_and_video_train_and_validate(modality, tmp_path):
 def test_bad_sample_is_skipped_counted_and_logged(shards, tmp_path):
     from helpers.media import write_tar
 
-    bad = write_tar(tmp_path / "bad.tar", [("broken.png", b"not a png"),
-                                           ("good.png", (DATA / "images" / "camera.png").read_bytes())])
+    bad = write_tar(
+        tmp_path / "bad.tar",
+        [("broken.png", b"not a png"), ("good.png", (DATA / "images" / "camera.png").read_bytes())],
+    )
     config = tiny_config(shards, tmp_path / "run", train=[str(shards), str(bad)], steps=3,
                          val_every=100)
     summary = train(config, progress=False)
-    logged = [json.loads(line) for line in (tmp_path / "run" / "errors.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line) for line in (tmp_path / "run" / "errors.jsonl").read_text().splitlines()
+    ]
     assert summary.samples_skipped == len(logged) >= 1
     assert logged[0]["key"] == "broken" and logged[0]["stage"] == "decode"

@@ -20,7 +20,9 @@ def test_crop_pads_short_axes_by_edge_replication_and_centres_without_generator(
     piece = torch.arange(12.0).reshape(1, 3, 4)
     out = crop_piece(piece, [5, 2], None)
     assert out.shape == (1, 5, 2)
-    assert torch.equal(out[0, 3], out[0, 2]) and torch.equal(out[0, 4], out[0, 2])  # replicated rows
+    assert torch.equal(out[0, 3], out[0, 2]) and torch.equal(
+        out[0, 4], out[0, 2]
+    )  # replicated rows
     assert torch.equal(out[0, :3], piece[0, :, 1:3])  # centred in width
     generator = torch.Generator().manual_seed(0)
     crops = {tuple(crop_piece(piece, [1, 1], generator).flatten().tolist()) for _ in range(40)}
@@ -67,8 +69,10 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert all(factor(s) >= factor(s + 1) for s in range(10, 100))
 
 
-@pytest.mark.parametrize("modality, shape", [("image", (3, 3, 16, 16)), ("video", (2, 3, 5, 16, 16)),
-                                             ("audio", (2, 1, 8000))])
+@pytest.mark.parametrize(
+    "modality, shape",
+    [("image", (3, 3, 16, 16)), ("video", (2, 3, 5, 16, 16)), ("audio", (2, 1, 8000))],
+)
 def test_pictures_are_pngs_with_originals_and_reconstructions(modality, shape, tmp_path):
     x = torch.rand(shape) * 2 - 1
     path = save_reconstruction_picture(tmp_path / "p.png", x, -x, modality, sample_rate=16000)
@@ -76,7 +80,10 @@ def test_pictures_are_pngs_with_originals_and_reconstructions(modality, shape, t
         width, height = picture.size
         assert picture.mode == "RGB"
     if modality == "image":
-        assert (width, height) == (2 + 3 * 18, 2 + 2 * 18)  # a row of originals over reconstructions
+        assert (width, height) == (
+            2 + 3 * 18,
+            2 + 2 * 18,
+        )  # a row of originals over reconstructions
     assert width > 16 and height > 16
 
 
@@ -88,5 +95,7 @@ def test_every_piece_reaches_a_batch_even_when_the_epoch_is_shorter_than_a_batch
     from vqtok.pipelines.training.data import CropBatches
 
     shards = sorted(str(p) for p in thumbnail_shards(tmp_path, per_shard=2).glob("*.tar"))
-    batches = list(CropBatches(shards[:1], MediaConfig("image"), [16, 16], batch_size=4, train=train))
+    batches = list(
+        CropBatches(shards[:1], MediaConfig("image"), [16, 16], batch_size=4, train=train)
+    )
     assert [b.shape[0] for b in batches] == [2]

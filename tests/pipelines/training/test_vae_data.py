@@ -27,17 +27,27 @@ def test_binarize_draws_ones_with_the_grey_level_as_probability() -> None:
     bits = binarize(x, torch.Generator().manual_seed(0))
     assert set(bits.unique().tolist()) == {-1.0, 1.0}
     frequency = ((bits + 1) / 2).mean(dim=0)
-    torch.testing.assert_close(frequency, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]), atol=0.015, rtol=0)
+    torch.testing.assert_close(
+        frequency, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]), atol=0.015, rtol=0
+    )
 
 
 def test_conditions_come_from_cls_or_json_attributes() -> None:
     assert condition_vector({"cls": b"2"}, 4).tolist() == [0, 0, 1, 0]
     assert condition_vector({"json": b"[0.5, -1, 2]"}, 3).tolist() == [0.5, -1.0, 2.0]
-    assert condition_vector({"json": b'{"smiling": 1, "age": 0.25}'}, 2).tolist() == [0.25, 1.0]  # sorted keys
-    bad = [({"cls": b"7"}, "outside the model's 4 classes"), ({"cls": b"two"}, "not an integer"),
-           ({"json": b"[1, 2]"}, "4 finite numbers"), ({"json": b'["a", 1, 2, 3]'}, "4 finite numbers"),
-           ({"json": b"[1, 2, NaN, 3]"}, "4 finite numbers"), ({"json": b"{"}, "not valid JSON"),
-           ({"png": b""}, "no .cls label or .json attributes")]
+    assert condition_vector({"json": b'{"smiling": 1, "age": 0.25}'}, 2).tolist() == [
+        0.25,
+        1.0,
+    ]  # sorted keys
+    bad = [
+        ({"cls": b"7"}, "outside the model's 4 classes"),
+        ({"cls": b"two"}, "not an integer"),
+        ({"json": b"[1, 2]"}, "4 finite numbers"),
+        ({"json": b'["a", 1, 2, 3]'}, "4 finite numbers"),
+        ({"json": b"[1, 2, NaN, 3]"}, "4 finite numbers"),
+        ({"json": b"{"}, "not valid JSON"),
+        ({"png": b""}, "no .cls label or .json attributes"),
+    ]
     for fields, message in bad:
         with pytest.raises(ValueError, match=message):
             condition_vector(fields, 4)
@@ -59,17 +69,33 @@ def grey_bar_shards(root, labels: dict[str, object]):
 
 def test_evaluation_batches_are_binarized_the_same_way_every_run(tmp_path) -> None:
     grey_bar_shards(tmp_path, {f"{i:02d}": i % 3 for i in range(6)})
-    model = vqtok.create_model("image-cvae-mlp", input_size=(8, 8), hidden=(16,), latent_dim=2, num_classes=3)
+    model = vqtok.create_model(
+        "image-cvae-mlp", input_size=(8, 8), hidden=(16,), latent_dim=2, num_classes=3
+    )
     options = input_options(model.config)
     assert options == {"condition_size": 3, "binarize": True}
 
     def batches(train: bool, epoch: int) -> list:
-        data = CropBatches([str(p) for p in sorted((tmp_path / "shards").glob("*.tar"))],
-                           media_for(model.config, [8, 8]), [8, 8], 6, train=train, epoch=epoch, **options)
+        data = CropBatches(
+            [str(p) for p in sorted((tmp_path / "shards").glob("*.tar"))],
+            media_for(model.config, [8, 8]),
+            [8, 8],
+            6,
+            train=train,
+            epoch=epoch,
+            **options,
+        )
         return list(epoch_loader(data, 0))
 
     (x, c), = batches(train=False, epoch=0)
-    assert set(x.unique().tolist()) == {-1.0, 1.0} and c.argmax(dim=1).tolist() == [0, 1, 2, 0, 1, 2]
+    assert set(x.unique().tolist()) == {-1.0, 1.0} and c.argmax(dim=1).tolist() == [
+        0,
+        1,
+        2,
+        0,
+        1,
+        2,
+    ]
     assert torch.equal(x, batches(train=False, epoch=0)[0][0])  # a fixed binarized test set
     grey = (x == 1).float().mean()  # 40/255 and 200/255 levels: mostly but not always one way
     assert 0.2 < float(grey) < 0.5
@@ -80,9 +106,18 @@ def test_evaluation_batches_are_binarized_the_same_way_every_run(tmp_path) -> No
 def test_conditional_vae_trains_on_json_attribute_vectors(tmp_path) -> None:
     attributes = {f"{i:02d}": [float(i % 3 == 0), float(i % 3 == 1)] for i in range(12)}
     grey_bar_shards(tmp_path, attributes)
-    config = TrainConfig(model="image-cvae-prior-mlp", out=str(tmp_path / "run"), train=[str(tmp_path / "shards")],
-                         model_options={"input_size": [8, 8], "hidden": [16], "latent_dim": 2, "num_classes": 2},
-                         batch_size=4, steps=6, warmup_steps=1, log_every=1, checkpoint_every=6, tensorboard=False)
+    config = TrainConfig(
+        model="image-cvae-prior-mlp",
+        out=str(tmp_path / "run"),
+        train=[str(tmp_path / "shards")],
+        model_options={"input_size": [8, 8], "hidden": [16], "latent_dim": 2, "num_classes": 2},
+        batch_size=4,
+        steps=6,
+        warmup_steps=1,
+        log_every=1,
+        checkpoint_every=6,
+        tensorboard=False,
+    )
     summary = train(config, progress=False)
     assert summary.samples_skipped == 0 and math.isfinite(summary.loss)
     model = vqtok.load(summary.final_model)
@@ -91,4 +126,6 @@ def test_conditional_vae_trains_on_json_attribute_vectors(tmp_path) -> None:
 
     report = evaluate_nll(summary.final_model, [str(tmp_path / "shards")], samples=8, seed=3)
     again = evaluate_nll(summary.final_model, [str(tmp_path / "shards")], samples=8, seed=3)
-    assert report.inputs == 12 and report.elbo <= report.iwae and report.to_dict() == again.to_dict()
+    assert (
+        report.inputs == 12 and report.elbo <= report.iwae and report.to_dict() == again.to_dict()
+    )

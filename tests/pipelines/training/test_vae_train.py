@@ -26,8 +26,11 @@ LATENTS = 4
 def ppca_images(n: int, seed: int = 0) -> torch.Tensor:
     """n grayscale 8x8 images drawn from a known 4-factor PPCA, rounded to 8 bits: (n, 1, 8, 8)."""
     g = torch.Generator().manual_seed(seed)
-    truth = PPCA(W=torch.randn(64, LATENTS, dtype=torch.float64, generator=g) * 0.25,
-                 b=torch.zeros(64, dtype=torch.float64), sigma2=torch.tensor(0.05**2, dtype=torch.float64))
+    truth = PPCA(
+        W=torch.randn(64, LATENTS, dtype=torch.float64, generator=g) * 0.25,
+        b=torch.zeros(64, dtype=torch.float64),
+        sigma2=torch.tensor(0.05**2, dtype=torch.float64),
+    )
     x = truth.sample(n, g).clamp(-1, 1).float().view(n, 1, 8, 8)
     return torch.round((x + 1) * 127.5) / 127.5 - 1
 
@@ -45,7 +48,9 @@ def ppca_shards(root: Path, n: int) -> Path:
 def read_back(shards: Path, model) -> torch.Tensor:
     """Every input exactly as the trainer reads it: (N, 1, 8, 8)."""
     urls = [str(p) for p in sorted(shards.glob("*.tar"))]
-    return torch.cat(list(CropBatches(urls, media_for(model.config, [8, 8]), [8, 8], 256, train=False)))
+    return torch.cat(
+        list(CropBatches(urls, media_for(model.config, [8, 8]), [8, 8], 256, train=False))
+    )
 
 
 def gap_to_ppca(model, x: torch.Tensor) -> tuple[float, float, float]:
@@ -77,10 +82,23 @@ def test_linear_gaussian_vae_approaches_the_ppca_likelihood() -> None:
 @pytest.mark.slow
 def test_linear_vae_trained_by_the_trainer_reaches_the_ppca_oracle(tmp_path) -> None:
     shards = ppca_shards(tmp_path, 128)
-    config = TrainConfig(model="image-linear-vae", model_options={"input_size": [8, 8], "latent_dim": LATENTS},
-                         train=[str(shards)], out=str(tmp_path / "run"), batch_size=128, shuffle_buffer=1,
-                         steps=2500, lr=0.1, weight_decay=0.0, warmup_steps=10, min_lr_ratio=0.01, grad_clip=0.0,
-                         log_every=500, checkpoint_every=10000, tensorboard=False)
+    config = TrainConfig(
+        model="image-linear-vae",
+        model_options={"input_size": [8, 8], "latent_dim": LATENTS},
+        train=[str(shards)],
+        out=str(tmp_path / "run"),
+        batch_size=128,
+        shuffle_buffer=1,
+        steps=2500,
+        lr=0.1,
+        weight_decay=0.0,
+        warmup_steps=10,
+        min_lr_ratio=0.01,
+        grad_clip=0.0,
+        log_every=500,
+        checkpoint_every=10000,
+        tensorboard=False,
+    )
     train(config, progress=False)
     model = vqtok.load(tmp_path / "run" / "final")
     oracle, elbo, gap = gap_to_ppca(model, read_back(shards, model))
@@ -89,13 +107,31 @@ def test_linear_vae_trained_by_the_trainer_reaches_the_ppca_oracle(tmp_path) -> 
 
 def test_vaes_train_through_the_shared_trainer_with_their_own_likelihood(tmp_path) -> None:
     shards = ppca_shards(tmp_path, 16)
-    config = TrainConfig(model="image-vae-mlp", out=str(tmp_path / "run"), train=[str(shards)], val=[str(shards)],
-                         model_options={"input_size": [8, 8], "hidden": [32], "latent_dim": 3,
-                                        "likelihood": "logistic", "kl_warmup_steps": 4},
-                         batch_size=8, steps=6, warmup_steps=1, log_every=1, val_every=6, checkpoint_every=6,
-                         tensorboard=False, best_metric="loss")
+    config = TrainConfig(
+        model="image-vae-mlp",
+        out=str(tmp_path / "run"),
+        train=[str(shards)],
+        val=[str(shards)],
+        model_options={
+            "input_size": [8, 8],
+            "hidden": [32],
+            "latent_dim": 3,
+            "likelihood": "logistic",
+            "kl_warmup_steps": 4,
+        },
+        batch_size=8,
+        steps=6,
+        warmup_steps=1,
+        log_every=1,
+        val_every=6,
+        checkpoint_every=6,
+        tensorboard=False,
+        best_metric="loss",
+    )
     summary = train(config, progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     first = next(r for r in rows if r["split"] == "train")
     assert "l2" not in first and {"nll", "kl", "elbo", "bits_per_dim"} <= set(first)
     assert first["kl_weight"] == 0.0  # warm-up starts at 0 and the trainer advances it
@@ -107,8 +143,21 @@ def test_vaes_train_through_the_shared_trainer_with_their_own_likelihood(tmp_pat
     from vqtok.cli.app import app
 
     report_path = tmp_path / "nll.json"
-    result = CliRunner().invoke(app, ["eval", "nll", summary.final_model, str(shards), "--samples", "20",
-                                      "--json", str(report_path), "--pictures", str(tmp_path / "pictures")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "nll",
+            summary.final_model,
+            str(shards),
+            "--samples",
+            "20",
+            "--json",
+            str(report_path),
+            "--pictures",
+            str(tmp_path / "pictures"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert report["inputs"] == 16 and report["samples"] == 20
@@ -140,35 +189,64 @@ def test_naive_prior_estimate_falls_below_the_iwae_bound_on_a_fitted_model() -> 
         encoder.bias[LATENTS:] = cov.diagonal().log().float()
     iwae, elbo = iwae_bound(model, x, 100)
     exact = fit.log_prob(x.flatten(1))
-    torch.testing.assert_close(elbo, exact, atol=1e-2, rtol=1e-4)  # exact posterior: the ELBO is tight
+    torch.testing.assert_close(
+        elbo, exact, atol=1e-2, rtol=1e-4
+    )  # exact posterior: the ELBO is tight
     assert float(naive_bound(model, x, 100).mean()) < float(iwae.mean()) - 10
 
 
 def test_conv_ladder_vae_trains_and_reports_each_layer(tmp_path) -> None:
     shards = ppca_shards(tmp_path, 16)
-    options = {"input_size": [8, 8], "stage_strides": [[2, 2], [2, 2]], "widths": [8, 8, 8], "ladder_dims": [2, 3],
-               "likelihood": "logistic", "kl_warmup_steps": 4}
-    config = TrainConfig(model="image-ladder3-vae-conv", model_options=options, out=str(tmp_path / "run"),
-                         train=[str(shards)], batch_size=8, steps=6, warmup_steps=1, log_every=1,
-                         checkpoint_every=6, tensorboard=False)
+    options = {
+        "input_size": [8, 8],
+        "stage_strides": [[2, 2], [2, 2]],
+        "widths": [8, 8, 8],
+        "ladder_dims": [2, 3],
+        "likelihood": "logistic",
+        "kl_warmup_steps": 4,
+    }
+    config = TrainConfig(
+        model="image-ladder3-vae-conv",
+        model_options=options,
+        out=str(tmp_path / "run"),
+        train=[str(shards)],
+        batch_size=8,
+        steps=6,
+        warmup_steps=1,
+        log_every=1,
+        checkpoint_every=6,
+        tensorboard=False,
+    )
     summary = train(config, progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert {"kl_layer1", "kl_layer2", "active_units_layer2"} <= set(rows[-1])
     from vqtok.models.conv_ladder import ConvLadderVAE
     from vqtok.pipelines.evaluation.nll import evaluate_nll
 
     assert isinstance(vqtok.load(summary.final_model), ConvLadderVAE)
-    report = evaluate_nll(summary.final_model, [str(shards)], samples=10, pictures=tmp_path / "pictures")
+    report = evaluate_nll(
+        summary.final_model, [str(shards)], samples=10, pictures=tmp_path / "pictures"
+    )
     assert report.inputs == 16 and report.elbo <= report.iwae
-    assert set(report.kl_per_layer) == {"kl_layer1", "kl_layer2"} and set(report.active_units) == {"layer1", "layer2"}
-    assert sorted(p.name for p in (tmp_path / "pictures").glob("*.png")) == ["layers.png", "reconstructions.png"]
+    assert set(report.kl_per_layer) == {"kl_layer1", "kl_layer2"} and set(report.active_units) == {
+        "layer1",
+        "layer2",
+    }
+    assert sorted(p.name for p in (tmp_path / "pictures").glob("*.png")) == [
+        "layers.png",
+        "reconstructions.png",
+    ]
 
 
 @pytest.mark.parametrize("preset, options", [
     ("image-cvae-prior-mlp", {"hidden": [16], "latent_dim": 2}),
     ("image-cvae-conv", {"widths": [8, 8, 8], "latent_dim": 2, "learned_prior": True}),
 ])
-def test_conditional_vae_trains_on_the_shards_class_labels(preset: str, options: dict, tmp_path) -> None:
+def test_conditional_vae_trains_on_the_shards_class_labels(
+    preset: str, options: dict, tmp_path
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     labels = {}
@@ -179,10 +257,21 @@ def test_conditional_vae_trains_on_the_shards_class_labels(preset: str, options:
         labels[f"{i:02d}"] = i % 3
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     make_shards(src, tmp_path / "shards", "image", maxcount=6, labels=tmp_path / "labels.json")
-    config = TrainConfig(model=preset, out=str(tmp_path / "run"), train=[str(tmp_path / "shards")],
-                         val=[str(tmp_path / "shards")], model_options={**options, "input_size": [8, 8], "num_classes": 3},
-                         batch_size=4, steps=4, warmup_steps=1, log_every=1, val_every=4, checkpoint_every=4,
-                         tensorboard=False, best_metric="loss")
+    config = TrainConfig(
+        model=preset,
+        out=str(tmp_path / "run"),
+        train=[str(tmp_path / "shards")],
+        val=[str(tmp_path / "shards")],
+        model_options={**options, "input_size": [8, 8], "num_classes": 3},
+        batch_size=4,
+        steps=4,
+        warmup_steps=1,
+        log_every=1,
+        val_every=4,
+        checkpoint_every=4,
+        tensorboard=False,
+        best_metric="loss",
+    )
     summary = train(config, progress=False)
     assert summary.samples_skipped == 0 and math.isfinite(summary.validation["loss"])
     model = vqtok.load(summary.final_model)
@@ -191,9 +280,17 @@ def test_conditional_vae_trains_on_the_shards_class_labels(preset: str, options:
 
     report = evaluate_nll(summary.final_model, [str(tmp_path / "shards")], samples=10)
     assert report.inputs == 12 and report.elbo <= report.iwae
-    unlabeled = TrainConfig(**{**config.__dict__, "out": str(tmp_path / "run2"), "train": [str(shards_without_labels(tmp_path))],
-                               "val": []})
-    with pytest.raises(PipelineError, match="every sample failed"):  # each logged: "has no .cls label"
+    unlabeled = TrainConfig(
+        **{
+            **config.__dict__,
+            "out": str(tmp_path / "run2"),
+            "train": [str(shards_without_labels(tmp_path))],
+            "val": [],
+        }
+    )
+    with pytest.raises(
+        PipelineError, match="every sample failed"
+    ):  # each logged: "has no .cls label"
         train(unlabeled, progress=False)
 
 
