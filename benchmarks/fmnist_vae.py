@@ -1,4 +1,6 @@
-"""Continuous baselines on Fashion-MNIST (issue 6): test NLL of VAE, beta-VAE, ladder VAEs and CVAEs.
+"""Continuous baselines on Fashion-MNIST (issue 6).
+
+Test NLL of VAE, beta-VAE, ladder VAEs and CVAEs.
 
     apt-get install dataset-fashion-mnist          # Debian: 60k/10k 28x28 images with labels
     OMP_NUM_THREADS=1 python benchmarks/fmnist_vae.py --out /tmp/fmnist
@@ -52,7 +54,10 @@ CLASSES = (
 
 
 def run_all(commands: list[list[str]], parallel: int) -> list[tuple[int, float]]:
-    """Run vqtok commands, ``parallel`` at a time on one thread each; (exit code, wall seconds) of each."""
+    """Run vqtok commands, ``parallel`` at a time on one thread each.
+
+    Returns (exit code, wall seconds) of each.
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     pending, running, results = list(enumerate(commands)), {}, [(0, 0.0)] * len(commands)
     while pending or running:
@@ -74,7 +79,10 @@ def run_all(commands: list[list[str]], parallel: int) -> list[tuple[int, float]]
 def train_models(
     models: list[str], train: Path, out: Path, args: argparse.Namespace
 ) -> dict[str, float | None]:
-    """Train the models not trained before; the trainer's seconds per model, None for a failed run."""
+    """Train the models not trained before.
+
+    Returns the trainer's seconds per model, None for a failed run.
+    """
     summaries = {m: out / "runs" / m / "summary.json" for m in models}
     todo = [m for m in models if not summaries[m].exists()]
     for model, (code, _) in zip(
@@ -309,7 +317,8 @@ def main() -> None:
     table = summary_table(rows, args.samples)
     extra = [f"classifier test accuracy: {accuracy:.3f}"]
     extra += [
-        f"{m}: samples recognized as their class {a['overall']:.3f}, within-class spread {a['spread']:.2f} "
+        f"{m}: samples recognized as their class {a['overall']:.3f}, "
+        f"within-class spread {a['spread']:.2f} "
         f"(test images {summary['test_within_class_spread']:.2f})"
         for m, a in conditional.items()
     ]

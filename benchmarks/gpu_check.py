@@ -191,7 +191,8 @@ def goals(rows: list[dict]) -> list[str]:
     ema = {r["impl"]: r for r in big if r["op"] == "ema_update"}
     if "vqtok_triton" in ema:
         lines.append(
-            f"ema_update: {ema['vqtok_triton']['vs_torch_fallback']}x faster than the index_add_ fallback (goal >= 2x)"
+            f"ema_update: {ema['vqtok_triton']['vs_torch_fallback']}x faster than the "
+            "index_add_ fallback (goal >= 2x)"
         )
     return lines
 
@@ -209,7 +210,8 @@ def main() -> int:
     checks = correctness(device)
     failed = [c for c in checks if not c["ok"]]
     print(
-        f"correctness: {len(checks) - len(failed)}/{len(checks)} passed in {time.time() - start:.0f}s"
+        f"correctness: {len(checks) - len(failed)}/{len(checks)} passed "
+        f"in {time.time() - start:.0f}s"
     )
     for c in failed:
         print("FAILED", c)

@@ -7,8 +7,8 @@ slowed training some 20-fold.)
 
 Everything goes through the user-facing commands (`vqtok shards make`, `vqtok train`,
 `vqtok fit-prior`, `vqtok compress`) except the RD sweep itself, which calls
-`vqtok.pipelines.evaluation.rd.evaluate_rd` so that JPEG, WebP, Opus and MP3 can be swept down to the
-low rates the tokenizers reach (`vqtok eval rd` uses each codec's default sweep).
+`vqtok.pipelines.evaluation.rd.evaluate_rd` so that JPEG, WebP, Opus and MP3 can be swept down to
+the low rates the tokenizers reach (`vqtok eval rd` uses each codec's default sweep).
 
 Held out, never trained on: the photos chelsea and rocket, and the sentences harbour and
 rainbow of demo/data. Training: the other six demo photos; the other six demo sentences

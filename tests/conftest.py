@@ -14,7 +14,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from helpers.media import DATA, SMALL, save_small_model, write_images  # noqa: E402
 
-# The RELIABILITY.md report: the `reliability` marker, the `observed` fixture and --reliability-report.
+# The RELIABILITY.md report: the `reliability` marker, the `observed` fixture and
+# --reliability-report.
 from helpers.reliability import (  # noqa: E402, F401
     observed,
     pytest_addoption,

@@ -73,7 +73,7 @@ def save(model: VQTokenizer | LatentModel, path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer | LatentModel:
-    """Read a checkpoint directory written by ``save`` (or its ``model.safetensors``/``config.json``).
+    """Read a checkpoint directory written by ``save`` (or one of its two files).
 
     Returns the model in eval mode on ``map_location``. Raises CheckpointError when a file is
     missing or unreadable, the architecture does not match the weights, or the contents do

@@ -122,7 +122,8 @@ def test_wings_import_only_lower_wings():
         (None, "from vqtok.pipelines.data.media import prepare", ["vqtok.pipelines.data.media"]),
         (
             "jobs",
-            "from vqtok.pipelines.data.media import prepare\nfrom vqtok.pipelines.errors import UsageError",
+            "from vqtok.pipelines.data.media import prepare\n"
+            "from vqtok.pipelines.errors import UsageError",
             [],
         ),
         ("evaluation", "from vqtok.pipelines import encode_shards, make_shards", []),

@@ -143,7 +143,8 @@ def test_mismatched_pair_of_files_raises_checkpoint_error(saved, tmp_path: Path)
         ('{"format": "something-else"}', "not a vqtok tokenizer checkpoint"),
         ('{"format": "vqtok-tokenizer", "format_version": 99}', "upgrade vqtok"),
         (
-            '{"format": "vqtok-tokenizer", "format_version": 1, "model_id": "x", "config": {"preset": "p"}}',
+            '{"format": "vqtok-tokenizer", "format_version": 1, "model_id": "x", '
+            '"config": {"preset": "p"}}',
             "cannot rebuild",
         ),
     ],

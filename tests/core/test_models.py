@@ -1,4 +1,5 @@
-"""VQTokenizer: shapes over every preset and quantizer, gradients, padding, causal video, overfitting."""
+"""VQTokenizer: shapes over every preset and quantizer, gradients, padding, causal video,
+overfitting."""
 
 from __future__ import annotations
 

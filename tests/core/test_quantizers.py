@@ -112,7 +112,8 @@ def test_ema_step_follows_the_lecture_formulas():
     z = torch.tensor([[1.0, 1.0], [2.0, 0.0], [9.0, 11.0]]).t().unsqueeze(0)  # (1, D=2, T=3)
     q(z)
     # n = (2, 1); N = 0.5 * 1 + 0.5 * n = (1.5, 1.0)
-    # m_0 = 0.5 * (0, 0) + 0.5 * ((1, 1) + (2, 0)) = (1.5, 0.5);  m_1 = 0.5 * (10, 10) + 0.5 * (9, 11)
+    # m_0 = 0.5 * (0, 0) + 0.5 * ((1, 1) + (2, 0)) = (1.5, 0.5)
+    # m_1 = 0.5 * (10, 10) + 0.5 * (9, 11)
     assert torch.allclose(q.cluster_size, torch.tensor([1.5, 1.0]))
     assert torch.allclose(q.embed_sum, torch.tensor([[1.5, 0.5], [9.5, 10.5]]))
     # e = m / N, up to Laplace smoothing with eps = 1e-5

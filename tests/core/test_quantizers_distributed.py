@@ -1,4 +1,5 @@
-"""Two gloo ranks on different data keep bit-identical codebook state; inference is collective-free."""
+"""Two gloo ranks on different data keep bit-identical codebook state; inference is
+collective-free."""
 
 from __future__ import annotations
 

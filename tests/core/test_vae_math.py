@@ -41,7 +41,10 @@ def test_closed_form_kl_matches_monte_carlo() -> None:
 
 
 def mixture_of_three() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Two batch rows, each a mixture of 3 diagonal Gaussians in 2-D: (2, 3, 2), (2, 3, 2), (2, 3)."""
+    """Two batch rows, each a mixture of 3 diagonal Gaussians in 2-D.
+
+    Returns (2, 3, 2), (2, 3, 2), (2, 3).
+    """
     mu = torch.tensor(
         [[[-4.0, 0.0], [0.0, 3.0], [5.0, -1.0]], [[1.0, 1.0], [-2.0, 0.5], [0.0, -6.0]]]
     )

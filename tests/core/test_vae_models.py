@@ -1,4 +1,5 @@
-"""The continuous-latent presets: shapes over the registry, objectives, checkpoints, ladder and CVAE."""
+"""The continuous-latent presets: shapes over the registry, objectives, checkpoints, ladder
+and CVAE."""
 
 from __future__ import annotations
 

@@ -61,7 +61,8 @@ def test_truncation_anywhere_keeps_a_prefix_and_reports_the_rest(tmp_path, obser
             assert [e.stage for e in errors] == ["tar"], size
         losses.add(len(original) - len(samples))
     observed(
-        f"{len(range(0, len(whole), 512)) * 2} cuts; samples lost per cut: {sorted(losses)}, each reported"
+        f"{len(range(0, len(whole), 512)) * 2} cuts; samples lost per cut: {sorted(losses)}, "
+        "each reported"
     )
 
 

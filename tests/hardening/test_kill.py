@@ -143,7 +143,8 @@ def test_sigkill_at_random_points_then_resume_is_exact(encode_setup, tmp_path, o
     assert codes == [-signal.SIGKILL] * len(points)
     samples = len(_keys_and_codes(tmp_path / f"run-{points[0]}"))
     observed(
-        f"killed at write events {points} of {encode_setup[3]}; every resume identical ({samples} samples)"
+        f"killed at write events {points} of {encode_setup[3]}; "
+        f"every resume identical ({samples} samples)"
     )
 
 

@@ -133,7 +133,8 @@ def soundfile_bytes(samples: np.ndarray, rate: int) -> bytes:
 
 
 @pytest.mark.reliability(
-    input="an 89 kB FLAC of one hour of silence; 5 min at 8 kHz read for 48 kHz; an MP4 longer than the limit or resized past it",
+    input="an 89 kB FLAC of one hour of silence; 5 min at 8 kHz read for 48 kHz; "
+    "an MP4 longer than the limit or resized past it",
     fault="a small file that decodes to far more samples or frames than memory holds",
     expected="ValueError naming the limit, raised while decoding, before memory fills",
 )

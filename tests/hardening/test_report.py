@@ -1,4 +1,5 @@
-"""RELIABILITY.md: every declared hardening case is in it, as declared (see tests/reliability.py)."""
+"""RELIABILITY.md: every declared hardening case is in it, as declared (see
+tests/reliability.py)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""Helpers shared by the tests: media, shards, checkpoints, hardening tools, the RELIABILITY.md plugin."""
+"""Helpers shared by the tests: media, shards, checkpoints, hardening tools, the RELIABILITY.md
+plugin."""

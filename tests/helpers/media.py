@@ -36,7 +36,10 @@ def photo_frames(count: int) -> list[Image.Image]:
 
 
 def write_images(folder: Path) -> list[str]:
-    """Five photos in mixed formats and sizes, with WebDataset-unfriendly names. Returns the names."""
+    """Five photos in mixed formats and sizes, with WebDataset-unfriendly names.
+
+    Returns the names.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     names = ["a.b.c.png", "a_b_c.jpg", "photo.webp", "photo.png", "sub/deep.name.jpeg"]
     for name, frame in zip(names, photo_frames(len(names)), strict=True):

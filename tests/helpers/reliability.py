@@ -2,7 +2,9 @@
 
 A hardening test declares what it tries:
 
-    @pytest.mark.reliability(input="truncated tar", fault="cut inside a member", expected="counted skip")
+    @pytest.mark.reliability(
+        input="truncated tar", fault="cut inside a member", expected="counted skip"
+    )
     def test_...(observed):
         ...
         observed("1 sample kept, 1 skipped at tar")     # what this run actually saw

@@ -1,4 +1,6 @@
-"""Entropy coding of codes: the prior (code-frequency table), ANS coding (constriction) and the .vqt container.
+"""Entropy coding of codes: the prior, ANS coding (constriction) and the .vqt container.
+
+The prior is a code-frequency table.
 
     counts = fit_prior(model, fold_batches, folds=5)    # (F, Q, K) int64 code counts per fold
     prior, weights = smoothed_prior(counts)             # (Q, K) int64, rows sum to PRIOR_TOTAL

@@ -38,7 +38,8 @@ class PayloadError(ValueError):
 def encode_payload(codes: np.ndarray, prior: np.ndarray, coder: str = CODER) -> bytes:
     """Entropy-code `codes` with `prior` (int64 `(Q, K)` frequencies) and `coder` (one of CODERS).
 
-    codes: integer `(N, Q, *latent)` when Q > 1, else any shape, all in [0, K); ValueError otherwise.
+    codes: integer `(N, Q, *latent)` when Q > 1, else any shape, all in [0, K); ValueError
+    otherwise.
     Returns the ANS stream as little-endian 32-bit words; `decode_payload` needs `codes.shape`.
     """
     prior = check_prior(prior)
@@ -138,7 +139,10 @@ def empirical_entropy_bits(codes: np.ndarray, num_levels: int) -> float:
 
 
 def entropy(counts: np.ndarray) -> float:
-    """Entropy in bits per symbol of the distribution proportional to `counts` (K,) (0 when empty)."""
+    """Entropy in bits per symbol of the distribution proportional to `counts` (K,).
+
+    0 when empty.
+    """
     counts = np.asarray(counts)
     if counts.sum() == 0:
         return 0.0

@@ -62,7 +62,10 @@ def pack(header: dict, payload: bytes, chunk_bytes: int = CHUNK_BYTES) -> bytes:
 
 
 def unpack(data: bytes) -> Container:
-    """Parse and verify a .vqt file. Raises ContainerError (UnsupportedVersionError for other versions)."""
+    """Parse and verify a .vqt file.
+
+    Raises ContainerError (UnsupportedVersionError for other versions).
+    """
     reader = _Reader(data)
     if reader.take(len(MAGIC), "magic") != MAGIC:
         raise ContainerError("not a .vqt file (bad magic bytes)")

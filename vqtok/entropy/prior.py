@@ -51,7 +51,8 @@ def code_counts(
 
 
 def as_levels(codes: np.ndarray, num_levels: int) -> np.ndarray:
-    """codes `(N, Q, *latent)` (or `(N, *latent)` for Q = 1) -> int64 `(Q, M)`, one row per level."""
+    """codes `(N, Q, *latent)` (or `(N, *latent)` for Q = 1) -> int64 `(Q, M)`, one row per
+    level."""
     if num_levels == 1:
         return codes.reshape(1, -1).astype(np.int64)
     if codes.ndim < 2 or codes.shape[1] != num_levels:
@@ -111,7 +112,8 @@ def smoothed_prior(fold_counts: np.ndarray) -> tuple[np.ndarray, list[float]]:
 
 
 def _cross_validated_weight(folds: np.ndarray) -> int:
-    """folds: (F, K) counts of one level -> the numerator in UNIFORM_WEIGHTS with the least held-out bits."""
+    """folds: (F, K) counts of one level -> the numerator in UNIFORM_WEIGHTS with the least
+    held-out bits."""
     held_out = [f for f in range(len(folds)) if folds[f].sum()]
     if len(held_out) < 2:
         return DEFAULT_UNIFORM_WEIGHT
@@ -131,7 +133,10 @@ def _cross_validated_weight(folds: np.ndarray) -> int:
 
 
 def _mix_uniform(counts: np.ndarray, weight: int) -> np.ndarray:
-    """Integer weights proportional to `(1 - w) * counts / n + w / K`, w = weight / UNIFORM_DENOMINATOR."""
+    """Integer weights proportional to `(1 - w) * counts / n + w / K`.
+
+    w = weight / UNIFORM_DENOMINATOR.
+    """
     n, size = int(counts.sum()), counts.size
     if n == 0:
         return np.zeros_like(counts)  # quantize_counts makes it uniform
@@ -139,7 +144,9 @@ def _mix_uniform(counts: np.ndarray, weight: int) -> np.ndarray:
 
 
 def quantize_counts(counts: np.ndarray, total: int = PRIOR_TOTAL) -> np.ndarray:
-    """counts: non-negative integers `(Q, K)` -> int64 frequencies `(Q, K)`, each >= 1, rows summing to `total`.
+    """counts: non-negative integers `(Q, K)` -> int64 frequencies `(Q, K)`.
+
+    Each frequency is >= 1 and every row sums to `total`.
 
     Every code gets 1, the remaining mass is shared in proportion to the counts (floor),
     and what flooring left over goes to the largest remainders, ties to the lower code.

@@ -1,4 +1,5 @@
-"""TokenizerConfig: everything needed to rebuild a tokenizer's architecture, as a JSON-able dataclass."""
+"""TokenizerConfig: everything needed to rebuild a tokenizer's architecture, as a JSON-able
+dataclass."""
 
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ class TokenizerConfig(ConvGeometry):
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(
-                f"unknown tokenizer config keys: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown tokenizer config keys: {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
             )
         changes = dict(overrides)
         if "quantizer_options" in changes or "quantizer" in changes:

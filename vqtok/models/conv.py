@@ -4,7 +4,8 @@ One family serves audio (B, C, T), images (B, C, H, W) and video (B, C, T, H, W)
 ``causal_time=True`` the first axis (time) is causal: every convolution pads only on the
 left in time, so an output frame never depends on later input frames. Normalization is
 per position (over channels only), which keeps causality and makes each output depend on a
-bounded window of the input, so long clips can be coded in chunks (see ``Encoder.time_receptive_field``).
+bounded window of the input, so long clips can be coded in chunks (see
+``Encoder.time_receptive_field``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from vqtok.models.vae_nets import conv_config, downsampled
 def one_stage(
     config: VAEConfig, stage: int, channels: int, latent_channels: int
 ) -> TokenizerConfig:
-    """The conv stack of stage ``stage`` alone (0-based): its strides, its two widths, no mid blocks."""
+    """The conv stack of stage ``stage`` alone (0-based): its strides, its two widths, no mid
+    blocks."""
     return conv_config(config, channels, latent_channels).with_overrides(
         stage_strides=config.stage_strides[stage : stage + 1],
         widths=config.widths[stage : stage + 2],

@@ -135,7 +135,10 @@ class ConditionalVAE(VAE):
 
     @torch.no_grad()
     def sample(self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
-        """Conditional samples: c holds n labels (or (n, M) vectors); x ~ mean p(x|z,c), z ~ p(z[|c])."""
+        """Conditional samples: c holds n labels (or (n, M) vectors).
+
+        x ~ mean p(x|z,c), z ~ p(z[|c]).
+        """
         c = self.condition(c)
         if c.shape[0] != n:
             raise ValueError(f"need one condition per sample: {n} samples, {c.shape[0]} conditions")

@@ -6,7 +6,8 @@ bottom-up pass d_i = f_i(d_{i-1}) (d_0 = x) gives Gaussian parameters (mu_hat_i,
 then, top-down, q(z_L|x) = N(mu_hat_L, sigma_hat_L^2) and each lower q(z_i|.) is the
 precision-weighted merge of (mu_hat_i, sigma_hat_i) with the top-down (mu_p, sigma_p):
 
-    sigma_q^2 = 1 / (sigma_hat^-2 + sigma_p^-2),   mu_q = (mu_hat sigma_hat^-2 + mu_p sigma_p^-2) sigma_q^2.
+    sigma_q^2 = 1 / (sigma_hat^-2 + sigma_p^-2),
+    mu_q = (mu_hat sigma_hat^-2 + mu_p sigma_p^-2) sigma_q^2.
 
 ELBO(x) = E_q [log p(x|z_1)] - sum_i E_q [D_KL(q(z_i|.) || p(z_i|z_{i+1}))], the per-layer KLs
 in closed form given the sampled z_{i+1}. Layers are numbered from the bottom: layer 1 is next
@@ -87,7 +88,8 @@ class LadderVAE(LatentModel):
         return gaussian_from(self.down[i](z_above))
 
     def top_down(self, up: list[Gaussian]) -> list[Step]:
-        """Per layer, bottom first: (z_i ~ q, q's (mu, logvar), p's (mu, logvar) or None for N(0, I))."""
+        """Per layer, bottom first: (z_i ~ q, q's (mu, logvar), p's (mu, logvar) or None for
+        N(0, I))."""
         q_top = up[-1]
         steps: list[Step] = [(reparameterize(*q_top), q_top, None)]
         for i in reversed(range(self.layers - 1)):
@@ -98,7 +100,8 @@ class LadderVAE(LatentModel):
 
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
         """x -> x_hat (the mean of p(x|z_1)), losses {"nll", "kl"} (the beta-weighted negative
-        ELBO per sample, nats), stats with the ELBO, ``kl_layer{i}`` and ``active_units_layer{i}``."""
+        ELBO per sample, nats), stats with the ELBO, ``kl_layer{i}`` and
+        ``active_units_layer{i}``."""
         steps = self.top_down(self.bottom_up(x))
         params = self.decoder_params(steps[0][0], x.shape[2:])
         kls = [kl_standard_normal(*q) if p is None else kl_normal(*q, *p) for _, q, p in steps]

@@ -47,7 +47,8 @@ class Likelihood(nn.Module):
 
 
 class Bernoulli(Likelihood):
-    """p(x|z) = prod_k l_k^{b_k} (1 - l_k)^{1 - b_k} with b = (x + 1) / 2 and l = sigmoid(logits)."""
+    """p(x|z) = prod_k l_k^{b_k} (1 - l_k)^{1 - b_k} with b = (x + 1) / 2 and
+    l = sigmoid(logits)."""
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         bits = (x + 1.0) * 0.5

@@ -2,7 +2,8 @@
 
 x = W z + b + eps, z ~ N(0, I_q), eps ~ N(0, sigma^2 I_d), hence
 
-    p(x) = N(b, W W^T + sigma^2 I),   p(z|x) = N(M^-1 W^T (x - b), sigma^2 M^-1),  M = W^T W + sigma^2 I.
+    p(x) = N(b, W W^T + sigma^2 I),
+    p(z|x) = N(M^-1 W^T (x - b), sigma^2 M^-1),  M = W^T W + sigma^2 I.
 
 (The lecture writes the posterior covariance as sigma^-2 M; the inverse, sigma^2 M^-1, is
 the covariance.) The maximum-likelihood fit (Tipping and Bishop 1999) from the sample
@@ -59,7 +60,8 @@ class PPCA:
         return -0.5 * (d * math.log(2.0 * math.pi) + log_det + solved.pow(2).sum(dim=0))
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """p(z|x) = N(M^-1 W^T (x - b), sigma^2 M^-1): means (N, q) and the shared covariance (q, q)."""
+        """p(z|x) = N(M^-1 W^T (x - b), sigma^2 M^-1): means (N, q) and the shared covariance
+        (q, q)."""
         q = self.W.shape[1]
         m = self.W.T @ self.W + self.sigma2 * torch.eye(q, dtype=self.W.dtype)
         means = torch.linalg.solve(m, self.W.T @ (x.double().flatten(1) - self.b).T).T

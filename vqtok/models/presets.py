@@ -71,7 +71,10 @@ PRESETS: dict[str, TokenizerConfig] = {
 
 
 def preset_config(name: str, **overrides: Any) -> TokenizerConfig:
-    """The config of preset ``name`` with ``overrides`` applied (see ``TokenizerConfig.with_overrides``)."""
+    """The config of preset ``name`` with ``overrides`` applied.
+
+    See ``TokenizerConfig.with_overrides``.
+    """
     if name not in PRESETS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(PRESETS))}")
     return PRESETS[name].with_overrides(**overrides)

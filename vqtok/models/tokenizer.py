@@ -125,7 +125,8 @@ class VQTokenizer(nn.Module):
         s = self.config.strides[0]
         if chunk_frames < s or chunk_frames % s:
             raise ValueError(
-                f"chunk_frames must be a positive multiple of the temporal stride {s}, got {chunk_frames}"
+                f"chunk_frames must be a positive multiple of the temporal stride {s}, "
+                f"got {chunk_frames}"
             )
         return chunk_frames // s
 

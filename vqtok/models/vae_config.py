@@ -1,4 +1,5 @@
-"""VAEConfig: the architecture and objective of a continuous-latent model, as a JSON-able dataclass."""
+"""VAEConfig: the architecture and objective of a continuous-latent model, as a JSON-able
+dataclass."""
 
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ class VAEConfig(ConvGeometry):
     beta: weight of the KL term; with ``beta_normalized`` it is the lecture's
         beta_norm = beta K / n, and the KL weight applied is beta_norm * n / K.
     kl_warmup_steps: the KL weight ramps linearly from 0 over these training steps.
-    free_bits: nats per latent unit below which the KL is not penalized (Kingma et al. 2016); with
-        a mixture prior, whose KL does not split by unit, the floor is K * free_bits for the whole latent.
-    num_classes: cvae, size M of the condition c: a one-hot class, or M `.json` attributes. learned_prior: cvae, p(z|c)
-        instead of p(z). prior_components: flat cvae with learned_prior, p(z|c) is a mixture of
+    free_bits: nats per latent unit below which the KL is not penalized (Kingma et al. 2016);
+        with a mixture prior, whose KL does not split by unit, the floor is K * free_bits for
+        the whole latent.
+    num_classes: cvae, size M of the condition c: a one-hot class, or M `.json` attributes.
+    learned_prior: cvae, p(z|c) instead of p(z).
+    prior_components: flat cvae with learned_prior, p(z|c) is a mixture of
         this many diagonal Gaussians per condition (1: one Gaussian, closed-form KL; more: a
         one-sample Monte Carlo KL), which fills the holes a single Gaussian leaves between
         the posteriors of one class.
@@ -111,7 +114,8 @@ class VAEConfig(ConvGeometry):
             raise ValueError("conv networks need stage_strides and one more widths than stages")
         if any(len(stage) != self.dims for stage in self.stage_strides):
             raise ValueError(
-                f"{self.modality} needs stage_strides of {self.dims}-tuples, got {self.stage_strides}"
+                f"{self.modality} needs stage_strides of {self.dims}-tuples, "
+                f"got {self.stage_strides}"
             )
 
     def _check_ladder(self) -> None:

@@ -93,7 +93,8 @@ class FlatDecoder(nn.Module):
 
 
 def conv_config(config: VAEConfig, channels: int, latent_channels: int) -> TokenizerConfig:
-    """The TokenizerConfig that makes the tokenizers' conv stacks map ``channels`` to ``latent_channels``."""
+    """The TokenizerConfig that makes the tokenizers' conv stacks map ``channels`` to
+    ``latent_channels``."""
     return TokenizerConfig(
         preset=config.preset, modality=config.modality, channels=channels,
         stage_strides=config.stage_strides, widths=config.widths, latent_dim=latent_channels,

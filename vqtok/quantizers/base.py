@@ -106,14 +106,16 @@ class Quantizer(nn.Module):
         return self._codes_from_rows(codes, z.shape[0], tuple(z.shape[2:]))
 
     def decode(self, codes: Tensor) -> Tensor:
-        """codes int64 (B, *spatial), or (B, q, *spatial) with q <= Q levels -> (B, D, *spatial) fp32."""
+        """codes int64 (B, *spatial), or (B, q, *spatial) with q <= Q levels -> (B, D, *spatial)
+        fp32."""
         if self.num_levels == 1:
             batch, spatial = codes.shape[0], tuple(codes.shape[1:])
             rows = codes.reshape(-1)
         else:
             if codes.dim() < 2 or not 1 <= codes.shape[1] <= self.num_levels:
                 raise ValueError(
-                    f"codes must be (B, q, *spatial) with 1 <= q <= {self.num_levels}; got {tuple(codes.shape)}"
+                    f"codes must be (B, q, *spatial) with 1 <= q <= {self.num_levels}; "
+                    f"got {tuple(codes.shape)}"
                 )
             batch, spatial = codes.shape[0], tuple(codes.shape[2:])
             rows = to_rows(codes)

@@ -1,4 +1,6 @@
-"""Finite scalar quantization (Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple").
+"""Finite scalar quantization.
+
+Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple".
 
 Each of a few channels is bounded and rounded to one of L_c levels; the implicit codebook is
 the grid of prod(L_c) points, so there is nothing to learn, no codebook loss and no dead
@@ -63,7 +65,8 @@ class FSQConfig:
             and PAPER_LEVELS.get(self.codebook_size) != self.levels
         ):
             raise ValueError(
-                f"levels {list(self.levels)} give {size} codes, not codebook_size={self.codebook_size}"
+                f"levels {list(self.levels)} give {size} codes, "
+                f"not codebook_size={self.codebook_size}"
             )
         self.codebook_size = size
 
@@ -123,6 +126,8 @@ class FSQ(Quantizer):
 
 @register_quantizer("fsq")
 def build_fsq(**options) -> FSQ:
-    """``QUANTIZERS.create("fsq", dim=..., levels=[8, 5, 5, 5])`` or ``(dim=..., codebook_size=1024)``;
-    see :class:`FSQConfig`."""
+    """``QUANTIZERS.create("fsq", dim=..., levels=[8, 5, 5, 5])``.
+
+    Or ``(dim=..., codebook_size=1024)``; see :class:`FSQConfig`.
+    """
     return FSQ(FSQConfig(**options))

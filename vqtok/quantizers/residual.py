@@ -140,5 +140,8 @@ def _combine_stats(per_level: list[dict[str, float]]) -> dict[str, float]:
 
 @register_quantizer("rvq")
 def build_rvq(**options) -> ResidualVQ:
-    """``QUANTIZERS.create("rvq", dim=..., codebook_size=..., num_levels=..., **options)``; see :class:`RVQConfig`."""
+    """``QUANTIZERS.create("rvq", dim=..., codebook_size=..., num_levels=..., **options)``.
+
+    See :class:`RVQConfig`.
+    """
     return ResidualVQ(RVQConfig(**options))

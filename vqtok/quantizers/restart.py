@@ -17,7 +17,9 @@ from vqtok.quantizers.distributed import broadcast_from_rank0, is_rank0
 def draw_replacements(
     recent: Tensor, count: int, generator: torch.Generator | None = None
 ) -> Tensor:
-    """``count`` rows of ``recent`` (N, D) chosen at random on rank 0 and broadcast: (count, D) fp32.
+    """``count`` rows of ``recent`` (N, D) chosen at random on rank 0 and broadcast.
+
+    Returns (count, D) fp32.
 
     Rows are drawn without replacement while there are enough of them.
     """

@@ -92,7 +92,10 @@ class CodeUsage(nn.Module):
         return usage_stats(torch.bincount(codes.reshape(-1), minlength=self.num_codes), dead_below)
 
     def window_full(self) -> bool:
-        """True on every rank alike once all ranks' windows are full (read off the global histogram)."""
+        """True on every rank alike once all ranks' windows are full.
+
+        Read off the global histogram.
+        """
         return int(self.histogram.sum()) >= self.window * world_size()
 
     def clear(self) -> None:

@@ -194,5 +194,8 @@ class VectorQuantizer(Quantizer):
 
 @register_quantizer("vq")
 def build_vq(**options) -> VectorQuantizer:
-    """``QUANTIZERS.create("vq", dim=..., codebook_size=..., **options)``; options: :class:`VQConfig`."""
+    """``QUANTIZERS.create("vq", dim=..., codebook_size=..., **options)``.
+
+    Options: :class:`VQConfig`.
+    """
     return VectorQuantizer(VQConfig(**options))

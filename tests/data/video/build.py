@@ -1,6 +1,7 @@
 """Build the short test videos in this folder from scikit-image's public-domain astronaut photo.
 
-    pip install --target /tmp/skimg scikit-image && PYTHONPATH=/tmp/skimg python tests/data/video/build.py
+    pip install --target /tmp/skimg scikit-image
+    PYTHONPATH=/tmp/skimg python tests/data/video/build.py
 
 `pan.mp4`: 24 frames, 64x64, 8 fps, a left-to-right pan; `zoom.mp4`: 17 frames, 96x64
 (W x H), a slow zoom into the face. H.264 through PyAV.

@@ -33,7 +33,8 @@ def _fields(folder) -> dict[str, dict[str, bytes]]:
 
 @pytest.fixture(scope="module")
 def coded(image_shards, checkpoints, tmp_path_factory):
-    """The image shards encoded plainly, compressed with a fitted prior and with the uniform prior."""
+    """The image shards encoded plainly, compressed with a fitted prior and with the uniform
+    prior."""
     root = tmp_path_factory.mktemp("compressed")
     plain_checkpoint = checkpoints["image-vq-f8"]
     fitted = fit_prior_shards(

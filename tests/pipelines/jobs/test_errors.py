@@ -30,7 +30,10 @@ def _png(index: int) -> bytes:
 
 @pytest.fixture
 def bad_shards(tmp_path):
-    """Shard 0: 2 good images (one labelled), a corrupt one, one without media; shard 1: truncated."""
+    """Shard 0: 2 good images (one labelled), a corrupt one, one without media.
+
+    Shard 1: truncated.
+    """
     folder = tmp_path / "in"
     folder.mkdir()
     write_tar(folder / "part-0.tar", [

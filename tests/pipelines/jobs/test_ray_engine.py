@@ -1,4 +1,5 @@
-"""The Ray engine keeps the local engine's contract: same bytes, retries after a dead worker, resume."""
+"""The Ray engine keeps the local engine's contract: same bytes, retries after a dead worker,
+resume."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def _counts(summary) -> tuple:
 
 
 class CrashOnce(ShardWorker):
-    """The first of these workers in a job dies mid-shard (after one batch), like a killed process."""
+    """The first of these workers in a job dies mid-shard (after one batch), like a killed
+    process."""
 
     def __init__(self, *args) -> None:
         super().__init__(*args)

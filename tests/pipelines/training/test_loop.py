@@ -61,7 +61,8 @@ def _interrupt_at(step):
 
 
 def test_interrupted_and_resumed_run_ends_bit_identical(shards, tmp_path):
-    # Random 24x24 crops of 32x32 images and a shuffle buffer: resuming must replay the data RNG too.
+    # Random 24x24 crops of 32x32 images and a shuffle buffer: resuming must replay the data RNG
+    # too.
     settings = dict(steps=7, deterministic=True, ema_decay=0.5, crop=[24, 24], val_every=100,
                     checkpoint_every=100)
     reference = train(tiny_config(shards, tmp_path / "a", **settings), progress=False)

@@ -1,4 +1,5 @@
-"""The trainer's parts on real computation: crops, losses, validation metrics, schedule, pictures."""
+"""The trainer's parts on real computation: crops, losses, validation metrics, schedule,
+pictures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What the VAE family asks of its batches: dynamic binarization and conditions from .cls or .json."""
+"""What the VAE family asks of its batches: dynamic binarization and conditions from .cls or
+.json."""
 
 from __future__ import annotations
 
@@ -54,7 +55,10 @@ def test_conditions_come_from_cls_or_json_attributes() -> None:
 
 
 def grey_bar_shards(root, labels: dict[str, object]):
-    """Images 8x8 with a grey bar whose row encodes the sample's index mod 3, labelled by ``labels``."""
+    """Images 8x8 with a grey bar whose row encodes the sample's index mod 3.
+
+    Labelled by ``labels``.
+    """
     from PIL import Image
 
     src = root / "src"
