@@ -106,7 +106,8 @@ def _set_ema_state(q: VectorQuantizer, codebook, cluster_size) -> None:
         q.initialized.fill_(True)
 
 
-def test_ema_step_follows_the_lecture_formulas():
+def test_ema_step_follows_the_vq_vae_paper_formulas():
+    # van den Oord et al. (2017), appendix A.1: EMA codebook updates.
     q = make("vq", dim=2, codebook_size=2, decay=0.5, kmeans_init=False, dead_code_threshold=0.0)
     _set_ema_state(q, [[0.0, 0.0], [10.0, 10.0]], [1.0, 1.0])
     z = torch.tensor([[1.0, 1.0], [2.0, 0.0], [9.0, 11.0]]).t().unsqueeze(0)  # (1, D=2, T=3)

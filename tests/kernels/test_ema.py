@@ -1,4 +1,5 @@
-"""ema_update: the lecture's EMA codebook step, checked by hand and against float64."""
+"""ema_update: the EMA codebook step of van den Oord et al. (2017), checked by hand and
+against float64."""
 
 from __future__ import annotations
 

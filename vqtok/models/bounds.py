@@ -4,8 +4,9 @@ With K samples z_k ~ q(z|x) and weights w_k = p(x, z_k) / q(z_k|x):
 
     ELBO  = mean_k log w_k   <=   IWAE_K = log (1/K) sum_k w_k   <=   log p(x)
 
-(Burda et al. 2016; IWAE_K rises with K towards log p(x)). The naive estimate the lecture
-starts from, log (1/K) sum_k p(x|z_k) with z_k ~ p(z), is consistent but, for any K a
+(Burda et al. 2016; IWAE_K rises with K towards log p(x)). The naive estimate of the
+marginal likelihood p(x) = E_{p(z)} p(x|z) (Kingma and Welling 2014),
+log (1/K) sum_k p(x|z_k) with z_k ~ p(z), is consistent but, for any K a
 computer affords, falls far below: prior samples rarely explain x.
 Log-sum-exps accumulate in float64 over chunks of samples, so K = 1000 fits in memory.
 """

@@ -1,6 +1,7 @@
 """The conditional VAE (Kingma et al. 2014; Sohn et al. 2015): q(z|x,c), p(x|z,c), and either
-the prior p(z) (z and c independent) or a learned prior p(z|c) (dependent), minimizing, as
-derived in the lecture,
+the prior p(z) (z and c independent) or a learned prior p(z|c) (dependent), minimizing the
+conditional negative ELBO of Sohn et al. (2015) with the KL weighted by beta (Higgins et al.
+2017),
 
     -E_q [log p(x|z,c)] + beta D_KL(q(z|x,c) || p(z|c))   (dependent case)
     -E_q [log p(x|z,c)] + beta D_KL(q(z|x,c) || p(z))     (independent case).

@@ -16,8 +16,8 @@ MIN_VARIANCE = 1e-4
 
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
-    """z = mu + sigma * eps with eps ~ N(0, I): the lecture's reparameterization, so that the
-    gradient of E_q[f(z)] flows to (mu, sigma) through a sample."""
+    """z = mu + sigma * eps with eps ~ N(0, I): the reparameterization of Kingma and Welling
+    (2014), so that the gradient of E_q[f(z)] flows to (mu, sigma) through a sample."""
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 

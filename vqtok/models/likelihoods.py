@@ -5,8 +5,8 @@ parameters and returns exact log-densities (or log-probabilities for discrete da
 elementwise, so that the VAE's loss is a true negative ELBO:
 
 - "bernoulli": binary data (x in {-1, 1}, read as bits (x + 1) / 2); one logit per value.
-- "gaussian": N(x; mu, sigma^2) with sigma a fixed hyperparameter, as in the lecture's
-  p(x|z) = N(f(z), sigma^2 I).
+- "gaussian": N(x; mu, sigma^2) with sigma a fixed hyperparameter: p(x|z) = N(f(z), sigma^2 I),
+  the Gaussian decoder of Kingma and Welling (2014) with its variance fixed.
 - "gaussian_learned": the same with one learned sigma shared by every value (so that a
   linear decoder is exactly probabilistic PCA's p(x|z) = N(Wz + b, sigma^2 I)).
 - "logistic": the discretized logistic of PixelCNN++ (Salimans et al. 2017) for 8-bit data:

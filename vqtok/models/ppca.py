@@ -1,12 +1,13 @@
-"""Probabilistic PCA in closed form: the lecture's linear latent model, used as an oracle.
+"""Probabilistic PCA (Tipping and Bishop 1999) in closed form: a linear latent model, used as
+an oracle.
 
 x = W z + b + eps, z ~ N(0, I_q), eps ~ N(0, sigma^2 I_d), hence
 
     p(x) = N(b, W W^T + sigma^2 I),
     p(z|x) = N(M^-1 W^T (x - b), sigma^2 M^-1),  M = W^T W + sigma^2 I.
 
-(The lecture writes the posterior covariance as sigma^-2 M; the inverse, sigma^2 M^-1, is
-the covariance.) The maximum-likelihood fit (Tipping and Bishop 1999) from the sample
+(sigma^2 M^-1 is the posterior covariance, as Tipping and Bishop write it; its inverse,
+sigma^-2 M, is the posterior precision.) Their maximum-likelihood fit from the sample
 covariance S = U diag(lambda) U^T (eigenvalues descending): b = mean(x), sigma^2 = the mean of
 the d - q discarded eigenvalues, W = U_q (diag(lambda_q) - sigma^2 I)^(1/2) (up to a rotation,
 here none, so that W's columns are orthogonal and the exact posterior is diagonal).

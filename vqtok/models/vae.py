@@ -1,12 +1,12 @@
 """The VAE (and beta-VAE, and the deterministic autoencoder set against it) on flat or conv inputs.
 
-The lecture's objective, per sample and in nats:
+The objective of Kingma and Welling (2014), per sample and in nats:
 
     ELBO(x) = E_{z ~ q(z|x)} [log p(x|z)] - D_KL(q(z|x) || p(z)),
 
 with q(z|x) = N(mu(x), diag sigma^2(x)), z = mu + sigma * eps (the reparameterization),
 p(z) = N(0, I) and the closed-form KL sum_k (mu_k^2 + sigma_k^2 - 1 - log sigma_k^2) / 2.
-Training minimizes the beta-VAE loss of Higgins et al. (2017), as in the lecture,
+Training minimizes the beta-VAE loss of Higgins et al. (2017),
 
     L_BETA = -E_q [log p(x|z)] + beta D_KL(q(z|x) || p(z)),
 
@@ -209,7 +209,8 @@ class VAE(LatentModel):
 
     def log_prior_weights(self, x: Tensor, samples: int, c: Tensor | None = None) -> Tensor:
         """log p(x|z_k) for z_k ~ p(z[|c]): (samples, B); log mean_k exp of them is the naive
-        Monte Carlo estimate of log p(x) = log E_{p(z)} p(x|z) the lecture starts from."""
+        Monte Carlo estimate of log p(x) = log E_{p(z)} p(x|z), the marginal likelihood of
+        Kingma and Welling (2014)."""
         z = torch.stack([self.sample_prior(x.shape[0], c, x.shape[2:]) for _ in range(samples)])
         return self._log_px(z, x, c)
 

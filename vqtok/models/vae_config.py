@@ -31,7 +31,7 @@ class VAEConfig(ConvGeometry):
         to x) first; a conv ladder has one layer per stage of ``stage_strides``.
     stage_strides, widths, blocks_per_stage, causal_time: the conv stacks (see TokenizerConfig).
     likelihood, sigma: p(x|z) (see ``vqtok.models.likelihoods``); sigma for the Gaussians.
-    beta: weight of the KL term; with ``beta_normalized`` it is the lecture's
+    beta: weight of the KL term; with ``beta_normalized`` it is Higgins et al. (2017)'s
         beta_norm = beta K / n, and the KL weight applied is beta_norm * n / K.
     kl_warmup_steps: the KL weight ramps linearly from 0 over these training steps.
     free_bits: nats per latent unit below which the KL is not penalized (Kingma et al. 2016);
