@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vqtok.kernels import ema_update, nearest_code
-from vqtok.pipelines.bench.kernels import bench_kernels
+from vqtok.pipelines.bench.kernels import KernelsBenchConfig, bench_kernels
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -215,7 +215,7 @@ def main() -> int:
     )
     for c in failed:
         print("FAILED", c)
-    rows = [] if args.skip_timing else bench_kernels(device="cuda", repeats=10)
+    rows = [] if args.skip_timing else bench_kernels(KernelsBenchConfig(device="cuda", repeats=10))
     for r in rows:
         print(
             {

@@ -1,4 +1,8 @@
-"""`vqtok bench ...`: benchmarks that print a table and can write JSON."""
+"""`vqtok bench ...`: benchmarks that print a table and can write JSON.
+
+Each takes `--config FILE` and `--set key=value` like every job; its flags override the
+config file and default to the config dataclass.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from vqtok.cli.common import out, write_json
+from vqtok.cli.common import CONFIG_HELP, SET_HELP, default_of, out, run_job, write_json
+from vqtok.pipelines.bench.kernels import KernelsBenchConfig
+from vqtok.pipelines.bench.pipeline import PipelineBenchConfig
+from vqtok.pipelines.bench.quantizer import QuantizerBenchConfig
+from vqtok.pipelines.bench.train import TrainBenchConfig
 
 bench_app = typer.Typer(help="Benchmarks: speed and memory figures for BENCHMARKS.md.", no_args_is_help=True)
+JSON_HELP = "Also write the results, with the resolved config, as JSON."
+K, Q, P, T = KernelsBenchConfig, QuantizerBenchConfig, PipelineBenchConfig, TrainBenchConfig
 
 
 def print_rows(rows: list[dict], title: str) -> None:
@@ -25,69 +35,83 @@ def print_rows(rows: list[dict], title: str) -> None:
 
 @bench_app.command("kernels")
 def kernels(
-    quick: bool = typer.Option(False, "--quick", help="One small case, a few seconds."),
-    device: str = typer.Option("auto", help="cpu, cuda, or auto."),
-    repeats: int = typer.Option(5, min=1, help="Timed runs per case (the median is reported)."),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    quick: bool | None = typer.Option(None, "--quick", help="One small case, a few seconds."),
+    device: str | None = typer.Option(None, help=f"cpu, cuda, or auto (default: {default_of(K, 'device')})."),
+    repeats: int | None = typer.Option(None, help=f"Timed runs per case, the median is reported (default: {default_of(K, 'repeats')})."),
+    json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """Nearest-code search and the EMA update against torch.cdist and an unchunked matmul."""
     from vqtok.pipelines.bench.kernels import bench_kernels
 
-    rows = bench_kernels(device=device, quick=quick, repeats=repeats)
+    options = run_job(lambda: K.load(config, {"quick": quick, "device": device, "repeats": repeats}, set_))
+    rows = bench_kernels(options)
     print_rows(rows, "kernels")
-    write_json(json_path, rows)
+    write_json(json_path, {"config": options.to_dict(), "rows": rows})
 
 
 @bench_app.command("quantizer")
 def quantizer(
-    n: int = typer.Option(65536, help="Encoder vectors per step."),
-    k: int = typer.Option(8192, help="Codebook size."),
-    d: int = typer.Option(64, help="Vector size."),
-    steps: int = typer.Option(3, min=1, help="Timed steps (the median is reported)."),
-    compare: bool = typer.Option(True, help="Also time vector_quantize_pytorch when it is installed."),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    n: int | None = typer.Option(None, help=f"Encoder vectors per step (default: {default_of(Q, 'n')})."),
+    k: int | None = typer.Option(None, help=f"Codebook size (default: {default_of(Q, 'k')})."),
+    d: int | None = typer.Option(None, help=f"Vector size (default: {default_of(Q, 'd')})."),
+    steps: int | None = typer.Option(None, help=f"Timed steps, the median is reported (default: {default_of(Q, 'steps')})."),
+    compare: bool | None = typer.Option(None, "--compare/--no-compare", help="Also time vector_quantize_pytorch when it is installed (default: on)."),
+    json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """A VQ training step (nearest code, EMA, losses, backward) beside vector_quantize_pytorch."""
     from vqtok.pipelines.bench.quantizer import bench_quantizer
 
-    rows = bench_quantizer(n=n, k=k, d=d, steps=steps, compare=compare)
+    options = run_job(lambda: Q.load(config, {"n": n, "k": k, "d": d, "steps": steps, "compare": compare}, set_))
+    rows = bench_quantizer(options)
     print_rows(rows, "quantizer training step")
-    write_json(json_path, rows)
+    write_json(json_path, {"config": options.to_dict(), "rows": rows})
 
 
 @bench_app.command("pipeline")
 def pipeline(
-    preset: str = typer.Option("image-vq-f8", help="Model preset to encode with."),
-    samples: int = typer.Option(512, min=1, help="Samples per throughput run."),
-    size: int = typer.Option(128, min=8, help="Image side in pixels."),
-    batch_size: int = typer.Option(16, min=1),
-    workers: int = typer.Option(1, min=0, help="DataLoader workers decoding beside the model."),
-    repeats: int = typer.Option(3, min=1, help="Paired model-only / pipeline runs."),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    preset: str | None = typer.Option(None, help=f"Model preset to encode with (default: {default_of(P, 'preset')})."),
+    samples: int | None = typer.Option(None, help=f"Samples per throughput run (default: {default_of(P, 'samples')})."),
+    size: int | None = typer.Option(None, help=f"Image side in pixels (default: {default_of(P, 'size')})."),
+    batch_size: int | None = typer.Option(None, help=f"Model inputs per batch (default: {default_of(P, 'batch_size')})."),
+    workers: int | None = typer.Option(None, help=f"DataLoader workers decoding beside the model (default: {default_of(P, 'workers')})."),
+    repeats: int | None = typer.Option(None, help=f"Paired model-only / pipeline runs (default: {default_of(P, 'repeats')})."),
+    json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """Encode throughput through the whole pipeline against the model alone, and peak memory
     against the number of shards."""
     from vqtok.pipelines.bench.pipeline import bench_pipeline
 
-    result = bench_pipeline(preset, samples=samples, size=size, batch_size=batch_size, workers=workers, repeats=repeats)
+    options = run_job(lambda: P.load(config, {"preset": preset, "samples": samples, "size": size,
+                                              "batch_size": batch_size, "workers": workers, "repeats": repeats}, set_))
+    result = bench_pipeline(options)
     out.print_json(data=result)
-    write_json(json_path, result)
+    write_json(json_path, {"config": options.to_dict(), **result})
 
 
 @bench_app.command("train")
 def train(
-    presets: list[str] = typer.Option(None, "--preset", help="Presets to time (default: all)."),
-    steps: int = typer.Option(5, min=1),
-    batch_size: int = typer.Option(2, min=1),
-    device: str = typer.Option("cpu"),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    presets: list[str] | None = typer.Option(None, "--preset", help="Presets to time, repeatable (default: every tokenizer preset)."),
+    steps: int | None = typer.Option(None, help=f"Timed steps (default: {default_of(T, 'steps')})."),
+    batch_size: int | None = typer.Option(None, help=f"Inputs per step (default: {default_of(T, 'batch_size')})."),
+    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(T, 'device')})."),
+    json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """Training steps per second and peak memory for each preset."""
     from vqtok.pipelines.bench.train import bench_train
 
-    rows = bench_train(presets or None, steps=steps, batch_size=batch_size, device=device)
+    options = run_job(lambda: T.load(config, {"presets": presets or None, "steps": steps, "batch_size": batch_size,
+                                              "device": device}, set_))
+    rows = bench_train(options)
     print_rows(rows, "training step")
-    write_json(json_path, rows)
+    write_json(json_path, {"config": options.to_dict(), "rows": rows})
 
 
 def register(app: typer.Typer) -> None:

@@ -64,6 +64,18 @@ def print_summary(summary: Any) -> None:
     typer.echo(json.dumps(summary.to_dict() if hasattr(summary, "to_dict") else summary, indent=2))
 
 
+CONFIG_HELP = "Job config as TOML or JSON; flags, then --set, override it."
+SET_HELP = "Override any config key (repeatable), e.g. --set runtime.batch_size=32."
+
+
+def default_of(config_class: type, key: str) -> Any:
+    """The dataclass default of a dotted `key`, for help texts: defaults live in one place."""
+    value: Any = config_class._defaults()
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None

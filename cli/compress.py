@@ -11,31 +11,48 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from vqtok.cli.common import out, parse_size, print_summary, run_job, write_json
-from vqtok.pipelines.compression.fit_prior import fit_prior_shards
+from vqtok.cli.common import (
+    CONFIG_HELP,
+    SET_HELP,
+    default_of,
+    out,
+    parse_size,
+    print_summary,
+    run_job,
+    write_json,
+)
+from vqtok.pipelines.compression.fit_prior import FitPriorConfig, fit_prior_shards
 from vqtok.pipelines.compression.vqt import CompressConfig, compress_file, decompress_file
+from vqtok.pipelines.config import RuntimeOptions
 from vqtok.pipelines.errors import UsageError
+from vqtok.pipelines.evaluation.nll import NLLConfig, evaluate_nll
 from vqtok.pipelines.evaluation.rd import RDConfig, evaluate_rd, split_paths
-from vqtok.pipelines.jobs.encode import EncodeConfig
+
+C = CompressConfig
+P = FitPriorConfig
 
 
 def compress(
     checkpoint: Path = typer.Argument(..., help="Tokenizer checkpoint directory (with a fitted prior)."),
     source: Path = typer.Argument(..., help="Image, audio or video file, matching the model's modality."),
     target: Path = typer.Argument(..., help="Output .vqt file."),
-    device: str = typer.Option("cpu", help="Torch device for the encoder."),
-    batch_size: int = typer.Option(16, help="Model inputs per encoder call."),
-    window_seconds: float = typer.Option(2.0, help="Audio window length in seconds."),
-    clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: clip length)."),
-    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    device: str | None = typer.Option(None, help=f"Torch device for the encoder (default: {default_of(C, 'runtime.device')})."),
+    batch_size: int | None = typer.Option(None, help=f"Model inputs per encoder call (default: {default_of(C, 'runtime.batch_size')})."),
+    window_seconds: float | None = typer.Option(None, help=f"Audio window length in seconds (default: {default_of(C, 'media.window_seconds')})."),
+    clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: the clip length)."),
+    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding (default: native size)."),
     levels: int | None = typer.Option(None, help="Residual VQ: keep only the first LEVELS levels (default: all)."),
-    coder: str = typer.Option("auto", help="ans-static, ans-adaptive, or auto (the shorter of the two)."),
+    coder: str | None = typer.Option(None, help=f"ans-static, ans-adaptive, or auto, the shorter of the two (default: {default_of(C, 'coder')})."),
 ) -> None:
     """Compress one media file to .vqt; prints the rates (log2 K, empirical entropy, bytes written)."""
     def job():
-        config = CompressConfig(device, batch_size, window_seconds, clip_stride, parse_size(frame_size), levels,
-                                coder)
-        return compress_file(checkpoint, source, target, config)
+        options = CompressConfig.load(config, {
+            "runtime.device": device, "runtime.batch_size": batch_size, "media.window_seconds": window_seconds,
+            "media.clip_stride": clip_stride, "media.frame_size": parse_size(frame_size), "levels": levels,
+            "coder": coder}, set_)
+        return compress_file(checkpoint, source, target, options)
 
     print_summary(run_job(job))
 
@@ -44,10 +61,17 @@ def decompress(
     source: Path = typer.Argument(..., help="A .vqt file."),
     target: Path = typer.Argument(..., help="Restored media (.png, .wav/.flac or .mp4 by modality)."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint to decode with (default: the one the file records)."),
-    device: str = typer.Option("cpu", help="Torch device for the decoder."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    device: str | None = typer.Option(None, help=f"Torch device for the decoder (default: {default_of(RuntimeOptions, 'device')})."),
+    batch_size: int | None = typer.Option(None, help=f"Code pieces per decoder call (default: {default_of(RuntimeOptions, 'batch_size')})."),
 ) -> None:
     """Decompress a .vqt file back to media."""
-    run_job(lambda: decompress_file(source, target, checkpoint, device))
+    def job():
+        runtime = RuntimeOptions.load(config, {"device": device, "batch_size": batch_size}, set_)
+        return decompress_file(source, target, checkpoint, runtime)
+
+    run_job(job)
     typer.echo(f"wrote {target}", err=True)
 
 
@@ -55,17 +79,20 @@ def fit_prior(
     checkpoint: Path = typer.Argument(..., help="Tokenizer checkpoint directory."),
     shards: str = typer.Argument(..., help="Training media shards: folder, file, brace pattern or URL."),
     output: Path | None = typer.Option(None, help="Save the checkpoint with its prior here (default: in place)."),
-    batch_size: int = typer.Option(16, help="Model inputs per batch."),
-    workers: int = typer.Option(2, help="DataLoader workers reading and decoding."),
-    device: str = typer.Option("cpu", help="Torch device."),
-    window_seconds: float = typer.Option(2.0, help="Audio window length in seconds."),
-    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    batch_size: int | None = typer.Option(None, help=f"Model inputs per batch (default: {default_of(P, 'runtime.batch_size')})."),
+    workers: int | None = typer.Option(None, help=f"DataLoader workers reading and decoding (default: {default_of(P, 'workers')})."),
+    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(P, 'runtime.device')})."),
+    window_seconds: float | None = typer.Option(None, help=f"Audio window length in seconds (default: {default_of(P, 'media.window_seconds')})."),
+    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding (default: native size)."),
 ) -> None:
-    """Measure the code prior on training shards and store it in the checkpoint."""
+    """Measure the prior (code frequencies) on training shards and store it in the checkpoint."""
     def job():
-        config = EncodeConfig(batch_size=batch_size, workers=workers, device=device,
-                              window_seconds=window_seconds, frame_size=parse_size(frame_size))
-        return fit_prior_shards(checkpoint, shards, output, config)
+        options = FitPriorConfig.load(config, {
+            "runtime.batch_size": batch_size, "workers": workers, "runtime.device": device,
+            "media.window_seconds": window_seconds, "media.frame_size": parse_size(frame_size)}, set_)
+        return fit_prior_shards(checkpoint, shards, output, options)
 
     print_summary(run_job(job))
 
@@ -90,22 +117,22 @@ def parse_sweeps(items: list[str]) -> dict[str, list[int]]:
 @eval_app.command("rd")
 def rd(
     paths: list[Path] = typer.Argument(..., help="Checkpoint directories, then media files or folders of them."),
-    baselines: str = typer.Option("", help="Comma-separated codecs: jpeg,webp,avif | opus,mp3 | h264."),
-    out: Path = typer.Option(Path("rd"), help="Folder for the per-method JSON, rd.csv and rd-*.png."),
-    window_seconds: float = typer.Option(2.0, help="Audio window length in seconds for the models."),
-    device: str = typer.Option("cpu", help="Torch device for the models."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    baselines: str | None = typer.Option(None, help="Comma-separated codecs: jpeg,webp,avif | opus,mp3 | h264 (default: none)."),
+    out: Path = typer.Option(Path("rd"), help="Folder for the per-method JSON, rd.csv, rd-*.png and rd_config.json."),
+    window_seconds: float | None = typer.Option(None, help=f"Audio window length in seconds for the models (default: {default_of(RDConfig, 'media.window_seconds')})."),
+    device: str | None = typer.Option(None, help=f"Torch device for the models (default: {default_of(RDConfig, 'runtime.device')})."),
     sweep: list[str] = typer.Option(None, help="A codec's settings instead of its default sweep, e.g. "
                                     "--sweep jpeg=1,3,5,8 --sweep opus=6,8,12 (quality, or kbps for audio)."),
 ) -> None:
     """Rate-distortion curves of checkpoints (each residual level count) and classical codecs."""
     def job():
+        codecs = None if baselines is None else [name.strip() for name in baselines.split(",") if name.strip()]
+        options = RDConfig.load(config, {"baselines": codecs, "sweeps": parse_sweeps(sweep) if sweep else None,
+                                         "media.window_seconds": window_seconds, "runtime.device": device}, set_)
         checkpoints, inputs = split_paths(paths)
-        codecs = [name.strip() for name in baselines.split(",") if name.strip()]
-        sweeps = parse_sweeps(sweep or [])
-        unused = sorted(set(sweeps) - set(codecs))
-        if unused:
-            raise UsageError(f"--sweep names {', '.join(unused)}, which --baselines does not include")
-        return evaluate_rd(checkpoints, inputs, out, RDConfig(codecs, sweeps, window_seconds, device))
+        return evaluate_rd(checkpoints, inputs, out, options)
 
     curves = run_job(job)
     print_summary({curve["name"]: curve["results"] for curve in curves})
@@ -115,18 +142,22 @@ def rd(
 def nll(
     checkpoint: Path = typer.Argument(..., help="A VAE, ladder VAE or CVAE checkpoint directory (CVAE: shards need .cls or .json conditions)."),
     shards: list[str] = typer.Argument(..., help="Shards, folders of them or brace patterns."),
-    samples: int = typer.Option(1000, help="K, importance samples per input (IWAE_K and the naive estimate)."),
-    batch_size: int = typer.Option(32, help="Inputs per batch."),
-    limit: int = typer.Option(0, help="Evaluate at most this many inputs (0: all)."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    samples: int | None = typer.Option(None, help=f"K, importance samples per input, for IWAE_K and the naive estimate (default: {default_of(NLLConfig, 'samples')})."),
+    batch_size: int | None = typer.Option(None, help=f"Inputs per batch (default: {default_of(NLLConfig, 'runtime.batch_size')})."),
+    limit: int | None = typer.Option(None, help="Evaluate at most this many inputs (default: 0, all)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report to this JSON file."),
     pictures: Path = typer.Option(None, help="Also draw reconstructions, samples, traversals here (images)."),
-    device: str = typer.Option("cpu", help="Torch device."),
+    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(NLLConfig, 'runtime.device')})."),
 ) -> None:
     """Negative ELBO, IWAE bound, naive prior-sampling estimate, KL and active units, in nats."""
-    from vqtok.pipelines.evaluation.nll import evaluate_nll
+    def job():
+        options = NLLConfig.load(config, {"samples": samples, "runtime.batch_size": batch_size, "limit": limit,
+                                          "runtime.device": device}, set_)
+        return evaluate_nll(checkpoint, shards, options, pictures=pictures)
 
-    report = run_job(lambda: evaluate_nll(checkpoint, shards, samples=samples, batch_size=batch_size,
-                                          max_inputs=limit or None, device=device, pictures=pictures))
+    report = run_job(job)
     write_json(json_out, report.to_dict())
     out.print(nll_table(report.to_dict()))
 

@@ -6,16 +6,21 @@ become a one-line message and an exit code: 2 for usage, 1 for failure, 130 on C
 
 from __future__ import annotations
 
-import json
-import tomllib
-from dataclasses import fields, replace
-from enum import Enum, StrEnum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import typer
 
-from vqtok.cli.common import echo_warnings, parse_size, print_summary, run_job
+from vqtok.cli.common import (
+    CONFIG_HELP,
+    SET_HELP,
+    default_of,
+    echo_warnings,
+    parse_size,
+    print_summary,
+    run_job,
+)
 from vqtok.pipelines import (
     DecodeConfig,
     EncodeConfig,
@@ -56,24 +61,6 @@ class OrderChoice(StrEnum):
     level_major = "level-major"
 
 
-def load_config(cls: type[T], path: Path | None, flags: dict[str, Any]) -> T:
-    """`cls` from a JSON/TOML file, then the flags that were given (not None) on top."""
-    base: dict[str, Any] = {}
-    if path is not None:
-        try:
-            text = path.read_text()
-            base = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read config {path}: {exc}") from None
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(base) - known)
-        if unknown:
-            raise UsageError(f"unknown keys in {path}: {', '.join(unknown)}")
-    given = {name: value.value if isinstance(value, Enum) else value
-             for name, value in flags.items() if value is not None}
-    return replace(cls(**base), **given)
-
-
 shards_app = typer.Typer(help="Make WebDataset shards from media folders.", no_args_is_help=True)
 
 
@@ -92,37 +79,43 @@ def shards_make(
     print_summary(summary)
 
 
+E = EncodeConfig
+D = DecodeConfig
+
+
 def encode(
     checkpoint: Path = typer.Argument(..., help="Tokenizer checkpoint directory."),
     shards: str = typer.Argument(..., help="Shards: folder, file, brace pattern, pipe: or http(s) URL."),
     out_dir: Path = typer.Argument(..., help="Where to write the code shards."),
-    config: Path | None = typer.Option(None, help="EncodeConfig as JSON/TOML; flags override it."),
-    batch_size: int | None = typer.Option(None, help="Model inputs per batch (default: 16)."),
-    workers: int | None = typer.Option(None, help="DataLoader workers reading and decoding (default: 2)."),
-    device: str | None = typer.Option(None, help="Torch device (default: cpu)."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    batch_size: int | None = typer.Option(None, help=f"Model inputs per batch (default: {default_of(E, 'runtime.batch_size')})."),
+    workers: int | None = typer.Option(None, help=f"DataLoader workers reading and decoding (default: {default_of(E, 'workers')})."),
+    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(E, 'runtime.device')})."),
     resume: bool | None = typer.Option(None, "--resume", help="Skip done shards, redo partial ones."),
-    on_error: OnErrorChoice | None = typer.Option(None, help="Stop on a bad sample, or skip and log it (default: raise)."),
-    max_error_rate: float | None = typer.Option(None, help="Fail when more than this fraction is skipped (default: 1.0)."),
-    window_seconds: float | None = typer.Option(None, help="Audio window length in seconds (default: 2.0)."),
-    clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: clip length)."),
-    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding."),
+    on_error: OnErrorChoice | None = typer.Option(None, help=f"Stop on a bad sample, or skip and log it (default: {default_of(E, 'errors.on_error')})."),
+    max_error_rate: float | None = typer.Option(None, help=f"Fail when more than this fraction is skipped (default: {default_of(E, 'errors.max_error_rate')})."),
+    window_seconds: float | None = typer.Option(None, help=f"Audio window length in seconds (default: {default_of(E, 'media.window_seconds')})."),
+    clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: the clip length)."),
+    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding (default: native size)."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress (default: on)."),
     compress: bool | None = typer.Option(None, "--compress", help="Entropy-code the codes with the checkpoint's prior (.vqc, not .npy)."),
-    max_image_pixels: int | None = typer.Option(None, help="Skip images or video frames larger than this many pixels (default: 2^26)."),
-    engine: EngineChoice = typer.Option(EngineChoice.local, help="Run here, or on a Ray cluster (pip install 'vqtok[ray]')."),
+    max_image_pixels: int | None = typer.Option(None, help=f"Skip images or video frames larger than this many pixels (default: {default_of(E, 'media.max_image_pixels')})."),
+    engine: EngineChoice = typer.Option(EngineChoice.local, help="Run here, or on a Ray cluster (pip install 'vqtok\\[ray]')."),
     ray_address: str | None = typer.Option(None, help="Ray: cluster to join, e.g. auto (default: $RAY_ADDRESS or a local Ray)."),
     concurrency: int | None = typer.Option(None, help="Ray: workers, each loading the model once (default: as many as fit)."),
-    cpus_per_worker: float | None = typer.Option(None, help="Ray: CPUs each worker reserves (default: 1)."),
-    gpus_per_worker: float | None = typer.Option(None, help="Ray: GPUs each worker reserves; use with --device cuda (default: 0)."),
-    max_retries: int | None = typer.Option(None, help="Ray: further attempts at a shard whose worker died (default: 2)."),
+    cpus_per_worker: float | None = typer.Option(None, help=f"Ray: CPUs each worker reserves (default: {default_of(RayConfig, 'cpus_per_worker')})."),
+    gpus_per_worker: float | None = typer.Option(None, help=f"Ray: GPUs each worker reserves; use with --device cuda (default: {default_of(RayConfig, 'gpus_per_worker')})."),
+    max_retries: int | None = typer.Option(None, help=f"Ray: further attempts at a shard whose worker died (default: {default_of(RayConfig, 'max_retries')})."),
 ) -> None:
     """Encode media shards to code shards (one per input, same basename and keys)."""
     def job():
-        options = load_config(EncodeConfig, config, {
-            "batch_size": batch_size, "workers": workers, "device": device, "resume": resume,
-            "on_error": on_error, "max_error_rate": max_error_rate, "window_seconds": window_seconds,
-            "clip_stride": clip_stride, "frame_size": parse_size(frame_size), "progress": progress,
-            "compress": compress, "max_image_pixels": max_image_pixels})
+        options = EncodeConfig.load(config, {
+            "runtime.batch_size": batch_size, "workers": workers, "runtime.device": device, "resume": resume,
+            "errors.on_error": on_error, "errors.max_error_rate": max_error_rate,
+            "media.window_seconds": window_seconds, "media.clip_stride": clip_stride,
+            "media.frame_size": parse_size(frame_size), "progress": progress, "compress": compress,
+            "media.max_image_pixels": max_image_pixels}, set_)
         ray_flags = {"address": ray_address, "concurrency": concurrency, "cpus_per_worker": cpus_per_worker,
                      "gpus_per_worker": gpus_per_worker, "max_retries": max_retries}
         if engine == EngineChoice.local:
@@ -130,7 +123,7 @@ def encode(
                 raise UsageError("--ray-address, --concurrency, --cpus-per-worker, --gpus-per-worker and "
                                  "--max-retries only apply with --engine ray")
             return encode_shards(checkpoint, shards, out_dir, options)
-        return encode_shards_ray(checkpoint, shards, out_dir, options, load_config(RayConfig, None, ray_flags))
+        return encode_shards_ray(checkpoint, shards, out_dir, options, RayConfig.load(None, ray_flags))
 
     with echo_warnings():
         print_summary(run_job(job))
@@ -140,19 +133,26 @@ def decode(
     checkpoint: Path = typer.Argument(..., help="The checkpoint the codes were made with."),
     code_shards: str = typer.Argument(..., help="Code shards: folder, file, brace pattern or URL."),
     out_dir: Path = typer.Argument(..., help="Where to write the media."),
-    output_format: FormatChoice = typer.Option(FormatChoice.shards, "--format", help="Shards, or files named by key."),
-    audio_format: str = typer.Option("wav", help="wav or flac."),
-    batch_size: int = typer.Option(16, help="Code pieces per model call."),
-    device: str = typer.Option("cpu", help="Torch device."),
-    resume: bool = typer.Option(False, "--resume", help="Skip done shards, redo partial ones."),
-    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="Stop on a bad sample, or skip and log it."),
-    max_error_rate: float = typer.Option(1.0, help="Fail when more than this fraction is skipped."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    output_format: FormatChoice | None = typer.Option(None, "--format", help=f"Shards, or files named by key (default: {default_of(D, 'output_format')})."),
+    audio_format: str | None = typer.Option(None, help=f"wav or flac (default: {default_of(D, 'audio_format')})."),
+    batch_size: int | None = typer.Option(None, help=f"Code pieces per model call (default: {default_of(D, 'runtime.batch_size')})."),
+    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(D, 'runtime.device')})."),
+    resume: bool | None = typer.Option(None, "--resume", help="Skip done shards, redo partial ones."),
+    on_error: OnErrorChoice | None = typer.Option(None, help=f"Stop on a bad sample, or skip and log it (default: {default_of(D, 'errors.on_error')})."),
+    max_error_rate: float | None = typer.Option(None, help=f"Fail when more than this fraction is skipped (default: {default_of(D, 'errors.max_error_rate')})."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress (default: on)."),
 ) -> None:
     """Decode code shards back to media (PNG, WAV/FLAC, MP4) at the original size and length."""
-    options = DecodeConfig(output_format.value, audio_format, batch_size, device, resume,
-                           on_error.value, max_error_rate, progress)
-    print_summary(run_job(lambda: decode_shards(checkpoint, code_shards, out_dir, options)))
+    def job():
+        options = DecodeConfig.load(config, {
+            "output_format": output_format, "audio_format": audio_format, "runtime.batch_size": batch_size,
+            "runtime.device": device, "resume": resume, "errors.on_error": on_error,
+            "errors.max_error_rate": max_error_rate, "progress": progress}, set_)
+        return decode_shards(checkpoint, code_shards, out_dir, options)
+
+    print_summary(run_job(job))
 
 
 def export_tokens_command(

@@ -16,23 +16,6 @@ from vqtok.cli.common import print_summary, run_job
 from vqtok.pipelines.training import TrainConfig, TrainingInterrupted, train
 
 
-def resolve_config(config: Path | None, flags: dict[str, Any], assignments: list[str]) -> TrainConfig:
-    """The TOML file (or the defaults), then the given flags, then ``--set`` assignments."""
-    base = TrainConfig.from_toml(config) if config is not None else TrainConfig()
-    given = [f"{name}={_as_toml(value)}" for name, value in flags.items() if value is not None]
-    return base.with_overrides(given + list(assignments))
-
-
-def _as_toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_as_toml(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def train_command(
     config: Path | None = typer.Argument(None, help="TrainConfig as TOML; flags and --set override it."),
     set_: list[str] = typer.Option([], "--set", help="Override any config key: --set lr=1e-3 --set model_options.widths=[8,8,8,8]."),
@@ -46,13 +29,13 @@ def train_command(
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers per rank."),
     device: str | None = typer.Option(None, help="Torch device (default: cuda when present)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's latest checkpoint."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show a progress bar (default: on)."),
 ) -> None:
     """Train a tokenizer; writes config.toml, metrics.jsonl, checkpoints/, pictures/, best/ and final/."""
     flags = {"model": model, "train": train_shards or None, "val": val or None, "out": out,
              "steps": steps, "batch_size": batch_size, "lr": lr, "num_workers": workers, "device": device}
-    resolved = run_job(lambda: resolve_config(config, flags, set_))
-    print_summary(run_job(lambda: _train(resolved, resume, progress)))
+    resolved = run_job(lambda: TrainConfig.load(config, flags, set_))
+    print_summary(run_job(lambda: _train(resolved, resume, progress is not False)))
 
 
 def _train(config: TrainConfig, resume: bool, progress: bool) -> Any:

@@ -2,7 +2,7 @@
 
     from vqtok.pipelines import make_shards, encode_shards, EncodeConfig, decode_shards, export_tokens
     make_shards("photos/", "shards/", "image", maxcount=1000)
-    encode_shards("ckpt/f8", "shards/", "codes/", EncodeConfig(on_error="skip", resume=True))
+    encode_shards("ckpt/f8", "shards/", "codes/", EncodeConfig(errors=ErrorOptions(on_error="skip"), resume=True))
     decode_shards("ckpt/f8", "codes/", "restored/")
     export_tokens("codes/", "tokens/train", bos=True, eos=True)
     windows = TokenDataset("tokens/train", seq_len=1024)
@@ -33,6 +33,11 @@ _EXPORTS = {
     "RDConfig": "evaluation.rd",
     "evaluate_rd": "evaluation.rd",
     "fit_prior_shards": "compression.fit_prior",
+    "FitPriorConfig": "compression.fit_prior",
+    "JobConfig": "config",
+    "MediaOptions": "config",
+    "ErrorOptions": "config",
+    "RuntimeOptions": "config",
     "CompressConfig": "compression.vqt",
     "decompress_file": "compression.vqt",
     "compress_file": "compression.vqt",

@@ -16,6 +16,7 @@ import torch
 
 from vqtok.kernels import available_backends, ema_update, nearest_code
 from vqtok.pipelines.bench.memory import measure_peak
+from vqtok.pipelines.config import JobConfig
 
 
 @dataclass(frozen=True)
@@ -112,13 +113,26 @@ def bench_ema(case: KernelCase, device: torch.device, repeats: int) -> list[dict
     return rows
 
 
-def bench_kernels(
-    device: str = "auto", quick: bool = False, repeats: int = 5, cases: list[KernelCase] | None = None
-) -> list[dict]:
+@dataclass
+class KernelsBenchConfig(JobConfig):
+    """`vqtok bench kernels`: device ("auto": CUDA when present), one quick case or all,
+    timed runs per case (the median is reported)."""
+
+    device: str = "auto"
+    quick: bool = False
+    repeats: int = 5
+
+    def problems(self) -> list[str]:
+        return [] if self.repeats >= 1 else [f"repeats must be at least 1, got {self.repeats}"]
+
+
+def bench_kernels(config: KernelsBenchConfig | None = None, cases: list[KernelCase] | None = None) -> list[dict]:
     """Time both kernels on every case; one dict per (case, op, implementation)."""
+    config = config or KernelsBenchConfig()
+    device, repeats = config.device, config.repeats
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     if cases is None:
-        cases = QUICK_CASES if quick else (GPU_CASES if dev.type == "cuda" else CPU_CASES)
+        cases = QUICK_CASES if config.quick else (GPU_CASES if dev.type == "cuda" else CPU_CASES)
     rows = []
     for case in cases:
         if dev.type == "cpu" and case.dtype != "fp32":

@@ -14,6 +14,7 @@ import multiprocessing
 import resource
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 import vqtok
+from vqtok.pipelines.config import JobConfig, RuntimeOptions
 from vqtok.pipelines.data.media import prepare
 from vqtok.pipelines.data.tario import ShardWriter
 from vqtok.pipelines.jobs.encode import EncodeConfig, encode_shards, media_config
@@ -68,7 +70,7 @@ def _peak_rss_job(args: tuple, results) -> None:
         make_bench_shards(Path(tmp) / "in", shards, per_shard, size)
         model = vqtok.create_model(preset)
         encode_shards(model, str(Path(tmp) / "in"), Path(tmp) / "out",
-                      EncodeConfig(batch_size=batch_size, workers=workers, progress=False))
+                      EncodeConfig(workers=workers, progress=False, runtime=RuntimeOptions(batch_size=batch_size)))
     main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     results.put({"main": round(main, 1), "largest_worker": round(worker, 1)})
@@ -84,8 +86,26 @@ def _peak_rss(args: tuple) -> dict:
     return peak
 
 
-def bench_pipeline(preset: str = "image-vq-f8", *, samples: int = 512, size: int = 128, batch_size: int = 16,
-                   workers: int = 1, repeats: int = 3, shard_counts: tuple[int, ...] = (2, 8, 32),
+@dataclass
+class PipelineBenchConfig(JobConfig):
+    """`vqtok bench pipeline`: the preset, samples per throughput run, image side, batch
+    size, DataLoader workers, and paired model-only / pipeline runs."""
+
+    preset: str = "image-vq-f8"
+    samples: int = 512
+    size: int = 128
+    batch_size: int = 16
+    workers: int = 1
+    repeats: int = 3
+
+    def problems(self) -> list[str]:
+        found = [f"{name} must be at least 1, got {getattr(self, name)}"
+                 for name in ("samples", "batch_size", "repeats") if getattr(self, name) < 1]
+        found += [] if self.size >= 8 else [f"size must be at least 8, got {self.size}"]
+        return found + ([] if self.workers >= 0 else [f"workers must be 0 or more, got {self.workers}"])
+
+
+def bench_pipeline(config: PipelineBenchConfig | None = None, *, shard_counts: tuple[int, ...] = (2, 8, 32),
                    per_shard: int = 16) -> dict:
     """Run the benchmark; returns throughput figures and peak memory per shard count.
 
@@ -93,17 +113,20 @@ def bench_pipeline(preset: str = "image-vq-f8", *, samples: int = 512, size: int
     median of the paired ratios, so that load from other processes on a shared machine
     affects both sides of each ratio alike.
     """
+    config = config or PipelineBenchConfig()
+    preset, samples, size, batch_size = config.preset, config.samples, config.size, config.batch_size
+    workers, repeats = config.workers, config.repeats
     model = vqtok.create_model(preset).eval()
     shard_count = max(workers, 4)
     model_rates, pipeline_rates = [], []
     with tempfile.TemporaryDirectory() as tmp:
         shard_dir = Path(tmp) / "in"
         images = make_bench_shards(shard_dir, shard_count, samples // shard_count, size)
-        config = EncodeConfig(batch_size=batch_size, workers=workers, progress=False)
+        encode = EncodeConfig(workers=workers, progress=False, runtime=RuntimeOptions(batch_size=batch_size))
         for repeat in range(repeats):
             model_rates.append(_model_only_rate(model, images, batch_size))
             start = time.perf_counter()
-            summary = encode_shards(model, str(shard_dir), Path(tmp) / f"out-{repeat}", config)
+            summary = encode_shards(model, str(shard_dir), Path(tmp) / f"out-{repeat}", encode)
             pipeline_rates.append(summary.samples / (time.perf_counter() - start))
     ratios = sorted(p / m for p, m in zip(pipeline_rates, model_rates, strict=True))
     peaks = [_peak_rss((preset, count, per_shard, size, batch_size, workers)) for count in shard_counts]

@@ -18,10 +18,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from vqtok.pipelines.bench.memory import run_in_fresh_process
+from vqtok.pipelines.config import JobConfig
 
 REFERENCE = "vector-quantize-pytorch"
 
@@ -82,18 +84,34 @@ def _reference_version() -> str | None:
     return version(REFERENCE)
 
 
-def bench_quantizer(
-    n: int = 65536, k: int = 8192, d: int = 64, steps: int = 3, compare: bool = True
-) -> list[dict]:
+@dataclass
+class QuantizerBenchConfig(JobConfig):
+    """`vqtok bench quantizer`: N encoder vectors per step, K codes of dimension D, timed
+    steps, and whether to time vector_quantize_pytorch beside vqtok when it is installed."""
+
+    n: int = 65536
+    k: int = 8192
+    d: int = 64
+    steps: int = 3
+    compare: bool = True
+
+    def problems(self) -> list[str]:
+        return [f"{name} must be at least 1, got {getattr(self, name)}"
+                for name in ("n", "k", "d", "steps") if getattr(self, name) < 1]
+
+
+def bench_quantizer(config: QuantizerBenchConfig | None = None) -> list[dict]:
     """Time a VQ training step on CPU for N latents, K codes of dimension D.
 
     Returns one row per implementation: impl, n, k, d, steps, threads, step_s (median
     seconds), peak_extra_mib; the vqtok row also gets speedup and memory_ratio against the
     reference when it ran. A reference that is not installed gives a row with ``missing``.
     """
+    config = config or QuantizerBenchConfig()
+    n, k, d, steps = config.n, config.k, config.d, config.steps
     case = {"n": n, "k": k, "d": d, "steps": steps, "threads": torch.get_num_threads()}
     rows = [{"impl": "vqtok", **case, **run_in_fresh_process(_measure, "vqtok", n, k, d, steps)}]
-    if not compare:
+    if not config.compare:
         return rows
     version = _reference_version()
     if version is None:

@@ -18,6 +18,7 @@ import torch
 
 import vqtok
 from vqtok.pipelines.bench.pipeline import make_bench_shards
+from vqtok.pipelines.config import RuntimeOptions
 from vqtok.pipelines.jobs.encode import EncodeConfig, EncodeSummary, encode_shards
 from vqtok.pipelines.jobs.ray_engine import RayConfig, encode_shards_ray, import_ray
 
@@ -52,7 +53,7 @@ def bench_ray(preset: str = "image-vq-f8", *, samples: int = 256, shards: int = 
         root = Path(tmp)
         make_bench_shards(root / "in", shards, samples // shards, size)
         checkpoint = vqtok.save(vqtok.create_model(preset), root / "model")
-        config = EncodeConfig(batch_size=batch_size, workers=workers, progress=False)
+        config = EncodeConfig(workers=workers, progress=False, runtime=RuntimeOptions(batch_size=batch_size))
         local_seconds, local = _timed(lambda: encode_shards(checkpoint, str(root / "in"), root / "local", config))
         start = time.perf_counter()
         ray.init(address=address, include_dashboard=False, log_to_driver=False)

@@ -10,13 +10,14 @@ the model and optimizer (``vqtok.pipelines.bench.memory.measure_peak``).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 import vqtok
 from vqtok.models import PRESETS
 from vqtok.pipelines.bench.memory import measure_peak, run_in_fresh_process
+from vqtok.pipelines.config import JobConfig
 from vqtok.pipelines.training.data import resolve_crop
 from vqtok.pipelines.training.losses import ReconstructionLoss
 
@@ -57,11 +58,27 @@ def _measure_preset(name: str, steps: int, batch_size: int, device: str, memory:
     return {"preset": name, "input": list(shape), "steps_per_s": round(steps / (time.perf_counter() - start), 3)}
 
 
-def bench_train(presets: Sequence[str] | None = None, steps: int = 5, batch_size: int = 2,
-                device: str = "cpu") -> list[dict]:
+@dataclass
+class TrainBenchConfig(JobConfig):
+    """`vqtok bench train`: presets to time (empty: every tokenizer preset), steps, batch
+    size and device."""
+
+    presets: list[str] = field(default_factory=list)
+    steps: int = 5
+    batch_size: int = 2
+    device: str = "cpu"
+
+    def problems(self) -> list[str]:
+        return [f"{name} must be at least 1, got {getattr(self, name)}"
+                for name in ("steps", "batch_size") if getattr(self, name) < 1]
+
+
+def bench_train(config: TrainBenchConfig | None = None) -> list[dict]:
     """One row per preset (each in a fresh process): preset, input shape, steps_per_s, peak_mb
     (None where unknown)."""
-    names = presets or sorted(PRESETS)  # the tokenizers; a CVAE needs conditions
+    config = config or TrainBenchConfig()
+    steps, batch_size, device = config.steps, config.batch_size, config.device
+    names = config.presets or sorted(PRESETS)  # the tokenizers; a CVAE needs conditions
     return [
         run_in_fresh_process(_measure_preset, name, steps, batch_size, device, False)
         | run_in_fresh_process(_measure_preset, name, steps, batch_size, device, True)

@@ -18,13 +18,26 @@ from torch.utils.data import DataLoader
 
 import vqtok
 from vqtok.entropy import entropy, fit_prior, prior_id, smoothed_prior
+from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions
 from vqtok.pipelines.data.batches import MediaBatches, PreparedBatch, identity
 from vqtok.pipelines.data.sources import expand_shards
 from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
 from vqtok.pipelines.jobs.common import load_model
-from vqtok.pipelines.jobs.encode import EncodeConfig, media_config
+from vqtok.pipelines.jobs.encode import media_config
 
 FOLDS = 5
+
+
+@dataclass
+class FitPriorConfig(JobConfig):
+    """Options of `fit-prior`: media is cut as `vqtok encode` cuts it."""
+
+    media: MediaOptions = field(default_factory=MediaOptions)
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    workers: int = 2  # DataLoader workers reading and decoding shards
+
+    def problems(self) -> list[str]:
+        return [] if self.workers >= 0 else [f"workers must be 0 or more, got {self.workers}"]
 
 
 @dataclass
@@ -45,18 +58,19 @@ class PriorSummary:
 
 
 def fit_prior_shards(checkpoint: str | Path, shards: str | list[str], output: str | Path | None = None,
-                     config: EncodeConfig | None = None) -> PriorSummary:
+                     config: FitPriorConfig | None = None) -> PriorSummary:
     """Fit the prior of `checkpoint` on media `shards`; save to `output` (default: in place).
 
     `config` gives the media cutting, batch size, workers and device, as for encoding.
     Raises UsageError for bad arguments and PipelineError when no sample could be read.
     """
-    config = config or EncodeConfig()
-    model = load_model(checkpoint, config.device)
+    config = config or FitPriorConfig()
+    config.check()
+    model = load_model(checkpoint, config.runtime.device)
     urls = expand_shards(shards)
     if not urls:
         raise UsageError(f"no shards match {shards!r}")
-    dataset = MediaBatches(urls, media_config(model, config), config.batch_size)
+    dataset = MediaBatches(urls, media_config(model, config.media), config.runtime.batch_size)
     loader = DataLoader(dataset, batch_size=None, num_workers=min(config.workers, len(urls)),
                         collate_fn=identity)
     errors: list[SampleError] = []
@@ -72,8 +86,8 @@ def fit_prior_shards(checkpoint: str | Path, shards: str | list[str], output: st
                 per_sample = [(samples + i) % FOLDS for i in range(len(event.samples))]
                 folds = np.repeat(per_sample, [sample.pieces for sample in event.samples])
                 samples += len(event.samples)
-                for start in range(0, len(folds), config.batch_size):
-                    stop = start + config.batch_size
+                for start in range(0, len(folds), config.runtime.batch_size):
+                    stop = start + config.runtime.batch_size
                     yield folds[start:stop], event.pieces[start:stop]
 
     fold_counts = fit_prior(model, batches(), FOLDS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +29,11 @@ from vqtok.entropy import (
     prior_id,
     unpack,
 )
+from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions
 from vqtok.pipelines.data.media import prepare, restore
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.jobs.common import load_model
-from vqtok.pipelines.jobs.encode import EncodeConfig, media_config
+from vqtok.pipelines.jobs.encode import media_config
 
 # What restore() needs but the header does not store, because the model or the codes say it
 # (see media_meta); video stores clip_stride instead of the list of clip starts.
@@ -43,7 +44,7 @@ AUTO_CODER = "auto"
 
 
 @dataclass
-class CompressConfig:
+class CompressConfig(JobConfig):
     """How media is cut into model inputs (as for `vqtok encode`) and where the model runs.
 
     `levels` keeps only the first residual-VQ levels (a lower rate); None keeps them all.
@@ -52,13 +53,16 @@ class CompressConfig:
     on images and can lose to the static prior on short, flat code streams such as speech.
     """
 
-    device: str = "cpu"
-    batch_size: int = 16
-    window_seconds: float = 2.0
-    clip_stride: int | None = None
-    frame_size: tuple[int, int] | None = None
+    media: MediaOptions = field(default_factory=MediaOptions)
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     levels: int | None = None
     coder: str = AUTO_CODER
+
+    def problems(self) -> list[str]:
+        found = [] if self.levels is None or self.levels >= 1 else [f"levels must be at least 1, got {self.levels}"]
+        if self.coder not in (*CODERS, AUTO_CODER):
+            found.append(f"coder must be one of {', '.join(CODERS)} or {AUTO_CODER}, got {self.coder!r}")
+        return found
 
 
 @dataclass
@@ -95,13 +99,12 @@ class Rates:
 @torch.inference_mode()
 def encode_media(model, data: bytes, config: CompressConfig) -> tuple[np.ndarray, dict]:
     """Media bytes -> (codes int64 `(N, [Q,] *latent)`, media meta for `restore`)."""
-    options = EncodeConfig(window_seconds=config.window_seconds, clip_stride=config.clip_stride,
-                           frame_size=config.frame_size)
     try:
-        pieces, meta = prepare(data, media_config(model, options))
+        pieces, meta = prepare(data, media_config(model, config.media))
     except Exception as error:  # any decoder failure means the input is not usable media
         raise UsageError(f"cannot read the input as {model.config.modality}: {error}") from None
-    chunks = [model.encode(chunk.to(config.device)).cpu() for chunk in pieces.split(config.batch_size)]
+    chunks = [model.encode(chunk.to(config.runtime.device)).cpu()
+              for chunk in pieces.split(config.runtime.batch_size)]
     return torch.cat(chunks).numpy(), {"input_size": list(pieces.shape[2:]), **meta}
 
 
@@ -112,8 +115,7 @@ def compress_bytes(model, data: bytes, config: CompressConfig | None = None,
     `checkpoint`, when given, is recorded as a hint for decompressing without --checkpoint.
     """
     config = config or CompressConfig()
-    if config.coder not in (*CODERS, AUTO_CODER):  # before the model runs
-        raise UsageError(f"unknown coder {config.coder!r}; expected one of {', '.join(CODERS)} or {AUTO_CODER}")
+    config.check()  # before the model runs
     levels = _levels_kept(model, config.levels)
     codes, meta = encode_media(model, data, config)
     if model.num_levels > 1:
@@ -245,7 +247,8 @@ def compress_file(checkpoint: str | Path, source: str | Path, target: str | Path
                   config: CompressConfig | None = None) -> Rates:
     """Compress the media file `source` into the .vqt file `target` with the checkpoint's model."""
     config = config or CompressConfig()
-    model = load_model(checkpoint, config.device)
+    config.check()
+    model = load_model(checkpoint, config.runtime.device)
     data = _read(Path(source))
     vqt, rates = compress_bytes(model, data, config, checkpoint=str(Path(checkpoint).resolve()))
     _write_atomic(Path(target), vqt)
@@ -253,21 +256,24 @@ def compress_file(checkpoint: str | Path, source: str | Path, target: str | Path
 
 
 def decompress_file(source: str | Path, target: str | Path, checkpoint: str | Path | None = None,
-                    device: str = "cpu") -> Path:
+                    runtime: RuntimeOptions | None = None) -> Path:
     """Decompress the .vqt `source` to `target`; without `checkpoint`, use the one it records.
 
     The media format follows the model's modality (PNG, MP4, or WAV/FLAC by `target`'s
     suffix). Returns `target`.
     """
+    runtime = runtime or RuntimeOptions()
+    runtime.check()
     data = _read(Path(source))
     header, _ = read_vqt(data)
     if checkpoint is None:
         checkpoint = header.get("checkpoint")
         if not isinstance(checkpoint, str) or not Path(checkpoint).is_dir():
             raise UsageError("the .vqt does not name a checkpoint that exists here; pass --checkpoint")
-    model = load_model(checkpoint, device)
+    model = load_model(checkpoint, runtime.device)
     audio_format = "flac" if Path(target).suffix.lower() == ".flac" else "wav"
-    _, media = decompress_bytes(model, data, audio_format=audio_format, device=device)
+    _, media = decompress_bytes(model, data, audio_format=audio_format, device=runtime.device,
+                                batch_size=runtime.batch_size)
     _write_atomic(Path(target), media)
     return Path(target)
 

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 import torchaudio.functional
 from PIL import Image
 
+from vqtok.pipelines.config import MAX_IMAGE_PIXELS
+
 Modality = Literal["image", "audio", "video"]
 
 EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -36,7 +38,6 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "audio": ("wav", "flac", "ogg", "mp3"),
     "video": ("mp4", "webm", "mkv"),
 }
-MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpixel (8192 x 8192): far above what a tokenizer consumes
 # A few kilobytes of FLAC or H.264 can decode to hours of silence or of black frames: refuse
 # more than this many decoded values (samples x channels, frames x H x W x 3) per file.
 # 2^30 float32 values are 4 GiB: 6 hours of 48 kHz stereo, 4 minutes of 256x256 video.

@@ -30,6 +30,7 @@ from rich.console import Console
 
 import vqtok
 from vqtok.pipelines.compression.vqt import CompressConfig, compress_file, decompress_file
+from vqtok.pipelines.config import RuntimeOptions
 from vqtok.pipelines.data.media import EXTENSIONS
 from vqtok.pipelines.data.shards import make_shards
 from vqtok.pipelines.data.sources import expand_shards
@@ -149,9 +150,9 @@ def _run_modality(spec: DemoModel, out: Path, seconds: float, device: str, tiny:
                                              device, tiny, console)
     model = vqtok.load(model_dir, map_location=device)
     codes_dir, decoded_dir = out / "codes" / spec.modality, out / "decoded" / spec.modality
-    encode_shards(model, str(shards), codes_dir, EncodeConfig(device=device, workers=0, progress=False))
+    encode_shards(model, str(shards), codes_dir, EncodeConfig(workers=0, progress=False, runtime=RuntimeOptions(device=device)))
     decode_shards(model, str(codes_dir), decoded_dir,
-                  DecodeConfig(output_format="files", device=device, progress=False))
+                  DecodeConfig(output_format="files", progress=False, runtime=RuntimeOptions(device=device)))
     tokens = export_tokens(str(codes_dir), out / "tokens" / spec.modality, bos=True, eos=True)
     console.print(f"encoded, decoded to {decoded_dir}, exported {tokens.num_tokens} tokens")
     pairs = [(f, _decoded_file(decoded_dir, f)) for f in files]
@@ -242,16 +243,17 @@ def _compress_one(model_dir: Path, file: Path, folder: Path, device: str) -> dic
     """Compress ``file`` to ``folder/<name>.vqt`` and restore it beside; sizes and rates."""
     folder.mkdir(parents=True, exist_ok=True)
     vqt = folder / f"{file.name}.vqt"
-    rates = compress_file(model_dir, file, vqt, CompressConfig(device=device))
+    rates = compress_file(model_dir, file, vqt, CompressConfig(runtime=RuntimeOptions(device=device)))
     suffix = ".flac" if file.suffix.lower() in (".flac", ".wav", ".ogg", ".mp3") else file.suffix
-    restored = decompress_file(vqt, folder / f"{file.stem}.restored{suffix}", model_dir, device=device)
+    restored = decompress_file(vqt, folder / f"{file.stem}.restored{suffix}", model_dir,
+                               RuntimeOptions(device=device))
     return {"file": file.name, "source_bytes": file.stat().st_size, "vqt": str(vqt),
             "vqt_bytes": vqt.stat().st_size, "restored": str(restored), **rates.to_dict()}
 
 
 def _rate_distortion(image: ModalityResult, folder: Path, device: str, tiny: bool) -> Path:
     """The image model's (bpp, PSNR) against JPEG's qualities on the built-in photos."""
-    config = RDConfig(baselines=["jpeg"], device=device)
+    config = RDConfig(baselines=["jpeg"], runtime=RuntimeOptions(device=device))
     evaluate_rd([image.model_dir], demo_files("image", tiny), folder, config)
     return folder / "rd-psnr-rgb.png"
 

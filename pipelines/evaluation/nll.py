@@ -22,6 +22,7 @@ import torch
 
 from vqtok.models.bounds import iwae_bound, naive_bound
 from vqtok.models.vae import LatentModel, active_units
+from vqtok.pipelines.config import JobConfig, RuntimeOptions
 from vqtok.pipelines.data.sources import expand_shards
 from vqtok.pipelines.errors import SampleError, UsageError
 from vqtok.pipelines.evaluation.vae_pictures import save_vae_pictures
@@ -52,17 +53,32 @@ class NLLReport:
         return asdict(self)
 
 
+@dataclass
+class NLLConfig(JobConfig):
+    """Options of `eval nll`: K importance samples per input, at most `limit` inputs (0: all)."""
+
+    samples: int = 1000
+    limit: int = 0
+    seed: int = 0
+    runtime: RuntimeOptions = field(default_factory=lambda: RuntimeOptions(batch_size=32))
+
+    def problems(self) -> list[str]:
+        found = [] if self.samples >= 1 else [f"samples must be at least 1, got {self.samples}"]
+        return found + ([] if self.limit >= 0 else [f"limit must be 0 (all) or more, got {self.limit}"])
+
+
 @torch.no_grad()
-def evaluate_nll(checkpoint: str | Path | LatentModel, shards: list[str], *, samples: int = 1000,
-                 batch_size: int = 32, max_inputs: int | None = None, device: str = "cpu",
-                 seed: int = 0, pictures: str | Path | None = None) -> NLLReport:
-    """The NLLReport of a VAE-family checkpoint on ``shards`` (at most ``max_inputs`` inputs);
+def evaluate_nll(checkpoint: str | Path | LatentModel, shards: list[str], config: NLLConfig | None = None,
+                 pictures: str | Path | None = None) -> NLLReport:
+    """The NLLReport of a VAE-family checkpoint on ``shards`` (at most ``config.limit`` inputs);
     with ``pictures``, also the image pictures of ``save_vae_pictures`` from the first batch."""
+    config = config or NLLConfig()
+    config.check()
+    samples, batch_size, device = config.samples, config.runtime.batch_size, config.runtime.device
+    max_inputs, seed = config.limit or None, config.seed
     model = load_model(checkpoint, device, tokenizer=False)
     if not isinstance(model, LatentModel) or model.config.family == "ae":
         raise UsageError("eval nll needs a VAE, ladder VAE or conditional VAE checkpoint (no likelihood bound otherwise)")
-    if samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {samples}")
     torch.manual_seed(seed)
     crop = list(model.config.input_size)
     inputs = input_options(model.config)

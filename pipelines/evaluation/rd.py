@@ -30,6 +30,7 @@ from vqtok.pipelines.compression.vqt import (
     media_meta,
     read_vqt,
 )
+from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions
 from vqtok.pipelines.data.media import EXTENSIONS, assemble_clips, restore, to_uint8
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.evaluation import codecs as baselines
@@ -42,13 +43,20 @@ QUALITY_KEYS = {"image": ("psnr-rgb", "ms-ssim-rgb"), "audio": ("si-snr", "mel-d
 
 
 @dataclass
-class RDConfig:
+class RDConfig(JobConfig):
     """Options of an RD evaluation; `sweeps` overrides a codec's default settings."""
 
     baselines: list[str] = field(default_factory=list)
     sweeps: dict[str, list[int]] = field(default_factory=dict)
-    window_seconds: float = 2.0
-    device: str = "cpu"
+    media: MediaOptions = field(default_factory=MediaOptions)
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+
+    def problems(self) -> list[str]:
+        unused = sorted(set(self.sweeps) - set(self.baselines))
+        found = [f"sweeps (--sweep) name {', '.join(unused)}, which baselines (--baselines) does not include"] if unused else []
+        found += [f"sweeps.{codec} must list at least one setting" for codec, values in self.sweeps.items()
+                  if not values]
+        return found
 
 
 @dataclass
@@ -86,13 +94,15 @@ Codec = Callable[[Reference], tuple[bytes, Callable[[], np.ndarray]]]
 
 def evaluate_rd(checkpoints: Sequence[str | Path], inputs: Sequence[str | Path], out_dir: str | Path,
                 config: RDConfig | None = None) -> list[dict]:
-    """Measure every checkpoint and baseline on `inputs`; write JSON, CSV and PNG to `out_dir`.
+    """Measure every checkpoint and baseline on `inputs`; write JSON, CSV, PNG and the resolved
+    config (rd_config.json) to `out_dir`.
 
     Returns the curves (CompressAI schema). Raises UsageError for mixed modalities, unknown
     or unavailable baselines and unreadable inputs.
     """
     config = config or RDConfig()
-    models = [load_model(path, config.device) for path in checkpoints]
+    config.check()
+    models = [load_model(path, config.runtime.device) for path in checkpoints]
     modality = _modality(models, config.baselines)
     references = [_reference(Path(path), modality) for path in inputs]
     if not references:
@@ -104,6 +114,7 @@ def evaluate_rd(checkpoints: Sequence[str | Path], inputs: Sequence[str | Path],
         measurements += _measure_codec(codec, modality, references, config.sweeps.get(codec))
     curves = [_curve(method, group, modality) for method, group in _by_method(measurements).items()]
     _write_outputs(Path(out_dir), curves, measurements, modality)
+    config.save(Path(out_dir) / "rd_config.json")
     return curves
 
 
@@ -159,7 +170,7 @@ def _measure_model(model, references: list[Reference], config: RDConfig) -> list
     name = f"vqtok-{model.config.preset}-{model.model_id[:8]}"
     results = []
     for levels in range(1, model.num_levels + 1):
-        options = CompressConfig(device=config.device, window_seconds=config.window_seconds, levels=levels)
+        options = CompressConfig(media=config.media, runtime=config.runtime, levels=levels)
 
         def codec(reference: Reference, options=options):
             vqt, _ = compress_bytes(model, reference.data, options)

@@ -20,26 +20,25 @@ import torch
 
 from vqtok import VQTokenizer
 from vqtok.entropy import model_prior
+from vqtok.pipelines.config import ErrorOptions, JobConfig, RuntimeOptions
 from vqtok.pipelines.data.media import restore
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.data.tario import Sample, ShardWriter, read_samples
-from vqtok.pipelines.errors import ErrorPolicy, OnError, SampleError, UsageError, write_error_log
+from vqtok.pipelines.errors import ErrorPolicy, SampleError, UsageError, write_error_log
 from vqtok.pipelines.jobs.codes import code_meta, unpack_codes
 from vqtok.pipelines.jobs.common import ShardOutputs, load_model, shard_names, write_summary
 from vqtok.pipelines.progress import ShardProgress
 
 
 @dataclass
-class DecodeConfig:
+class DecodeConfig(JobConfig):
     """Options of a decode job (the CLI flags); saved as `decode_config.json` in the output."""
 
     output_format: Literal["shards", "files"] = "shards"
     audio_format: Literal["wav", "flac"] = "wav"
-    batch_size: int = 16
-    device: str = "cpu"
+    errors: ErrorOptions = field(default_factory=ErrorOptions)
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     resume: bool = False
-    on_error: OnError = "raise"
-    max_error_rate: float = 1.0
     progress: bool = True
 
 
@@ -65,18 +64,15 @@ def decode_shards(model: VQTokenizer | str | Path, code_shards: str | list[str],
                   config: DecodeConfig | None = None, placement: Placement | None = None) -> DecodeSummary:
     """Decode every sample of this rank's `code_shards` with `model` (VQTokenizer or checkpoint path)."""
     config = config or DecodeConfig()
-    if config.output_format not in ("shards", "files"):
-        raise UsageError(f"--format must be 'shards' or 'files', not {config.output_format!r}")
-    if config.audio_format not in ("wav", "flac"):
-        raise UsageError(f"audio format must be 'wav' or 'flac', not {config.audio_format!r}")
-    policy = ErrorPolicy(config.on_error, config.max_error_rate)
+    config.check()
+    policy = ErrorPolicy(config.errors.on_error, config.errors.max_error_rate)
     placement = placement or Placement.from_env()
     urls = placement.select(expand_shards(code_shards))
     names = shard_names(urls)
     outputs = ShardOutputs(Path(out_dir), with_tar=config.output_format == "shards")
     todo = outputs.prepare(urls, names, resume=config.resume)
-    model = load_model(model, config.device)
-    outputs.save_config("decode_config.json", {**asdict(config), "model_id": model.model_id, "shards": urls})
+    model = load_model(model, config.runtime.device)
+    outputs.save_config("decode_config.json", {**config.to_dict(), "model_id": model.model_id, "shards": urls})
     summary = DecodeSummary(rank=placement.rank, shards_total=len(urls),
                             shards_already_done=len(urls) - len(todo), out_dir=str(outputs.root))
     start = time.monotonic()
@@ -182,8 +178,8 @@ class _SampleDecoder:
         media = meta["media"]
         pieces = torch.from_numpy(codes.astype(np.int64))
         size = tuple(media["input_size"])
-        decoded = [self.model.decode(chunk.to(self.config.device), size=size).cpu()
-                   for chunk in pieces.split(self.config.batch_size)]
+        decoded = [self.model.decode(chunk.to(self.config.runtime.device), size=size).cpu()
+                   for chunk in pieces.split(self.config.runtime.batch_size)]
         ext, data = restore(torch.cat(decoded), media, meta["modality"], self.config.audio_format)
         fields = {ext: data}
         if "cls" in sample.fields:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from vqtok import VQTokenizer
 from vqtok.entropy import model_prior
+from vqtok.pipelines.config import ErrorOptions, JobConfig, MediaOptions, RuntimeOptions
 from vqtok.pipelines.data.batches import (
     Event,
     MediaBatches,
@@ -32,31 +33,29 @@ from vqtok.pipelines.data.batches import (
     PreparedSample,
     identity,
 )
-from vqtok.pipelines.data.media import MAX_IMAGE_PIXELS, MediaConfig
+from vqtok.pipelines.data.media import MediaConfig
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.data.tario import ShardWriter
-from vqtok.pipelines.errors import ErrorPolicy, OnError, SampleError, UsageError, write_error_log
+from vqtok.pipelines.errors import ErrorPolicy, SampleError, write_error_log
 from vqtok.pipelines.jobs.codes import code_dtype, pack_codes
 from vqtok.pipelines.jobs.common import ShardOutputs, load_model, shard_names, write_summary
 from vqtok.pipelines.progress import ShardProgress
 
 
 @dataclass
-class EncodeConfig:
+class EncodeConfig(JobConfig):
     """Options of an encode job (the CLI flags); saved as `encode_config.json` in the output."""
 
-    batch_size: int = 16
-    workers: int = 2
-    device: str = "cpu"
+    media: MediaOptions = field(default_factory=MediaOptions)
+    errors: ErrorOptions = field(default_factory=ErrorOptions)
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    workers: int = 2  # DataLoader workers reading and decoding shards beside the model
     resume: bool = False
-    on_error: OnError = "raise"
-    max_error_rate: float = 1.0
-    window_seconds: float = 2.0
-    clip_stride: int | None = None
-    frame_size: tuple[int, int] | None = None
     progress: bool = True
     compress: bool = False  # entropy-code the codes with the model's prior
-    max_image_pixels: int | None = MAX_IMAGE_PIXELS  # decompression-bomb guard; None: Pillow's own
+
+    def problems(self) -> list[str]:
+        return [] if self.workers >= 0 else [f"workers must be 0 or more, got {self.workers}"]
 
 
 UNIFORM_PRIOR_WARNING = ("the checkpoint has no fitted prior, so --compress codes with the uniform prior "
@@ -118,20 +117,20 @@ def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_
     `on_error="raise"`, or too many skips); partial outputs are removed on any exception.
     """
     config = config or EncodeConfig()
-    _check(config)
-    policy = ErrorPolicy(config.on_error, config.max_error_rate)
+    config.check()
+    policy = ErrorPolicy(config.errors.on_error, config.errors.max_error_rate)
     placement = placement or Placement.from_env()
     all_urls = expand_shards(shards)
     urls = placement.select(all_urls)
     names = shard_names(urls)
-    loaded = load_model(model, config.device if engine is None else "cpu")  # before OUT_DIR is touched
+    loaded = load_model(model, config.runtime.device if engine is None else "cpu")  # before OUT_DIR is touched
     outputs = ShardOutputs(Path(out_dir))
     todo = outputs.prepare(urls, names, resume=config.resume)
     if config.compress and getattr(loaded, "code_prior", None) is None:
         warnings.warn(UNIFORM_PRIOR_WARNING, stacklevel=2)
     summary = EncodeSummary(rank=placement.rank, shards_total=len(urls), shards_already_done=len(urls) - len(todo),
                             model_id=loaded.model_id, out_dir=str(outputs.root))
-    outputs.save_config("encode_config.json", {**asdict(config), "model_id": loaded.model_id, "shards": all_urls})
+    outputs.save_config("encode_config.json", {**config.to_dict(), "model_id": loaded.model_id, "shards": all_urls})
     start = time.monotonic()
     if todo:
         (engine or _run)(EncodeJob(model, loaded, todo, names, outputs, config, policy, summary))
@@ -142,31 +141,24 @@ def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_
     return summary
 
 
-def _check(config: EncodeConfig) -> None:
-    if config.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if config.workers < 0:
-        raise UsageError(f"--workers must be 0 or more, got {config.workers}")
-
-
-def media_config(model: VQTokenizer, config: EncodeConfig) -> MediaConfig:
+def media_config(model: VQTokenizer, options: MediaOptions) -> MediaConfig:
     """How to cut media for `model`, from its TokenizerConfig and the job's options."""
     model_config = model.config
     return MediaConfig(
         modality=model_config.modality,
         channels=model_config.channels,
         sample_rate=getattr(model_config, "sample_rate", None),
-        window_seconds=config.window_seconds,
+        window_seconds=options.window_seconds,
         clip_frames=getattr(model_config, "clip_frames", None),
-        clip_stride=config.clip_stride,
-        frame_size=tuple(config.frame_size) if config.frame_size else None,
-        max_image_pixels=config.max_image_pixels,
+        clip_stride=options.clip_stride,
+        frame_size=tuple(options.frame_size) if options.frame_size else None,
+        max_image_pixels=options.max_image_pixels,
     )
 
 
 def _run(job: EncodeJob) -> None:
     """The local engine: DataLoader workers read and decode shards while this process encodes."""
-    dataset = MediaBatches(job.todo, media_config(job.model, job.config), job.config.batch_size, job.names)
+    dataset = MediaBatches(job.todo, media_config(job.model, job.config.media), job.config.runtime.batch_size, job.names)
     workers = min(job.config.workers, len(job.todo))
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=identity,
                         prefetch_factor=4 if workers else None)
@@ -253,7 +245,7 @@ def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
 @torch.inference_mode()
 def _encode_pieces(model, pieces: torch.Tensor, counts: list[int], config: EncodeConfig) -> list[np.ndarray]:
     """pieces: (P, C, *spatial) float -> per-sample int64 codes (N_i, [Q,] *latent)."""
-    chunks = [model.encode(chunk.to(config.device)).cpu() for chunk in pieces.split(config.batch_size)]
+    chunks = [model.encode(chunk.to(config.runtime.device)).cpu() for chunk in pieces.split(config.runtime.batch_size)]
     return [codes.numpy() for codes in torch.cat(chunks).split(counts)]
 
 

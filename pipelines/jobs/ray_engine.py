@@ -14,11 +14,12 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from vqtok import VQTokenizer
+from vqtok.pipelines.config import JobConfig
 from vqtok.pipelines.data.batches import MediaBatches
 from vqtok.pipelines.data.sources import REMOTE_PREFIXES, Placement
 from vqtok.pipelines.data.tario import partial_path
@@ -39,7 +40,7 @@ RAY_MISSING = "--engine ray needs Ray; install it with: pip install 'vqtok[ray]'
 
 
 @dataclass
-class RayConfig:
+class RayConfig(JobConfig):
     """Where and how wide a Ray job runs (the `--ray-address`, `--*-per-worker`, `--concurrency` flags)."""
 
     address: str | None = None  # a running cluster ("auto", "ray://head:10001"); None: $RAY_ADDRESS or a local Ray
@@ -48,6 +49,18 @@ class RayConfig:
     gpus_per_worker: float = 0.0
     max_retries: int = 2  # further attempts for a shard whose actor died or failed
     read_ahead: int = 4  # decoded batches an actor keeps ready for the model
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.concurrency is not None and self.concurrency < 1:
+            found.append(f"concurrency must be at least 1, got {self.concurrency}")
+        if not (self.cpus_per_worker >= 0 and self.gpus_per_worker >= 0):
+            found.append("cpus_per_worker and gpus_per_worker must not be negative")
+        if self.max_retries < 0:
+            found.append(f"max_retries must be 0 or more, got {self.max_retries}")
+        if self.read_ahead < 1:
+            found.append(f"read_ahead must be at least 1, got {self.read_ahead}")
+        return found
 
 
 def import_ray() -> Any:
@@ -69,7 +82,7 @@ def encode_shards_ray(model: VQTokenizer | str | Path, shards: str | list[str], 
     config = config or EncodeConfig()
     engine = RayEngine(ray_config)
     import_ray()
-    if config.device.startswith("cuda") and not engine.config.gpus_per_worker:
+    if config.runtime.device.startswith("cuda") and not engine.config.gpus_per_worker:
         raise UsageError("--device cuda on Ray needs --gpus-per-worker, or the workers get no GPU")
     return encode_shards(model, shards, out_dir, config, Placement(), engine=engine)
 
@@ -78,16 +91,16 @@ class ShardWorker:
     """The body of a Ray actor: loads the model once, then encodes one whole shard per call."""
 
     def __init__(self, source: VQTokenizer | str, config: EncodeConfig, out_dir: str, read_ahead: int) -> None:
-        self.model = load_model(source, config.device)
+        self.model = load_model(source, config.runtime.device)
         self.config = config
         self.outputs = ShardOutputs(Path(out_dir))
-        self.policy = ErrorPolicy(config.on_error, config.max_error_rate)
-        self.media = media_config(self.model, config)
+        self.policy = ErrorPolicy(config.errors.on_error, config.errors.max_error_rate)
+        self.media = media_config(self.model, config.media)
         self.read_ahead = read_ahead
 
     def encode(self, url: str, name: str) -> dict:
         """Encode shard `url` to `<out_dir>/<name>.tar`; returns the stats that mark it done."""
-        events = MediaBatches([url], self.media, self.config.batch_size, {url: name})
+        events = MediaBatches([url], self.media, self.config.runtime.batch_size, {url: name})
         with ShardEncoder(self.model, self.outputs, self.config, self.policy) as encoder:
             for event in read_ahead(events, self.read_ahead):
                 _, _, stats = encoder.handle(event)
@@ -100,11 +113,11 @@ class RayEngine:
     def __init__(self, config: RayConfig | None = None, worker: type = ShardWorker) -> None:
         self.config = config or RayConfig()
         self.worker = worker  # a subclass may add behaviour, e.g. injected faults in tests
-        _check(self.config)
+        self.config.check()
 
     def __call__(self, job: EncodeJob) -> None:
         ray = import_ray()
-        job.outputs.save_config("ray_config.json", asdict(self.config))
+        job.outputs.save_config("ray_config.json", self.config.to_dict())
         started_here = not ray.is_initialized()
         if started_here:
             _connect(ray, self.config.address)
@@ -120,17 +133,6 @@ def _connect(ray: Any, address: str | None) -> None:
         ray.init(address=address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UsageError(f"cannot start or join Ray (--ray-address {address}): {exc}") from None
-
-
-def _check(config: RayConfig) -> None:
-    if config.concurrency is not None and config.concurrency < 1:
-        raise UsageError(f"--concurrency must be at least 1, got {config.concurrency}")
-    if config.cpus_per_worker < 0 or config.gpus_per_worker < 0:
-        raise UsageError("--cpus-per-worker and --gpus-per-worker must not be negative")
-    if config.max_retries < 0:
-        raise UsageError(f"max_retries must be 0 or more, got {config.max_retries}")
-    if config.read_ahead < 1:
-        raise UsageError(f"read_ahead must be at least 1, got {config.read_ahead}")
 
 
 @dataclass

@@ -7,25 +7,18 @@ before any work starts. The resolved config is written beside the run's outputs.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import tomli_w
-
-from vqtok.pipelines.errors import UsageError
+from vqtok.pipelines.config import JobConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 BEST_METRICS = {"mse": "min", "psnr": "max", "mel_distance": "min", "loss": "min"}
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JobConfig):
     """A training run.
 
     model, model_options: a registry name and its config overrides (``vqtok.create_model``).
@@ -82,127 +75,27 @@ class TrainConfig:
     best_metric: str = "mse"
     tensorboard: bool = True
 
-    def __post_init__(self) -> None:
-        self.check()
-
-    def check(self) -> None:
-        """Raise UsageError naming the first field whose type or value is not allowed."""
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
+    def problems(self) -> list[str]:
+        """Value rules: counts positive, weights non-negative, rates and names in range."""
+        found = []
         positive = ("batch_size", "shuffle_buffer", "steps", "log_every", "checkpoint_every",
                     "keep_last", "val_every", "val_batches")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
+        found += [f"{name} must be at least 1, got {getattr(self, name)}"
+                  for name in positive if getattr(self, name) < 1]
         nonnegative = ("num_workers", "warmup_steps", "weight_decay", "grad_clip", "l1_weight",
                        "l2_weight", "stft_weight", "mel_weight")
-        for name in nonnegative:
-            if getattr(self, name) < 0:
-                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
+        found += [f"{name} must be >= 0, got {getattr(self, name)}"
+                  for name in nonnegative if not getattr(self, name) >= 0]
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"lr must be a positive number, got {self.lr}")
-        for name in ("beta1", "beta2", "ema_decay"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UsageError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+            found.append(f"lr must be a positive number, got {self.lr}")
+        found += [f"{name} must lie in [0, 1), got {getattr(self, name)}"
+                  for name in ("beta1", "beta2", "ema_decay") if not 0.0 <= getattr(self, name) < 1.0]
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise UsageError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+            found.append(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if self.precision not in PRECISIONS:
-            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            found.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.best_metric not in BEST_METRICS:
-            raise UsageError(f"best_metric must be one of {', '.join(BEST_METRICS)}, got {self.best_metric!r}")
+            found.append(f"best_metric must be one of {', '.join(BEST_METRICS)}, got {self.best_metric!r}")
         if any(size < 1 for size in self.crop):
-            raise UsageError(f"crop sizes must be positive, got {self.crop}")
-
-    def to_toml(self) -> str:
-        """The config as TOML text (``from_toml`` reads it back)."""
-        return tomli_w.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
-        """Build from a dict, refusing unknown keys (``source`` names where they came from)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UsageError(
-                f"unknown key{'s' * (len(unknown) > 1)} in {source}: {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(known))})"
-            )
-        return cls(**data)
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> TrainConfig:
-        """Read a TOML file; unreadable files and unknown keys raise UsageError."""
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"cannot read config {path}: {exc}") from None
-        return cls.from_dict(data, source=str(path))
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_toml())
-        return path
-
-    def with_overrides(self, assignments: list[str]) -> TrainConfig:
-        """Apply ``key=value`` strings; a value is read as TOML (``lr=1e-3``, ``crop=[32, 32]``,
-        ``model_options.widths=[8, 8, 8, 8]``), and as a plain string when it is not TOML."""
-        data = dataclasses.asdict(self)
-        for assignment in assignments:
-            key, sep, text = assignment.partition("=")
-            if not sep or not key.strip():
-                raise UsageError(f"--set expects key=value, got {assignment!r}")
-            _assign(data, key.strip().split("."), parse_value(text.strip()))
-        return type(self).from_dict(data, source="--set")
-
-
-def parse_value(text: str) -> Any:
-    """A TOML value (number, bool, list, inline table, quoted string), else the text itself."""
-    try:
-        return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _assign(data: dict[str, Any], path: list[str], value: Any) -> None:
-    head, *rest = path
-    if not rest:
-        data[head] = value
-        return
-    if head != "model_options":
-        raise UsageError(f"only model_options takes dotted keys, got {'.'.join(path)}")
-    _nested_set(data.setdefault(head, {}), rest, value)
-
-
-def _nested_set(table: dict[str, Any], path: list[str], value: Any) -> None:
-    for key in path[:-1]:
-        table = table.setdefault(key, {})
-    table[path[-1]] = value
-
-
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Raise UsageError unless ``value`` fits ``hint`` (int for float is fine, bool for int is not)."""
-    if not _fits(value, hint):
-        shown = getattr(hint, "__name__", None) if not typing.get_args(hint) else str(hint)
-        raise UsageError(
-            f"{name} must be {shown or hint}, got {value!r} ({type(value).__name__})"
-        )
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in typing.get_args(hint))
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_fits(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is Any:
-        return True
-    return isinstance(value, hint)
+            found.append(f"crop sizes must be positive, got {self.crop}")
+        return found

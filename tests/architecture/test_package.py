@@ -10,8 +10,6 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("kernels", "vqtok", "pipelines", "cli")
 MODULE_OF_DIR = {"kernels": "vqtok.kernels", "pipelines": "vqtok.pipelines", "cli": "vqtok.cli"}

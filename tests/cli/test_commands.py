@@ -84,7 +84,7 @@ def test_failure_exits_1(checkpoints, tmp_path):
 
 def test_config_file_with_flag_overrides_is_saved(audio_shards, checkpoints, tmp_path):
     config = tmp_path / "encode.toml"
-    config.write_text('window_seconds = 1.5\nbatch_size = 3\non_error = "skip"\n')
+    config.write_text('[media]\nwindow_seconds = 1.5\n[runtime]\nbatch_size = 3\n[errors]\non_error = "skip"\n')
     result = runner.invoke(
         app,
         [
@@ -103,7 +103,8 @@ def test_config_file_with_flag_overrides_is_saved(audio_shards, checkpoints, tmp
     )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "codes" / "encode_config.json").read_text())
-    assert (saved["window_seconds"], saved["batch_size"], saved["on_error"]) == (1.5, 5, "skip")
+    assert (saved["media"]["window_seconds"], saved["runtime"]["batch_size"]) == (1.5, 5)
+    assert saved["errors"]["on_error"] == "skip"
     config.write_text("batch_sise = 3\n")
     result = runner.invoke(
         app,

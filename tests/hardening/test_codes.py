@@ -25,6 +25,7 @@ from vqtok.pipelines import (
     read_samples,
 )
 from vqtok.pipelines.compression.vqt import compress_bytes, decompress_bytes
+from vqtok.pipelines.config import ErrorOptions
 
 FUZZ = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -148,9 +149,9 @@ def _code_shard(tmp_path, model, codes: np.ndarray, name="codes", model_id=None)
     )
 
 
-def _decode(model, shard, tmp_path, **options):
+def _decode(model, shard, tmp_path):
     return decode_shards(model, str(shard), tmp_path / "out",
-                         DecodeConfig(progress=False, on_error="skip", **options))
+                         DecodeConfig(progress=False, errors=ErrorOptions(on_error="skip")))
 
 
 @pytest.mark.reliability(
@@ -233,7 +234,7 @@ def test_traversal_keys_never_reach_the_outputs(models, tmp_path, observed):
         checkpoint,
         str(shard),
         tmp_path / "codes",
-        EncodeConfig(workers=0, progress=False, on_error="skip"),
+        EncodeConfig(workers=0, progress=False, errors=ErrorOptions(on_error="skip")),
     )
     assert [s.key for s in read_samples(str(tmp_path / "codes" / "s.tar"))] == ["ok"]
     decode_shards(

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vqtok.pipelines import EncodeConfig, encode_shards, read_samples
+from vqtok.pipelines.config import ErrorOptions
 from vqtok.pipelines.data.shards import safe_keys
 from vqtok.pipelines.data.tario import Sample, ShardWriter, key_problem
 from vqtok.pipelines.errors import SampleError
@@ -78,7 +79,7 @@ def test_non_adjacent_sample_files_are_counted(image_checkpoint, tmp_path, obser
         [("a.png", png_bytes(16, 16)), ("b.png", png_bytes(16, 16, 1)), ("a.cls", b"5")],
     )
     summary = encode_shards(image_checkpoint, str(shard), tmp_path / "out",
-                            EncodeConfig(workers=0, progress=False, on_error="skip"))
+                            EncodeConfig(workers=0, progress=False, errors=ErrorOptions(on_error="skip")))
     logged = [json.loads(line) for line in open(summary.error_logs[0])]
     assert (summary.samples, summary.skipped) == (2, 1)
     assert [(e["key"], e["stage"]) for e in logged] == [("a", "keys")]

@@ -26,11 +26,12 @@ from safetensors.torch import load_file
 
 from vqtok.cli.data import run_job
 from vqtok.pipelines import EncodeConfig, encode_shards, read_samples
+from vqtok.pipelines.config import RuntimeOptions
 from vqtok.pipelines.jobs import common as jobs_module
 from vqtok.pipelines.training import checkpointing, train
 
 FORK = multiprocessing.get_context("fork")
-CONFIG = EncodeConfig(workers=0, batch_size=2, progress=False)
+CONFIG = EncodeConfig(workers=0, progress=False, runtime=RuntimeOptions(batch_size=2))
 ENCODE_WRITES = [
     (tarfile.TarFile, "addfile"),
     (os, "replace"),

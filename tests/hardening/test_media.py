@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vqtok.pipelines import DecodeConfig, EncodeConfig, decode_shards, encode_shards
+from vqtok.pipelines.config import ErrorOptions
 from vqtok.pipelines.data.media import EXTENSIONS, MediaConfig, prepare
 
 CONFIGS = {
@@ -42,7 +43,7 @@ def _encode(checkpoint, members, tmp_path, modality):
     write_tar(folder / f"{modality}.tar", members)
     out = tmp_path / f"codes-{modality}"
     summary = encode_shards(
-        checkpoint, str(folder), out, EncodeConfig(workers=0, progress=False, on_error="skip")
+        checkpoint, str(folder), out, EncodeConfig(workers=0, progress=False, errors=ErrorOptions(on_error="skip"))
     )
     logged = {
         e["key"]: e

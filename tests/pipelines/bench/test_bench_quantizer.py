@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from vqtok.pipelines.bench.memory import cpu_peak_supported
-from vqtok.pipelines.bench.quantizer import REFERENCE, bench_quantizer
+from vqtok.pipelines.bench.quantizer import REFERENCE, QuantizerBenchConfig, bench_quantizer
 
 
 @pytest.mark.slow
 def test_bench_quantizer_reports_time_and_memory_for_each_implementation():
-    rows = bench_quantizer(n=2048, k=256, d=16, steps=1, compare=True)
+    rows = bench_quantizer(QuantizerBenchConfig(n=2048, k=256, d=16, steps=1, compare=True))
     ours, reference = rows
     assert ours["impl"] == "vqtok" and ours["step_s"] > 0
     assert (ours["peak_extra_mib"] is not None) == cpu_peak_supported()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import vqtok
 from vqtok.cli.app import app
 from vqtok.entropy import model_prior, quantize_counts
-from vqtok.pipelines import EncodeConfig, UsageError, pack_codes, read_samples, unpack_codes
+from vqtok.pipelines import FitPriorConfig, UsageError, pack_codes, read_samples, unpack_codes
 from vqtok.pipelines.compression.fit_prior import fit_prior_shards
 
 runner = CliRunner()
@@ -38,7 +38,7 @@ def coded(image_shards, checkpoints, tmp_path_factory):
     root = tmp_path_factory.mktemp("compressed")
     plain_checkpoint = checkpoints["image-vq-f8"]
     fitted = fit_prior_shards(
-        plain_checkpoint, str(image_shards), root / "fitted", EncodeConfig(workers=0)
+        plain_checkpoint, str(image_shards), root / "fitted", FitPriorConfig(workers=0)
     )
     paths = {
         "plain_checkpoint": plain_checkpoint,

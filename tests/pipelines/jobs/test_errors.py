@@ -20,6 +20,7 @@ from vqtok.pipelines import (
     pack_codes,
     read_samples,
 )
+from vqtok.pipelines.config import ErrorOptions
 
 
 def _png(index: int) -> bytes:
@@ -46,8 +47,8 @@ def bad_shards(tmp_path):
     return folder
 
 
-def _config(**options) -> EncodeConfig:
-    return EncodeConfig(workers=0, progress=False, **options)
+def _config(**errors) -> EncodeConfig:
+    return EncodeConfig(workers=0, progress=False, errors=ErrorOptions(**errors))
 
 
 def test_skip_logs_every_bad_sample(bad_shards, checkpoints, tmp_path):
@@ -96,7 +97,7 @@ def test_decode_never_writes_outside_out_dir(checkpoints, tmp_path):
     )
     out = tmp_path / "out"
     summary = decode_shards(model, str(shard), out,
-                            DecodeConfig(output_format="files", on_error="skip", progress=False))
+                            DecodeConfig(output_format="files", progress=False, errors=ErrorOptions(on_error="skip")))
     assert summary.skipped == 1 and summary.samples == 0
     assert not (tmp_path / "evil.png").exists()
 

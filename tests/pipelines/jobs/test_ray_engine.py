@@ -17,12 +17,13 @@ from typer.testing import CliRunner
 
 from vqtok.cli.app import app
 from vqtok.pipelines import EncodeConfig, PipelineError, encode_shards
+from vqtok.pipelines.config import ErrorOptions, RuntimeOptions
 from vqtok.pipelines.jobs.ray_engine import RayConfig, RayEngine, ShardWorker, encode_shards_ray
 
 runner = CliRunner()
 # Ray workers import this module by name, and it imports the shared helpers under tests/.
 HERE_AND_HELPERS = (Path(__file__).parent, Path(__file__).parents[2])
-CONFIG = EncodeConfig(workers=0, batch_size=1, on_error="skip", progress=False)
+CONFIG = EncodeConfig(workers=0, progress=False, runtime=RuntimeOptions(batch_size=1), errors=ErrorOptions(on_error="skip"))
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def test_resume_after_interrupted_ray_job_skips_done_shards(
 def test_ray_job_stops_on_a_bad_sample_like_the_local_one(
     ray_cluster, shards, checkpoints, tmp_path
 ):
-    config = replace(CONFIG, on_error="raise")
+    config = replace(CONFIG, errors=ErrorOptions(on_error="raise"))
     with pytest.raises(PipelineError) as local:
         encode_shards(checkpoints["image-vq-f8"], str(shards), tmp_path / "local", config)
     with pytest.raises(PipelineError) as on_ray:

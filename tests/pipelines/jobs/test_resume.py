@@ -12,6 +12,7 @@ import pytest
 from helpers.media import write_images
 
 from vqtok.pipelines import EncodeConfig, encode_shards, make_shards
+from vqtok.pipelines.config import RuntimeOptions
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(many_shards, checkpoints,
     assert _signal_after_first_shard(process, killed, signal.SIGKILL) == -signal.SIGKILL
     done = list(killed.glob("*.stats.json"))
     assert 1 <= len(done) < len(list(many_shards.glob("*.tar")))  # really interrupted mid-job
-    config = EncodeConfig(workers=0, batch_size=1, progress=False)
+    config = EncodeConfig(workers=0, progress=False, runtime=RuntimeOptions(batch_size=1))
     resumed = encode_shards(checkpoint, str(many_shards), killed, replace(config, resume=True))
     assert resumed.shards_already_done == len(done)
     encode_shards(checkpoint, str(many_shards), tmp_path / "whole", config)

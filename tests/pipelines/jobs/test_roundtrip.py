@@ -18,14 +18,15 @@ from vqtok.pipelines import (
     read_samples,
     unpack_codes,
 )
+from vqtok.pipelines.config import MediaOptions, RuntimeOptions
 
 
 def _samples(folder):
     return {s.key: s.fields for tar in sorted(folder.glob("*.tar")) for s in read_samples(str(tar))}
 
 
-def _encode_decode(checkpoint, shards, tmp_path, **encode_options):
-    config = EncodeConfig(workers=1, batch_size=4, progress=False, **encode_options)
+def _encode_decode(checkpoint, shards, tmp_path, **media):
+    config = EncodeConfig(workers=1, progress=False, media=MediaOptions(**media), runtime=RuntimeOptions(batch_size=4))
     summary = encode_shards(checkpoint, str(shards), tmp_path / "codes", config)
     decode_shards(
         checkpoint, str(tmp_path / "codes"), tmp_path / "media", DecodeConfig(progress=False)

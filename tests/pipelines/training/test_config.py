@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from vqtok.cli.app import app
 from vqtok.pipelines import UsageError
+from vqtok.pipelines.config import parse_value
 from vqtok.pipelines.training import TrainConfig
-from vqtok.pipelines.training.config import parse_value
 
 runner = CliRunner()
 
@@ -19,7 +19,7 @@ def test_toml_round_trip(tmp_path):
                          "quantizer_options": {"codebook_size": 32}}, train=["a/{0..3}.tar"],
                          crop=[8000], lr=1e-3, deterministic=True)
     path = config.save(tmp_path / "run.toml")
-    assert TrainConfig.from_toml(path) == config
+    assert TrainConfig.from_file(path) == config
 
 
 def test_overrides_parse_toml_values_and_nested_model_options():
@@ -89,7 +89,7 @@ def test_cli_trains_and_writes_the_resolved_config(tmp_path):
     result = _run([str(config), "--out", str(out), "--steps", "2", "--set", "crop=[32, 32]",
                    "--set", "val_every=100"])
     assert result.exit_code == 0, result.output
-    resolved = TrainConfig.from_toml(out / "config.toml")
+    resolved = TrainConfig.from_file(out / "config.toml")
     assert resolved.steps == 2 and resolved.crop == [32, 32] and resolved.out == str(out)
     again = _run([str(config), "--out", str(out), "--steps", "2"])
     assert again.exit_code == 2 and "--resume" in again.output

@@ -223,11 +223,11 @@ def test_conv_ladder_vae_trains_and_reports_each_layer(tmp_path) -> None:
     ]
     assert {"kl_layer1", "kl_layer2", "active_units_layer2"} <= set(rows[-1])
     from vqtok.models.conv_ladder import ConvLadderVAE
-    from vqtok.pipelines.evaluation.nll import evaluate_nll
+    from vqtok.pipelines.evaluation.nll import NLLConfig, evaluate_nll
 
     assert isinstance(vqtok.load(summary.final_model), ConvLadderVAE)
     report = evaluate_nll(
-        summary.final_model, [str(shards)], samples=10, pictures=tmp_path / "pictures"
+        summary.final_model, [str(shards)], NLLConfig(samples=10), pictures=tmp_path / "pictures"
     )
     assert report.inputs == 16 and report.elbo <= report.iwae
     assert set(report.kl_per_layer) == {"kl_layer1", "kl_layer2"} and set(report.active_units) == {
@@ -276,9 +276,9 @@ def test_conditional_vae_trains_on_the_shards_class_labels(
     assert summary.samples_skipped == 0 and math.isfinite(summary.validation["loss"])
     model = vqtok.load(summary.final_model)
     assert model.sample(3, torch.tensor([0, 1, 2])).shape == (3, 1, 8, 8)
-    from vqtok.pipelines.evaluation.nll import evaluate_nll
+    from vqtok.pipelines.evaluation.nll import NLLConfig, evaluate_nll
 
-    report = evaluate_nll(summary.final_model, [str(tmp_path / "shards")], samples=10)
+    report = evaluate_nll(summary.final_model, [str(tmp_path / "shards")], NLLConfig(samples=10))
     assert report.inputs == 12 and report.elbo <= report.iwae
     unlabeled = TrainConfig(
         **{

@@ -1,0 +1,364 @@
+"""One config mechanism for every job: dataclasses that load from TOML/JSON, take overrides,
+check every field at once and save what was resolved.
+
+    config = EncodeConfig.load("encode.toml", flags={"runtime.batch_size": 32},
+                               overrides=["media.window_seconds=1.5"])
+    config.save(out_dir / "encode_config.json")
+
+The order is always: the dataclass defaults, then the file, then the CLI flags that were
+given, then ``--set key=value`` (dotted keys reach nested options and dict fields). Unknown
+keys, values of the wrong type and values out of range are all reported in one UsageError
+before any work starts. Options that several jobs share are nested groups defined here
+(`MediaOptions`, `ErrorOptions`, `RuntimeOptions`), so that each default lives in one place.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from vqtok.pipelines.errors import OnError, UsageError
+
+MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpixel (8192 x 8192): far above what a tokenizer consumes
+
+# While `from_dict` builds nested groups, each group skips its own check: the root checks
+# the whole tree once, so that every problem is reported together.
+_BUILDING = contextvars.ContextVar("building", default=False)
+
+
+class JobConfig:
+    """Base of every job config (a dataclass): load, override, check, save.
+
+    Subclasses list their value rules in `problems()`; types come from the annotations.
+    """
+
+    def __post_init__(self) -> None:
+        if not _BUILDING.get():
+            self.check()
+
+    def problems(self) -> list[str]:
+        """Value rules of this config's own fields, as messages; nested groups add theirs."""
+        return []
+
+    def check(self) -> None:
+        """Raise one UsageError listing every wrong type or value, nested groups included.
+
+        Raises:
+            UsageError: when any field is of the wrong type or out of range.
+        """
+        found = _type_problems(self, "")
+        if not found:
+            found = _value_problems(self, "")
+        if found:
+            raise UsageError(_listing(found, type(self).__name__))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> Self:
+        """Build from plain data (as read from TOML/JSON), refusing unknown keys.
+
+        Args:
+            data: field values; nested groups as tables.
+            source: where the data came from, for messages.
+
+        Returns:
+            The checked config.
+
+        Raises:
+            UsageError: listing every unknown key, wrong type and bad value.
+        """
+        found = _unknown_keys(cls, data, "")
+        if found:
+            raise UsageError(_listing(found, source))
+        token = _BUILDING.set(True)
+        try:
+            config = _build(cls, data)
+        finally:
+            _BUILDING.reset(token)
+        found = _type_problems(config, "") or _value_problems(config, "")
+        if found:
+            raise UsageError(_listing(found, source))
+        return config
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Self:
+        """Read a TOML (``.toml``) or JSON file.
+
+        Raises:
+            UsageError: when the file cannot be read or parsed, or holds bad keys or values.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text()
+            data = tomllib.loads(text) if path.suffix != ".json" else json.loads(text)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"cannot read config {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"config {path} must hold a table of keys, not {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, flags: Mapping[str, Any] | None = None,
+             overrides: Iterable[str] = ()) -> Self:
+        """Defaults, then the file at `path`, then `flags` that are not None, then `overrides`.
+
+        Args:
+            path: a TOML or JSON config file, or None.
+            flags: dotted key -> value, as given on the command line (None: not given).
+            overrides: ``key=value`` strings; the value is read as TOML, else as a string.
+
+        Returns:
+            The resolved, checked config.
+
+        Raises:
+            UsageError: for an unreadable file or any bad key, type or value.
+        """
+        base = cls.from_file(path) if path is not None else None
+        data = base.to_dict() if base is not None else cls._defaults()
+        for key, value in (flags or {}).items():
+            if value is not None:
+                assign(data, key, value.value if hasattr(value, "value") else value)
+        return cls._with_assignments(data, overrides, "flags" if path is None else str(path))
+
+    def with_overrides(self, overrides: Iterable[str]) -> Self:
+        """A copy with ``key=value`` strings applied (values read as TOML, else as strings).
+
+        Raises:
+            UsageError: for a malformed assignment or any bad key, type or value.
+        """
+        return self._with_assignments(self.to_dict(), overrides, "config")
+
+    @classmethod
+    def _with_assignments(cls, data: dict[str, Any], overrides: Iterable[str], source: str) -> Self:
+        overrides = list(overrides)
+        for text in overrides:
+            key, sep, value = text.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"--set expects key=value, got {text!r}")
+            assign(data, key.strip(), parse_value(value.strip()))
+        return cls.from_dict(data, source="--set" if overrides else source)
+
+    @classmethod
+    def _defaults(cls) -> dict[str, Any]:
+        token = _BUILDING.set(True)
+        try:
+            return cls().to_dict()
+        finally:
+            _BUILDING.reset(token)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (tuples as lists), as `from_dict` reads it back."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_toml(self) -> str:
+        """The config as TOML text; None values are left out (they are the defaults' None)."""
+        import tomli_w  # here, so that the kernel benchmark imports with torch alone
+
+        return tomli_w.dumps(_without_none(self.to_dict()))
+
+    def save(self, path: str | Path, **extra: Any) -> Path:
+        """Write the config as TOML (``.toml``) or JSON (else), with `extra` keys beside it in
+        JSON only (e.g. the model id a job ran with)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".toml":
+            path.write_text(self.to_toml())
+        else:
+            path.write_text(json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")
+        return path
+
+
+@dataclass
+class MediaOptions(JobConfig):
+    """How media is cut into model inputs, for every job that encodes media.
+
+    window_seconds: audio window length. clip_stride: video frames between clip starts (None:
+    the clip length, no overlap). frame_size: resize video frames to (H, W) (None: native).
+    max_image_pixels: refuse images and frames larger than this many pixels before decoding
+    them (None leaves only Pillow's own decompression-bomb check).
+    """
+
+    window_seconds: float = 2.0
+    clip_stride: int | None = None
+    frame_size: tuple[int, int] | None = None
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS
+
+    def problems(self) -> list[str]:
+        found = []
+        if not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
+            found.append(f"window_seconds must be a positive number, got {self.window_seconds}")
+        if self.clip_stride is not None and self.clip_stride < 1:
+            found.append(f"clip_stride must be at least 1, got {self.clip_stride}")
+        if self.frame_size is not None and min(self.frame_size) < 1:
+            found.append(f"frame_size must be positive, got {list(self.frame_size)}")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            found.append(f"max_image_pixels must be at least 1, got {self.max_image_pixels}")
+        return found
+
+
+@dataclass
+class ErrorOptions(JobConfig):
+    """What a job does with a bad sample: stop ("raise"), or count, log and go on ("skip"),
+    failing at the end when more than `max_error_rate` of the samples were skipped."""
+
+    on_error: OnError = "raise"
+    max_error_rate: float = 1.0
+
+    def problems(self) -> list[str]:
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            return [f"max_error_rate must lie in [0, 1], got {self.max_error_rate}"]
+        return []
+
+
+@dataclass
+class RuntimeOptions(JobConfig):
+    """Where the model runs and how many inputs it takes at once."""
+
+    batch_size: int = 16
+    device: str = "cpu"
+
+    def problems(self) -> list[str]:
+        found = [] if self.batch_size >= 1 else [f"batch_size must be at least 1, got {self.batch_size}"]
+        if not self.device.strip():
+            found.append("device must name a torch device, e.g. cpu or cuda")
+        return found
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (number, bool, list, inline table, quoted string), else the text itself."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def assign(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted `key` ("runtime.batch_size") in nested `data`, making tables on the way.
+
+    Raises:
+            UsageError: when the path runs through a value that is not a table.
+    """
+    *path, last = key.split(".")
+    table = data
+    for part in path:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise UsageError(f"{key}: {part} is not a table of options")
+    table[last] = value
+
+
+def _listing(found: list[str], source: str) -> str:
+    if len(found) == 1:
+        return f"{source}: {found[0]}"
+    return f"{len(found)} problems in {source}:\n" + "\n".join(f"  - {item}" for item in found)
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _group(hint: Any) -> type | None:
+    """The nested config class a field holds, if any."""
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def _unknown_keys(cls: type, data: Mapping[str, Any], prefix: str) -> list[str]:
+    if not isinstance(data, Mapping):
+        return [f"{prefix.rstrip('.')} must be a table of options, got {data!r}"]
+    fields = _fields(cls)
+    found = []
+    for key, value in data.items():
+        if key not in fields:
+            found.append(f"unknown key {prefix}{key} (known: {', '.join(prefix + k for k in fields)})")
+        elif (group := _group(fields[key])) is not None:
+            found += _unknown_keys(group, value, f"{prefix}{key}.")
+    return found
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    fields = _fields(cls)
+    values = {}
+    for key, value in data.items():
+        group = _group(fields[key])
+        values[key] = _build(group, value) if group is not None else _coerce(value, fields[key])
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """TOML and JSON have no tuples: a list for a tuple field becomes a tuple."""
+    tuple_hint = any(typing.get_origin(h) is tuple for h in (hint, *typing.get_args(hint)))
+    return tuple(value) if tuple_hint and isinstance(value, list) else value
+
+
+def _type_problems(config: Any, prefix: str) -> list[str]:
+    found = []
+    for name, hint in _fields(type(config)).items():
+        value = getattr(config, name)
+        if _group(hint) is not None:
+            found += (_type_problems(value, f"{prefix}{name}.") if isinstance(value, hint)
+                      else [f"{prefix}{name} must be a table of options, got {value!r}"])
+        elif not _fits(value, hint):
+            found.append(f"{prefix}{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
+    return found
+
+
+def _value_problems(config: Any, prefix: str) -> list[str]:
+    found = [f"{prefix}{item}" for item in config.problems()]
+    for name, hint in _fields(type(config)).items():
+        if _group(hint) is not None:
+            found += _value_problems(getattr(config, name), f"{prefix}{name}.")
+    return found
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether `value` fits the annotation (int for float is fine, bool for int is not)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is Literal:
+        return value in args
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is tuple:
+        return (isinstance(value, tuple | list) and len(value) == len(args)
+                and all(_fits(v, a) for v, a in zip(value, args, strict=True)))
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", None) if not typing.get_args(hint) else str(hint).replace("typing.", "")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
