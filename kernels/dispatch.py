@@ -15,7 +15,11 @@ METRICS = ("l2", "cosine")
 
 @functools.cache
 def triton_available() -> bool:
-    """True when Triton imports and can run: on a CUDA device, or under TRITON_INTERPRET=1."""
+    """Whether the Triton backend can run here. Cached after the first call.
+
+    Returns:
+        True when Triton imports and can run: on a CUDA device, or under TRITON_INTERPRET=1.
+    """
     try:
         import triton  # noqa: F401
     except Exception:
@@ -28,11 +32,32 @@ def _interpreting() -> bool:
 
 
 def available_backends() -> list[str]:
+    """The backends that can run here.
+
+    Returns:
+        ["torch", "triton"] when ``triton_available()``, else ["torch"].
+    """
     return ["torch", "triton"] if triton_available() else ["torch"]
 
 
 def choose_backend(device: torch.device, backend: str = "auto") -> str:
-    """Resolve ``backend`` for tensors on ``device``: 'torch' or 'triton'."""
+    """Resolve ``backend`` for tensors on ``device``.
+
+    ``VQTOK_KERNEL_BACKEND=torch|triton`` in the environment overrides ``backend``.
+
+    Args:
+        device: Where the tensors are.
+        backend: "auto" (Triton for CUDA tensors when it runs, else torch), "torch" or
+            "triton".
+
+    Returns:
+        "torch" or "triton".
+
+    Raises:
+        ValueError: ``backend`` or ``VQTOK_KERNEL_BACKEND`` is not a known backend.
+        RuntimeError: Triton was asked for where it cannot run (no Triton, or CPU tensors
+            outside TRITON_INTERPRET=1).
+    """
     forced = os.environ.get("VQTOK_KERNEL_BACKEND", "").strip().lower()
     if forced:
         if forced not in ("torch", "triton"):
@@ -82,11 +107,24 @@ def nearest_code(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Index and distance of the nearest codebook row for every row of ``x``.
 
-    x: (N, D) float (fp32, fp16 or bf16; any strides), codebook: (K, D) float, K >= 1.
-    Returns indices (N,) int64 and distances (N,) float32: squared L2, or 1 - cos for
-    ``metric="cosine"``, clamped at 0. Ties go to the lowest index, as ``torch.argmin``.
-    ``memory_budget`` bounds the torch backend's scratch memory in bytes.
-    No gradient flows through the result.
+    Ties go to the lowest index, as ``torch.argmin``. No gradient flows through the result.
+
+    Args:
+        x: (N, D) float (fp32, fp16 or bf16; any strides).
+        codebook: (K, D) float, K >= 1, on ``x``'s device.
+        metric: "l2" or "cosine".
+        backend: "auto", "torch" or "triton" (see ``choose_backend``).
+        memory_budget: Bound on the torch backend's scratch memory, in bytes.
+
+    Returns:
+        indices (N,) int64 and distances (N,) float32: squared L2, or 1 - cos for
+        ``metric="cosine"``, clamped at 0.
+
+    Raises:
+        ValueError: The shapes or devices do not match, the codebook is empty, or the
+            metric or backend is unknown.
+        TypeError: ``x`` or ``codebook`` is not floating point.
+        RuntimeError: Triton was asked for where it cannot run.
     """
     _check_nearest_args(x, codebook, metric)
     with torch.no_grad():
@@ -114,15 +152,34 @@ def ema_update(
     backend: str = "auto",
     check_indices: bool = True,
 ) -> torch.Tensor:
-    """One EMA codebook step, in place on ``cluster_size`` and ``embed_sum``.
+    """One EMA codebook step (van den Oord et al. 2017), in place.
 
-    cluster_size: (K,) fp32, embed_sum: (K, D) fp32, z: (N, D) float, indices: (N,) int64
-    in [0, K). Applies N <- g N + (1-g) n and m <- g m + (1-g) sum z with g = ``decay``, and
-    returns the Laplace-smoothed codebook e = m / N~ as (K, D) fp32. ``deterministic`` makes
-    the sums bit-reproducible on CUDA (sorted segment reduction instead of atomics).
-    ``check_indices=False`` skips the range check, which on a GPU waits for the device
-    (min/max read back to the host) on every call: for indices straight from ``nearest_code``,
-    which are in range by construction. Out-of-range indices are undefined behaviour then.
+    Applies N <- g N + (1-g) n and m <- g m + (1-g) sum z with g = ``decay``, where n and
+    sum z are the counts and sums of the rows of ``z`` assigned to each code.
+
+    Args:
+        cluster_size: N, (K,) fp32, updated in place.
+        embed_sum: m, (K, D) fp32, updated in place.
+        z: (N, D) float.
+        indices: (N,) int64 in [0, K), the code of each row of ``z``.
+        decay: g, in [0, 1).
+        eps: The Laplace smoothing of the cluster sizes.
+        deterministic: Make the sums bit-reproducible on CUDA (sorted segment reduction
+            instead of atomics).
+        backend: "auto", "torch" or "triton" (see ``choose_backend``).
+        check_indices: False skips the range check, which on a GPU waits for the device
+            (min/max read back to the host) on every call: for indices straight from
+            ``nearest_code``, which are in range by construction. Out-of-range indices are
+            undefined behaviour then.
+
+    Returns:
+        The Laplace-smoothed codebook e = m / N~ as (K, D) fp32.
+
+    Raises:
+        ValueError: The shapes do not fit, ``decay`` lies outside [0, 1), an index lies
+            outside [0, K), or the backend is unknown.
+        TypeError: ``cluster_size`` or ``embed_sum`` is not float32.
+        RuntimeError: Triton was asked for where it cannot run.
     """
     k, d = embed_sum.shape
     if (

@@ -25,9 +25,20 @@ def nearest_code_torch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest codebook row for each row of ``x``.
 
-    x: (N, D) float, codebook: (K, D) float. Returns (indices (N,) int64, distances (N,) float32).
-    l2 distances are squared euclidean, clamped at 0; cosine distances are 1 - cos.
-    Ties go to the lowest index. Extra memory stays near ``memory_budget`` bytes whatever N, K.
+    Ties go to the lowest index. Extra memory stays near ``memory_budget`` bytes whatever
+    N, K.
+
+    Args:
+        x: (N, D) float.
+        codebook: (K, D) float.
+        metric: "l2" (squared euclidean, clamped at 0) or "cosine" (1 - cos).
+        memory_budget: Scratch memory to aim for, in bytes.
+
+    Returns:
+        (indices (N,) int64, distances (N,) float32).
+
+    Raises:
+        ValueError: The metric is unknown.
     """
     n, k = x.shape[0], codebook.shape[0]
     x32 = x.float()
@@ -70,9 +81,18 @@ def nearest_code_torch(
 def code_counts_and_sums(
     z: torch.Tensor, indices: torch.Tensor, num_codes: int, deterministic: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-code counts (K,) fp32 and sums (K, D) fp32 of the rows of ``z`` (N, D) assigned by
-    ``indices`` (N,). ``deterministic`` sorts first so that the additions happen in a fixed
-    order (index_add_ on CUDA uses atomics)."""
+    """Per-code counts and sums of the rows of ``z``.
+
+    Args:
+        z: (N, D) float.
+        indices: (N,) int64 in [0, K), the code of each row.
+        num_codes: K.
+        deterministic: On CUDA, sort first so that the additions happen in a fixed order
+            (index_add_ uses atomics).
+
+    Returns:
+        counts (K,) fp32 and sums (K, D) fp32.
+    """
     z32 = z.float()
     counts = torch.bincount(indices, minlength=num_codes).to(torch.float32)
     if deterministic and z.is_cuda:
@@ -100,9 +120,19 @@ def ema_update_torch(
 ) -> torch.Tensor:
     """The EMA codebook step of VQ-VAE (van den Oord et al. 2017, appendix), in place.
 
-    cluster_size N: (K,) fp32, embed_sum m: (K, D) fp32, z: (N, D) float, indices: (N,) int64.
-    N <- g N + (1-g) n;  m <- g m + (1-g) sum z;  N~ = (N + eps) / (sum N + K eps) * sum N;
-    returns the new codebook e = m / N~ as (K, D) fp32.
+    N <- g N + (1-g) n;  m <- g m + (1-g) sum z;  N~ = (N + eps) / (sum N + K eps) * sum N.
+
+    Args:
+        cluster_size: N, (K,) fp32, updated in place.
+        embed_sum: m, (K, D) fp32, updated in place.
+        z: (N, D) float.
+        indices: (N,) int64 in [0, K).
+        decay: g.
+        eps: The Laplace smoothing.
+        deterministic: Reproducible sums on CUDA (see ``code_counts_and_sums``).
+
+    Returns:
+        The new codebook e = m / N~ as (K, D) fp32.
     """
     k = cluster_size.shape[0]
     counts, sums = code_counts_and_sums(z, indices, k, deterministic)
@@ -112,8 +142,15 @@ def ema_update_torch(
 
 
 def smoothed_cluster_size(cluster_size: torch.Tensor, eps: float) -> torch.Tensor:
-    """Laplace-smoothed sizes N~ = (N + eps) / (sum N + K eps) * sum N, (K,) fp32, never 0,
-    so that a code nobody picked does not divide by zero."""
+    """Laplace-smoothed sizes N~ = (N + eps) / (sum N + K eps) * sum N.
+
+    Args:
+        cluster_size: N, (K,) fp32.
+        eps: The smoothing.
+
+    Returns:
+        (K,) fp32, never 0, so that a code nobody picked does not divide by zero.
+    """
     k = cluster_size.shape[0]
     total = cluster_size.sum()
     smoothed = (cluster_size + eps) / (total + k * eps) * total
@@ -123,5 +160,14 @@ def smoothed_cluster_size(cluster_size: torch.Tensor, eps: float) -> torch.Tenso
 def embed_from_stats(
     cluster_size: torch.Tensor, embed_sum: torch.Tensor, eps: float
 ) -> torch.Tensor:
-    """The codebook e = m / N~ from the EMA statistics: (K, D) fp32."""
+    """The codebook e = m / N~ from the EMA statistics.
+
+    Args:
+        cluster_size: N, (K,) fp32.
+        embed_sum: m, (K, D) fp32.
+        eps: The Laplace smoothing of N.
+
+    Returns:
+        (K, D) fp32.
+    """
     return embed_sum / smoothed_cluster_size(cluster_size, eps).unsqueeze(1)

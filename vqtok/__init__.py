@@ -21,13 +21,30 @@ __version__ = "0.1.0"
 
 
 def create_model(name: str, **overrides: Any) -> VQTokenizer | LatentModel:
-    """Build the preset ``name`` (see ``list_models()``) with config fields overridden:
-    a tokenizer, or for the continuous baselines a VAE-family ``LatentModel``."""
+    """Build the preset ``name`` with config fields overridden.
+
+    Args:
+        name: A preset name from ``list_models()``.
+        **overrides: Config fields to change from the preset's values (for a tokenizer,
+            see ``TokenizerConfig.with_overrides``).
+
+    Returns:
+        A tokenizer, or for the continuous baselines a VAE-family ``LatentModel``, with
+        freshly initialized weights.
+
+    Raises:
+        KeyError: ``name`` is not a registered preset.
+        ValueError: An override names no config field or gives it an invalid value.
+    """
     return MODELS.create(name, **overrides)
 
 
 def list_models() -> list[str]:
-    """Names of the registered model presets, sorted."""
+    """Names of the registered model presets.
+
+    Returns:
+        The names ``create_model`` accepts, sorted.
+    """
     return MODELS.names()
 
 

@@ -45,9 +45,17 @@ class CheckpointError(Exception):
 
 
 def save(model: VQTokenizer | LatentModel, path: str | Path) -> Path:
-    """Write ``model`` to the directory ``path`` (created if needed; its two files are replaced).
+    """Write ``model`` to the directory ``path``.
 
-    Returns the directory. Its ``config.json`` records ``model.model_id``.
+    Args:
+        model: A tokenizer (with its ``code_prior``, if any) or a continuous-latent model.
+        path: The directory; created if needed, its two files replaced.
+
+    Returns:
+        The directory. Its ``config.json`` records ``model.model_id``.
+
+    Raises:
+        OSError: The directory or a file cannot be written.
     """
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
@@ -73,11 +81,21 @@ def save(model: VQTokenizer | LatentModel, path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer | LatentModel:
-    """Read a checkpoint directory written by ``save`` (or one of its two files).
+    """Read a checkpoint written by ``save``.
 
-    Returns the model in eval mode on ``map_location``. Raises CheckpointError when a file is
-    missing or unreadable, the architecture does not match the weights, or the contents do
-    not hash to the recorded model id.
+    Nothing is unpickled: tensors are read with safetensors and the config with json.
+
+    Args:
+        path: The checkpoint directory, or its ``model.safetensors`` or ``config.json``.
+        map_location: The device to move the model to.
+
+    Returns:
+        The model (a ``VQTokenizer`` or a ``LatentModel``) in eval mode on ``map_location``.
+
+    Raises:
+        CheckpointError: A file is missing or unreadable, its format version is newer than
+            this vqtok reads, the architecture does not match the weights, the code prior is
+            malformed, or the contents do not hash to the recorded model id.
     """
     directory = _checkpoint_dir(Path(path))
     record = _read_record(directory / CONFIG_FILE)

@@ -36,11 +36,19 @@ class PayloadError(ValueError):
 
 
 def encode_payload(codes: np.ndarray, prior: np.ndarray, coder: str = CODER) -> bytes:
-    """Entropy-code `codes` with `prior` (int64 `(Q, K)` frequencies) and `coder` (one of CODERS).
+    """Entropy-code `codes` with `prior` and `coder`.
 
-    codes: integer `(N, Q, *latent)` when Q > 1, else any shape, all in [0, K); ValueError
-    otherwise.
-    Returns the ANS stream as little-endian 32-bit words; `decode_payload` needs `codes.shape`.
+    Args:
+        codes: integer `(N, Q, *latent)` when Q > 1, else any shape, all in [0, K).
+        prior: int64 `(Q, K)` frequencies (see `check_prior`).
+        coder: One of CODERS.
+
+    Returns:
+        The ANS stream as little-endian 32-bit words; `decode_payload` needs `codes.shape`.
+
+    Raises:
+        ValueError: `codes` are not integers, lie outside [0, K) or lack the level axis, the
+            prior is invalid, or the coder is unknown.
     """
     prior = check_prior(prior)
     _check_coder(coder)
@@ -62,10 +70,21 @@ def encode_payload(codes: np.ndarray, prior: np.ndarray, coder: str = CODER) -> 
 def decode_payload(
     payload: bytes, prior: np.ndarray, shape: tuple[int, ...], coder: str = CODER
 ) -> np.ndarray:
-    """Inverse of `encode_payload`: the int64 codes of `shape`.
+    """Inverse of `encode_payload`.
 
-    Raises PayloadError when the payload is not a whole number of words or does not hold
-    exactly the codes of `shape` under `prior` and `coder`.
+    Args:
+        payload: The bytes `encode_payload` returned.
+        prior: The int64 `(Q, K)` frequencies it was coded with.
+        shape: The shape of the codes it holds.
+        coder: The coder it was coded with, one of CODERS.
+
+    Returns:
+        The int64 codes of `shape`.
+
+    Raises:
+        PayloadError: The payload is not a whole number of words or does not hold exactly
+            the codes of `shape` under `prior` and `coder`.
+        ValueError: The prior is invalid or the coder is unknown.
     """
     prior = check_prior(prior)
     _check_coder(coder)
@@ -112,9 +131,12 @@ def _blocks(
 
 
 def _max_codes_per_level(payload_bytes: int, prior: np.ndarray, coder: str) -> float:
-    """An upper bound on positions a payload can hold: each costs at least the bits of the
-    likeliest code under the most peaked model the coder can reach, and the coder's 64-bit
-    state is the only other content. Guards allocation and decoding time."""
+    """An upper bound on positions a payload can hold.
+
+    Each costs at least the bits of the likeliest code under the most peaked model the coder
+    can reach, and the coder's 64-bit state is the only other content. Guards allocation and
+    decoding time.
+    """
     adapted = ADAPT_INCREMENT * ADAPT_LIMIT if coder == ADAPTIVE_CODER else 0
     p_max = (prior.max(axis=1) + adapted) / (PRIOR_TOTAL + adapted)
     min_bits = float(-np.log2(p_max).sum())
@@ -122,7 +144,19 @@ def _max_codes_per_level(payload_bytes: int, prior: np.ndarray, coder: str) -> f
 
 
 def ideal_bits(codes: np.ndarray, prior: np.ndarray, coder: str = CODER) -> float:
-    """The cross-entropy bound: sum of -log2 p(code) under `prior` and `coder`'s model, in bits."""
+    """The cross-entropy bound: sum of -log2 p(code) under `prior` and `coder`'s model.
+
+    Args:
+        codes: Integer codes as for `encode_payload`, all in [0, K).
+        prior: int64 `(Q, K)` frequencies.
+        coder: One of CODERS.
+
+    Returns:
+        The bound in bits, what an ideal coder would spend.
+
+    Raises:
+        ValueError: `codes` lack the level axis of a Q > 1 prior.
+    """
     levels = as_levels(np.asarray(codes), prior.shape[0])
     bits = 0.0
     for row, level in zip(prior, levels, strict=True):
@@ -132,16 +166,31 @@ def ideal_bits(codes: np.ndarray, prior: np.ndarray, coder: str = CODER) -> floa
 
 
 def empirical_entropy_bits(codes: np.ndarray, num_levels: int) -> float:
-    """Sum over levels of M * H(empirical code distribution of that level), in bits."""
+    """Sum over levels of M * H(empirical code distribution of that level).
+
+    Args:
+        codes: Non-negative integer codes, `(N, Q, *latent)` when `num_levels > 1`.
+        num_levels: Q.
+
+    Returns:
+        The sum in bits.
+
+    Raises:
+        ValueError: `codes` lack the level axis of size `num_levels`.
+    """
     levels = as_levels(np.asarray(codes), num_levels)
     counts = [np.bincount(level) for level in levels]
     return float(sum(level.size * entropy(c) for level, c in zip(levels, counts, strict=True)))
 
 
 def entropy(counts: np.ndarray) -> float:
-    """Entropy in bits per symbol of the distribution proportional to `counts` (K,).
+    """Entropy of the distribution proportional to `counts`.
 
-    0 when empty.
+    Args:
+        counts: (K,) non-negative counts.
+
+    Returns:
+        Bits per symbol, 0 when all counts are 0.
     """
     counts = np.asarray(counts)
     if counts.sum() == 0:

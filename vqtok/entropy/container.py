@@ -1,8 +1,8 @@
-"""The `.vqt` container: a JSON header and CRC-checked payload chunks, bytes in and bytes out.
+r"""The `.vqt` container: a JSON header and CRC-checked payload chunks, bytes in and bytes out.
 
 Layout (all integers little-endian; see docs/vqt-format.md):
 
-    magic         8 bytes   b"\\x89VQT\\r\\n\\x1a\\n"
+    magic         8 bytes   b"\x89VQT\r\n\x1a\n"
     version       u16       FORMAT_VERSION
     header_size   u32       at most MAX_HEADER_BYTES
     header        JSON object, UTF-8
@@ -49,7 +49,20 @@ class Container:
 
 
 def pack(header: dict, payload: bytes, chunk_bytes: int = CHUNK_BYTES) -> bytes:
-    """Serialize `header` (JSON-able dict) and `payload`, split into CRC-checked chunks."""
+    """Serialize `header` and `payload`, split into CRC-checked chunks.
+
+    Args:
+        header: A JSON-able dict, written with sorted keys.
+        payload: The data, e.g. from `encode_payload`.
+        chunk_bytes: The largest chunk.
+
+    Returns:
+        The .vqt file's bytes.
+
+    Raises:
+        ValueError: The header's JSON exceeds MAX_HEADER_BYTES.
+        TypeError: The header is not JSON-able.
+    """
     header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     if len(header_bytes) > MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(header_bytes)} bytes exceeds {MAX_HEADER_BYTES}")
@@ -64,7 +77,16 @@ def pack(header: dict, payload: bytes, chunk_bytes: int = CHUNK_BYTES) -> bytes:
 def unpack(data: bytes) -> Container:
     """Parse and verify a .vqt file.
 
-    Raises ContainerError (UnsupportedVersionError for other versions).
+    Args:
+        data: The file's bytes.
+
+    Returns:
+        The header and the joined payload.
+
+    Raises:
+        UnsupportedVersionError: The file's format version is not FORMAT_VERSION.
+        ContainerError: The magic, a length, a CRC or the header is wrong, the file is
+            truncated, or bytes follow the last chunk.
     """
     reader = _Reader(data)
     if reader.take(len(MAGIC), "magic") != MAGIC:
@@ -105,7 +127,11 @@ def _parse_header(raw: bytes) -> dict:
 
 
 class _Reader:
-    """Bounds-checked sequential reads over `data`."""
+    """Bounds-checked sequential reads over `data`.
+
+    Args:
+        data: The bytes to read.
+    """
 
     def __init__(self, data: bytes) -> None:
         self.data = memoryview(data)
@@ -129,7 +155,18 @@ class _Reader:
         return _U32.unpack(self.take(4, what))[0]
 
     def checked(self, size: int, what: str) -> bytes:
-        """`size` bytes followed by their CRC32, verified."""
+        """`size` bytes followed by their CRC32, verified.
+
+        Args:
+            size: The number of bytes before the CRC32.
+            what: What they are, for error messages.
+
+        Returns:
+            The `size` bytes.
+
+        Raises:
+            ContainerError: The CRC32 does not match.
+        """
         data = self.take(size, what)
         if zlib.crc32(data) != self.u32(f"{what} checksum"):
             raise ContainerError(f"{what} is corrupted (CRC32 mismatch)")

@@ -37,8 +37,16 @@ def code_counts(
 ) -> np.ndarray:
     """How often each code occurs, per level.
 
-    codes: integer `(N, Q, *latent)` when `num_levels > 1`, else `(N, *latent)`.
-    Returns int64 `(Q, K)`.
+    Args:
+        codes: integer `(N, Q, *latent)` when `num_levels > 1`, else `(N, *latent)`.
+        codebook_size: K.
+        num_levels: Q.
+
+    Returns:
+        int64 `(Q, K)` counts.
+
+    Raises:
+        ValueError: A code lies outside [0, K), or the codes lack the level axis.
     """
     levels = as_levels(np.asarray(codes), num_levels)
     if levels.size and (levels.min() < 0 or levels.max() >= codebook_size):
@@ -51,8 +59,18 @@ def code_counts(
 
 
 def as_levels(codes: np.ndarray, num_levels: int) -> np.ndarray:
-    """codes `(N, Q, *latent)` (or `(N, *latent)` for Q = 1) -> int64 `(Q, M)`, one row per
-    level."""
+    """The codes of each level as one row.
+
+    Args:
+        codes: `(N, Q, *latent)` (or `(N, *latent)` for Q = 1).
+        num_levels: Q.
+
+    Returns:
+        int64 `(Q, M)`, one row per level.
+
+    Raises:
+        ValueError: Q > 1 and the codes lack a level axis of size Q after the first.
+    """
     if num_levels == 1:
         return codes.reshape(1, -1).astype(np.int64)
     if codes.ndim < 2 or codes.shape[1] != num_levels:
@@ -63,7 +81,16 @@ def as_levels(codes: np.ndarray, num_levels: int) -> np.ndarray:
 
 
 def from_levels(levels: np.ndarray, shape: tuple[int, ...], num_levels: int) -> np.ndarray:
-    """Inverse of `as_levels`: `(Q, M)` -> codes of `shape`."""
+    """Inverse of `as_levels`.
+
+    Args:
+        levels: `(Q, M)`, one row per level.
+        shape: The codes' shape, `(N, Q, *latent)` (or `(N, *latent)` for Q = 1).
+        num_levels: Q.
+
+    Returns:
+        The codes of `shape`.
+    """
     if num_levels == 1:
         return levels.reshape(shape)
     moved = (shape[1], shape[0], *shape[2:])
@@ -73,11 +100,18 @@ def from_levels(levels: np.ndarray, shape: tuple[int, ...], num_levels: int) -> 
 @torch.no_grad()
 def fit_prior(model: torch.nn.Module, batches: Iterable[tuple[int | np.ndarray, torch.Tensor]],
               folds: int = 1) -> np.ndarray:
-    """Count the codes `model` gives to `(fold, inputs)` pairs: inputs `(B, C, *spatial)` float
-    in [-1, 1], fold in [0, folds) for the whole batch or an int array `(B,)`, one per input.
+    """Count the codes `model` gives to batches, per fold.
 
-    Returns int64 counts `(folds, Q, K)`; turn them into a prior with `smoothed_prior`.
     Keep each source (a photo, a recording) in one fold, so that folds are held out honestly.
+
+    Args:
+        model: A tokenizer (``encode``, ``num_levels``, ``codebook_size``).
+        batches: `(fold, inputs)` pairs: inputs `(B, C, *spatial)` float in [-1, 1], fold in
+            [0, folds) for the whole batch or an int array `(B,)`, one per input.
+        folds: F, the number of folds.
+
+    Returns:
+        int64 counts `(folds, Q, K)`; turn them into a prior with `smoothed_prior`.
     """
     counts = np.zeros((folds, model.num_levels, model.codebook_size), dtype=np.int64)
     device = next(model.parameters()).device
@@ -92,11 +126,20 @@ def fit_prior(model: torch.nn.Module, batches: Iterable[tuple[int | np.ndarray, 
 
 
 def smoothed_prior(fold_counts: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """fold_counts: int `(F, Q, K)` code counts of F disjoint parts of the fitting data.
+    """A prior from code counts, mixed with the uniform distribution by cross-validation.
 
-    Returns (prior int64 `(Q, K)`, the uniform weight chosen per level). Level q's prior is
-    `(1 - w) * counts / n + w / K` over all folds, quantized with `quantize_counts`, where w
-    among UNIFORM_WEIGHTS minimizes the cross-entropy of each fold under the other folds' counts.
+    Level q's prior is `(1 - w) * counts / n + w / K` over all folds, quantized with
+    `quantize_counts`, where w among UNIFORM_WEIGHTS minimizes the cross-entropy of each fold
+    under the other folds' counts.
+
+    Args:
+        fold_counts: int `(F, Q, K)` code counts of F disjoint parts of the fitting data.
+
+    Returns:
+        (prior int64 `(Q, K)`, the uniform weight chosen per level).
+
+    Raises:
+        ValueError: `fold_counts` is not an `(F, Q, K)` array of non-negative integers.
     """
     fold_counts = np.asarray(fold_counts)
     if (
@@ -112,8 +155,10 @@ def smoothed_prior(fold_counts: np.ndarray) -> tuple[np.ndarray, list[float]]:
 
 
 def _cross_validated_weight(folds: np.ndarray) -> int:
-    """folds: (F, K) counts of one level -> the numerator in UNIFORM_WEIGHTS with the least
-    held-out bits."""
+    """The numerator in UNIFORM_WEIGHTS with the least held-out bits.
+
+    folds: (F, K) counts of one level.
+    """
     held_out = [f for f in range(len(folds)) if folds[f].sum()]
     if len(held_out) < 2:
         return DEFAULT_UNIFORM_WEIGHT
@@ -144,13 +189,22 @@ def _mix_uniform(counts: np.ndarray, weight: int) -> np.ndarray:
 
 
 def quantize_counts(counts: np.ndarray, total: int = PRIOR_TOTAL) -> np.ndarray:
-    """counts: non-negative integers `(Q, K)` -> int64 frequencies `(Q, K)`.
-
-    Each frequency is >= 1 and every row sums to `total`.
+    """Integer frequencies from counts.
 
     Every code gets 1, the remaining mass is shared in proportion to the counts (floor),
     and what flooring left over goes to the largest remainders, ties to the lower code.
     A level without any counts becomes uniform.
+
+    Args:
+        counts: non-negative integers `(Q, K)`.
+        total: What every row sums to, in [K, 2**24].
+
+    Returns:
+        int64 frequencies `(Q, K)`, each >= 1, every row summing to `total`.
+
+    Raises:
+        ValueError: `counts` is not a `(Q, K)` array of non-negative integers, or `total`
+            lies outside [K, 2**24].
     """
     counts = np.asarray(counts)
     if counts.ndim != 2 or not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
@@ -177,15 +231,36 @@ def _quantize_level(counts: np.ndarray, total: int) -> np.ndarray:
 
 
 def uniform_prior(codebook_size: int, num_levels: int, total: int = PRIOR_TOTAL) -> np.ndarray:
-    """The prior of a model without measured counts: every code equally likely."""
+    """The prior of a model without measured counts: every code equally likely.
+
+    Args:
+        codebook_size: K.
+        num_levels: Q.
+        total: What every row sums to.
+
+    Returns:
+        int64 frequencies `(Q, K)`.
+    """
     return quantize_counts(np.zeros((num_levels, codebook_size), dtype=np.int64), total)
 
 
 def check_prior(
     prior: np.ndarray, codebook_size: int | None = None, num_levels: int | None = None
 ) -> np.ndarray:
-    """Validate a `(Q, K)` prior (for a model with `num_levels` levels of `codebook_size` codes,
-    when given); returns it as int64."""
+    """Validate a `(Q, K)` prior.
+
+    Args:
+        prior: The frequencies.
+        codebook_size: K of the model it is for, when given.
+        num_levels: Q of the model it is for, when given.
+
+    Returns:
+        The prior as int64.
+
+    Raises:
+        ValueError: The shape does not fit, a frequency is not an integer >= 1, or a level
+            does not sum to PRIOR_TOTAL.
+    """
     prior = np.asarray(prior)
     want = (num_levels or prior.shape[0], codebook_size or prior.shape[-1])
     if prior.ndim != 2 or prior.shape != want:
@@ -199,14 +274,31 @@ def check_prior(
 
 
 def prior_id(prior: np.ndarray) -> str:
-    """A content hash of the frequencies (16 hex chars), stored in compressed files."""
+    """A content hash of the frequencies, stored in compressed files.
+
+    Args:
+        prior: `(Q, K)` frequencies.
+
+    Returns:
+        16 hex chars.
+    """
     table = np.ascontiguousarray(prior, dtype="<i8")
     header = f"{table.shape[0]}x{table.shape[1]}:".encode()
     return hashlib.sha256(header + table.tobytes()).hexdigest()[:16]
 
 
 def model_prior(model: torch.nn.Module) -> np.ndarray:
-    """The prior stored with `model` (its `code_prior` (Q, K) int64), or the uniform prior."""
+    """The prior stored with `model`, or the uniform prior.
+
+    Args:
+        model: A tokenizer, whose `code_prior` ((Q, K) int64) may be None.
+
+    Returns:
+        int64 frequencies `(Q, K)`.
+
+    Raises:
+        ValueError: The stored prior does not fit the model or is invalid.
+    """
     stored = getattr(model, "code_prior", None)
     if stored is None:
         return uniform_prior(model.codebook_size, model.num_levels)

@@ -22,6 +22,13 @@ class VQTokenizer(nn.Module):
     (B, C, H, W), video (B, C, T, H, W). Any size is accepted: inputs are padded at the
     trailing edge to the strides and outputs cropped back. Video is causal in time: T frames
     give 1 + ceil((T - 1) / s_t) latent frames, the first frame being coded alone.
+
+    Args:
+        config: The architecture; the quantizer's resolved options are recorded in
+            ``self.config`` so that a checkpoint rebuilds exactly this model.
+
+    Raises:
+        KeyError: ``config.quantizer`` is not a registered quantizer.
     """
 
     def __init__(self, config: TokenizerConfig) -> None:
@@ -55,7 +62,14 @@ class VQTokenizer(nn.Module):
         return content_hash(self.config.to_dict(), self.state_dict())
 
     def latent_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        """Spatial shape of the codes for an input of spatial shape ``input_shape``."""
+        """Spatial shape of the codes for an input of spatial shape ``input_shape``.
+
+        Args:
+            input_shape: The input's spatial sizes, e.g. (H, W) for images, any values >= 1.
+
+        Returns:
+            The codes' spatial sizes (the inputs are padded to the strides first).
+        """
         padded = padded_shape(tuple(input_shape), self.config.strides, self.config.causal_time)
         out = []
         for axis, (size, s) in enumerate(zip(padded, self.config.strides, strict=True)):
@@ -64,10 +78,19 @@ class VQTokenizer(nn.Module):
         return tuple(out)
 
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
-        """x: (B, C, *spatial) float in [-1, 1].
+        """Reconstruct ``x`` through the quantizer, with the training losses.
 
-        Returns x_hat (same shape as x, float), losses ("reconstruction" MSE plus the
-        quantizer's weighted losses; sum them for the training loss) and the quantizer's stats.
+        Args:
+            x: (B, C, *spatial) float in [-1, 1].
+
+        Returns:
+            x_hat (same shape as x, float), losses ("reconstruction" MSE plus the quantizer's
+            weighted losses; sum them for the training loss) and the quantizer's stats.
+
+        Raises:
+            ValueError: ``x`` does not have the modality's layout and channel count, or has an
+                empty axis.
+            TypeError: ``x`` is not floating point.
         """
         self._check_input(x)
         quantized = self.quantizer(self.encoder(self._pad(x)))
@@ -77,16 +100,38 @@ class VQTokenizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """x: (B, C, *spatial) float in [-1, 1] -> codes int64 (B, *latent), or
-        (B, Q, *latent) for residual VQ; ``latent = latent_shape(spatial)``."""
+        """Integer codes of ``x``, without gradients.
+
+        Args:
+            x: (B, C, *spatial) float in [-1, 1].
+
+        Returns:
+            codes int64 (B, *latent), or (B, Q, *latent) for residual VQ;
+            ``latent = latent_shape(spatial)``.
+
+        Raises:
+            ValueError: ``x`` does not have the modality's layout and channel count, or has an
+                empty axis.
+            TypeError: ``x`` is not floating point.
+        """
         self._check_input(x)
         return self.quantizer.encode(self.encoder(self._pad(x)))
 
     def decode(self, codes: Tensor, size: Sequence[int] | None = None) -> Tensor:
-        """codes int64 as returned by ``encode`` -> (B, C, *spatial) float.
+        """Media from codes.
 
-        ``size`` is the original spatial size to crop to; without it the padded size is kept.
         Values are not clamped (they match ``forward``); clamp to [-1, 1] before saving media.
+
+        Args:
+            codes: int64 as returned by ``encode``; residual VQ may pass the first q <= Q
+                levels, (B, q, *latent).
+            size: The original spatial size to crop to; without it the padded size is kept.
+
+        Returns:
+            (B, C, *spatial) float.
+
+        Raises:
+            ValueError: Residual-VQ codes lack a level axis of 1 to Q levels.
         """
         x_hat = self.decoder(self.quantizer.decode(codes))
         return x_hat if size is None else crop(x_hat, tuple(size))
@@ -95,12 +140,24 @@ class VQTokenizer(nn.Module):
     def encode_chunked(self, x: Tensor, chunk_frames: int) -> Tensor:
         """Video only: ``encode(x)`` computed a chunk at a time, with identical codes.
 
-        x: (B, C, T, H, W) float. Each chunk codes ``chunk_frames`` new frames (a multiple of
-        the temporal stride; the first chunk also codes frame 0) and re-reads enough earlier
-        frames to cover the encoder's causal receptive field, so peak memory follows the
-        chunk length rather than T. The context is ``encoder.time_receptive_field() - 1``
-        frames rounded up to the stride (76 for video-vq-t4s8), so chunks of 64 frames or more
-        keep the extra work under about 2x. Returns codes int64 (B, T', H', W') (or (B, Q, ...)).
+        Each chunk codes ``chunk_frames`` new frames (the first chunk also codes frame 0) and
+        re-reads enough earlier frames to cover the encoder's causal receptive field, so peak
+        memory follows the chunk length rather than T. The context is
+        ``encoder.time_receptive_field() - 1`` frames rounded up to the stride (76 for
+        video-vq-t4s8), so chunks of 64 frames or more keep the extra work under about 2x.
+
+        Args:
+            x: (B, C, T, H, W) float in [-1, 1].
+            chunk_frames: New frames per chunk, a positive multiple of the temporal stride.
+
+        Returns:
+            codes int64 (B, T', H', W') (or (B, Q, T', H', W') for residual VQ).
+
+        Raises:
+            ValueError: The model is not causal in time, ``chunk_frames`` is not a positive
+                multiple of the temporal stride, or ``x`` is not a (B, C, T, H, W) video
+                with the model's channels and no empty axis.
+            TypeError: ``x`` is not floating point.
         """
         step = self._check_chunking(x, chunk_frames)
         x = self._pad(x)
@@ -118,7 +175,11 @@ class VQTokenizer(nn.Module):
         return torch.cat(pieces, dim=time_axis)
 
     def _check_chunking(self, x: Tensor, chunk_frames: int) -> int:
-        """Validate encode_chunked's arguments; returns latent frames per chunk."""
+        """Validate encode_chunked's arguments; returns latent frames per chunk.
+
+        Raises:
+            ValueError: See ``encode_chunked``.
+        """
         if not self.config.causal_time:
             raise ValueError("encode_chunked needs a model that is causal in time (a video preset)")
         self._check_input(x)

@@ -45,13 +45,24 @@ Prior = tuple[Tensor, Tensor] | None  # (mu, logvar) of p(z|c), or None for N(0,
 def active_units(posterior_means: Tensor) -> int:
     """Units whose posterior mean varies across inputs: Var_x(E_q[z_u]) > 0.01.
 
-    posterior_means: (N, *units) float, one row per input (N >= 2)."""
+    Args:
+        posterior_means: (N, *units) float, one row per input (N >= 2).
+
+    Returns:
+        The number of active units.
+    """
     return int((posterior_means.flatten(1).float().var(dim=0) > ACTIVE_UNIT_VARIANCE).sum())
 
 
 class LatentModel(nn.Module):
-    """What every continuous-latent model shares: its config, content id, the KL schedule
-    and the step hook the trainer calls before each training step."""
+    """What every continuous-latent model shares.
+
+    Its config, content id, the KL schedule and the step hook the trainer calls before each
+    training step.
+
+    Args:
+        config: The architecture and objective.
+    """
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
@@ -65,33 +76,68 @@ class LatentModel(nn.Module):
         return content_hash(self.config.identity_dict(), self.state_dict())
 
     def set_step(self, step: int) -> None:
-        """The training step about to run; drives the KL warm-up."""
+        """Record the training step about to run; it drives the KL warm-up.
+
+        Args:
+            step: The step, counted from 0.
+        """
         self.step = step
 
     def kl_weight(self, latent_units: int) -> float:
-        """beta_t: the configured beta (or beta_norm * n / K) times the warm-up ramp."""
+        """beta_t: the configured beta (or beta_norm * n / K) times the warm-up ramp.
+
+        Args:
+            latent_units: K, the number of latent units of one sample.
+
+        Returns:
+            The KL weight for this step (no ramp in eval mode).
+        """
         warmup = self.config.kl_warmup_steps
         ramp = min(1.0, self.step / warmup) if warmup and self.training else 1.0
         return self.config.kl_weight(latent_units) * ramp
 
     def penalized_kl(self, kl: Tensor) -> Tensor:
         """Batch-mean KL in nats with free bits: sum_u max(free_bits, mean_x KL_u).
-        kl: (B, *units) elementwise KL."""
+
+        Args:
+            kl: (B, *units) elementwise KL.
+
+        Returns:
+            A scalar fp32 tensor.
+        """
         per_unit = kl.float().mean(dim=0)
         if self.config.free_bits:
             per_unit = per_unit.clamp_min(self.config.free_bits)
         return per_unit.sum()
 
     def log_likelihood(self, params: Tensor, x: Tensor) -> Tensor:
-        """log p(x|z) per sample in nats, computed in fp32: (B,)."""
+        """log p(x|z) per sample in nats, computed in fp32.
+
+        Args:
+            params: The decoder's output, the likelihood's parameters.
+            x: (B, C, *spatial) float, the data.
+
+        Returns:
+            (B,) fp32.
+        """
         with torch.autocast(device_type=x.device.type, enabled=False):
             return flat_sum(self.likelihood.log_prob(params.float(), x.float()))
 
     def objective(
         self, log_px: Tensor, kl: Tensor, units: int, x: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """Losses {"nll", "kl"} and stats (elbo, kl, nll, bits_per_dim, kl_weight) from
-        log p(x|z): (B,) and the elementwise KL: (B, *units)."""
+        """Losses and stats of a batch.
+
+        Args:
+            log_px: (B,) log p(x|z) in nats.
+            kl: (B, *units) elementwise KL.
+            units: K, the number of latent units of one sample.
+            x: (B, C, *spatial) the data, for bits per dimension.
+
+        Returns:
+            Losses {"nll", "kl"} (KL weighted, with free bits) and stats (elbo, kl, nll,
+            bits_per_dim, kl_weight).
+        """
         weight = self.kl_weight(units)
         nll, kl_nats = -log_px.mean(), flat_sum(kl.detach().float()).mean()
         elbo = -float(nll.detach() + kl_nats)
@@ -111,6 +157,10 @@ class VAE(LatentModel):
 
     x: (B, C, *spatial) float in [-1, 1] (flat networks: spatial = input_size); latents z:
     (B, K) flat or (B, K, *spatial / strides) conv. Subclasses may condition on c: (B, M).
+
+    Args:
+        config: The architecture and objective.
+        condition: M, the size of the condition c (0: unconditional).
     """
 
     def __init__(self, config: VAEConfig, condition: int = 0) -> None:
@@ -121,7 +171,15 @@ class VAE(LatentModel):
         self.decoder = build_decoder(config, self.likelihood.params_per_channel, condition)
 
     def posterior(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(mu, logvar) of q(z|x[, c]); for the autoencoder logvar is -inf-like (unused)."""
+        """The approximate posterior q(z|x[, c]).
+
+        Args:
+            x: (B, C, *spatial) float.
+            c: (B, M) condition, or None.
+
+        Returns:
+            (mu, logvar), each (B, *latent); for the autoencoder logvar is -30 (unused).
+        """
         h = self.encoder(x, c)
         if self.deterministic:
             return h, torch.full_like(h, -30.0)
@@ -129,19 +187,43 @@ class VAE(LatentModel):
         return mu, logvar
 
     def prior(self, c: Tensor | None) -> Prior:
-        """(mu, logvar) of p(z|c), each (B, *latent) or broadcastable to it (a conv prior may
-        be (B, K, 1, ...), the same at every position); None for the standard normal prior."""
+        """The prior p(z[|c]).
+
+        Args:
+            c: (B, M) condition, or None.
+
+        Returns:
+            (mu, logvar), each (B, *latent) or broadcastable to it (a conv prior may be
+            (B, K, 1, ...), the same at every position); None for the standard normal prior.
+        """
         return None
 
     def kl(self, mu: Tensor, logvar: Tensor, c: Tensor | None = None) -> Tensor:
-        """D_KL(q(z|x[, c]) || p(z[|c])) in closed form, elementwise: (B, *units)."""
+        """D_KL(q(z|x[, c]) || p(z[|c])) in closed form, elementwise.
+
+        Args:
+            mu: (B, *latent) posterior mean.
+            logvar: (B, *latent) posterior log-variance.
+            c: (B, M) condition, or None.
+
+        Returns:
+            (B, *units) KL in nats.
+        """
         prior = self.prior(c)
         if prior is None:
             return kl_standard_normal(mu, logvar)
         return kl_normal(mu, logvar, *prior)
 
     def log_prior(self, z: Tensor, c: Tensor | None = None) -> Tensor:
-        """log p(z[|c]) of each latent: z (S, B, *latent) -> (S, B)."""
+        """log p(z[|c]) of each latent.
+
+        Args:
+            z: (S, B, *latent) samples.
+            c: (B, M) condition, or None.
+
+        Returns:
+            (S, B) log-densities in nats.
+        """
         prior = self.prior(c)
         log_p = log_standard_normal(z) if prior is None else log_normal(z, *prior)
         return log_p.flatten(2).sum(dim=2)
@@ -149,10 +231,17 @@ class VAE(LatentModel):
     def forward(
         self, x: Tensor, c: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
-        """x: (B, C, *spatial) -> x_hat (the likelihood's mean, x's shape), losses, stats.
+        """Reconstruct ``x`` with the training losses.
 
-        VAE losses: {"nll", "kl"}, summing to the (beta-)negative ELBO per sample in nats
-        (one z sample). Autoencoder: {"nll"}, -log p(x | z = mu(x)), no KL and no bound."""
+        Args:
+            x: (B, C, *spatial) float.
+            c: (B, M) condition, or None.
+
+        Returns:
+            x_hat (the likelihood's mean, x's shape), losses and stats. VAE losses:
+            {"nll", "kl"}, summing to the (beta-)negative ELBO per sample in nats (one z
+            sample). Autoencoder: {"nll"}, -log p(x | z = mu(x)), no KL and no bound.
+        """
         mu, logvar = self.posterior(x, c)
         z = mu if self.deterministic else reparameterize(mu, logvar)
         params = self.decoder(z, c, x.shape[2:])
@@ -168,23 +257,56 @@ class VAE(LatentModel):
 
     @torch.no_grad()
     def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        """The posterior mean E_q[z]: (B, *latent) float."""
+        """The posterior mean E_q[z], without gradients.
+
+        Args:
+            x: (B, C, *spatial) float.
+            c: (B, M) condition, or None.
+
+        Returns:
+            (B, *latent) float.
+        """
         return self.posterior(x, c)[0]
 
     def decode(
         self, z: Tensor, c: Tensor | None = None, size: Sequence[int] | None = None
     ) -> Tensor:
-        """z: (B, *latent) -> the mean of p(x|z), (B, C, *size) float (flat: size is fixed)."""
+        """The mean of p(x|z[, c]).
+
+        Args:
+            z: (B, *latent) latents.
+            c: (B, M) condition, or None.
+            size: Spatial size of the output (default ``input_size``; fixed for flat nets).
+
+        Returns:
+            (B, C, *size) float.
+        """
         return self.likelihood.mean(self.decoder(z, c, size or self.config.input_size))
 
     def latent_shape(self, size: Sequence[int] | None = None) -> tuple[int, ...]:
-        """Shape of one z for inputs of spatial ``size`` (default ``input_size``)."""
+        """Shape of one z for inputs of spatial ``size``.
+
+        Args:
+            size: Spatial size of the input (default ``input_size``).
+
+        Returns:
+            The latent shape, without the batch axis.
+        """
         return latent_shape(self.config, size or self.config.input_size)
 
     def sample_prior(
         self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None
     ) -> Tensor:
-        """n draws z ~ p(z[|c]): (n, *latent) for inputs of spatial ``size``."""
+        """Draw z ~ p(z[|c]).
+
+        Args:
+            n: The number of draws.
+            c: (n, M) condition, or None.
+            size: Spatial size of the inputs the latents stand for (default ``input_size``).
+
+        Returns:
+            (n, *latent) float.
+        """
         shape = (n, *self.latent_shape(size))
         prior = self.prior(c)
         if prior is None:
@@ -194,23 +316,51 @@ class VAE(LatentModel):
 
     @torch.no_grad()
     def sample(self, n: int, c: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
-        """x = mean of p(x|z) for z ~ p(z[|c]): (n, C, *size) float."""
+        """Samples x = mean of p(x|z) for z ~ p(z[|c]), without gradients.
+
+        Args:
+            n: The number of samples.
+            c: (n, M) condition, or None.
+            size: Spatial size of the samples (default ``input_size``).
+
+        Returns:
+            (n, C, *size) float.
+        """
         return self.decode(self.sample_prior(n, c, size), c, size)
 
     def log_importance_weights(self, x: Tensor, samples: int, c: Tensor | None = None) -> Tensor:
-        """log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x): (samples, B) float32.
+        """log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x).
 
         Their mean over k estimates the ELBO; log mean_k exp of them is the importance-weighted
-        bound of Burda et al. (2016)."""
+        bound of Burda et al. (2016).
+
+        Args:
+            x: (B, C, *spatial) float.
+            samples: K, the number of z_k per input.
+            c: (B, M) condition, or None.
+
+        Returns:
+            (samples, B) float32.
+        """
         mu, logvar = self.posterior(x, c)
         z = reparameterize(mu.expand(samples, *mu.shape), logvar.expand(samples, *mu.shape))
         log_q = log_normal(z, mu, logvar).flatten(2).sum(dim=2)
         return self._log_px(z, x, c) + self.log_prior(z, c) - log_q
 
     def log_prior_weights(self, x: Tensor, samples: int, c: Tensor | None = None) -> Tensor:
-        """log p(x|z_k) for z_k ~ p(z[|c]): (samples, B); log mean_k exp of them is the naive
-        Monte Carlo estimate of log p(x) = log E_{p(z)} p(x|z), the marginal likelihood of
-        Kingma and Welling (2014)."""
+        """log p(x|z_k) for z_k ~ p(z[|c]).
+
+        log mean_k exp of them is the naive Monte Carlo estimate of log p(x) =
+        log E_{p(z)} p(x|z), the marginal likelihood of Kingma and Welling (2014).
+
+        Args:
+            x: (B, C, *spatial) float.
+            samples: K, the number of z_k per input.
+            c: (B, M) condition, or None.
+
+        Returns:
+            (samples, B) float32.
+        """
         z = torch.stack([self.sample_prior(x.shape[0], c, x.shape[2:]) for _ in range(samples)])
         return self._log_px(z, x, c)
 
@@ -226,5 +376,13 @@ class VAE(LatentModel):
 
 
 def tile_batch(t: Tensor, samples: int) -> Tensor:
-    """(B, ...) -> (samples * B, ...): ``samples`` copies of the batch, sample-major."""
+    """``samples`` copies of the batch, sample-major.
+
+    Args:
+        t: (B, ...) tensor.
+        samples: The number of copies.
+
+    Returns:
+        (samples * B, ...).
+    """
     return t.unsqueeze(0).expand(samples, *t.shape).reshape(samples * t.shape[0], *t.shape[1:])
