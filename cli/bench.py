@@ -17,7 +17,9 @@ from vqtok.pipelines.bench.pipeline import PipelineBenchConfig
 from vqtok.pipelines.bench.quantizer import QuantizerBenchConfig
 from vqtok.pipelines.bench.train import TrainBenchConfig
 
-bench_app = typer.Typer(help="Benchmarks: speed and memory figures for BENCHMARKS.md.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: speed and memory figures for BENCHMARKS.md.", no_args_is_help=True
+)
 JSON_HELP = "Also write the results, with the resolved config, as JSON."
 K, Q, P, T = KernelsBenchConfig, QuantizerBenchConfig, PipelineBenchConfig, TrainBenchConfig
 
@@ -38,14 +40,21 @@ def kernels(
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     quick: bool | None = typer.Option(None, "--quick", help="One small case, a few seconds."),
-    device: str | None = typer.Option(None, help=f"cpu, cuda, or auto (default: {default_of(K, 'device')})."),
-    repeats: int | None = typer.Option(None, help=f"Timed runs per case, the median is reported (default: {default_of(K, 'repeats')})."),
+    device: str | None = typer.Option(
+        None, help=f"cpu, cuda, or auto (default: {default_of(K, 'device')})."
+    ),
+    repeats: int | None = typer.Option(
+        None,
+        help=f"Timed runs per case, the median is reported (default: {default_of(K, 'repeats')}).",
+    ),
     json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """Nearest-code search and the EMA update against torch.cdist and an unchunked matmul."""
     from vqtok.pipelines.bench.kernels import bench_kernels
 
-    options = run_job(lambda: K.load(config, {"quick": quick, "device": device, "repeats": repeats}, set_))
+    options = run_job(
+        lambda: K.load(config, {"quick": quick, "device": device, "repeats": repeats}, set_)
+    )
     rows = bench_kernels(options)
     print_rows(rows, "kernels")
     write_json(json_path, {"config": options.to_dict(), "rows": rows})
@@ -55,17 +64,27 @@ def kernels(
 def quantizer(
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    n: int | None = typer.Option(None, help=f"Encoder vectors per step (default: {default_of(Q, 'n')})."),
+    n: int | None = typer.Option(
+        None, help=f"Encoder vectors per step (default: {default_of(Q, 'n')})."
+    ),
     k: int | None = typer.Option(None, help=f"Codebook size (default: {default_of(Q, 'k')})."),
     d: int | None = typer.Option(None, help=f"Vector size (default: {default_of(Q, 'd')})."),
-    steps: int | None = typer.Option(None, help=f"Timed steps, the median is reported (default: {default_of(Q, 'steps')})."),
-    compare: bool | None = typer.Option(None, "--compare/--no-compare", help="Also time vector_quantize_pytorch when it is installed (default: on)."),
+    steps: int | None = typer.Option(
+        None, help=f"Timed steps, the median is reported (default: {default_of(Q, 'steps')})."
+    ),
+    compare: bool | None = typer.Option(
+        None,
+        "--compare/--no-compare",
+        help="Also time vector_quantize_pytorch when it is installed (default: on).",
+    ),
     json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """A VQ training step (nearest code, EMA, losses, backward) beside vector_quantize_pytorch."""
     from vqtok.pipelines.bench.quantizer import bench_quantizer
 
-    options = run_job(lambda: Q.load(config, {"n": n, "k": k, "d": d, "steps": steps, "compare": compare}, set_))
+    options = run_job(
+        lambda: Q.load(config, {"n": n, "k": k, "d": d, "steps": steps, "compare": compare}, set_)
+    )
     rows = bench_quantizer(options)
     print_rows(rows, "quantizer training step")
     write_json(json_path, {"config": options.to_dict(), "rows": rows})
@@ -75,20 +94,45 @@ def quantizer(
 def pipeline(
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    preset: str | None = typer.Option(None, help=f"Model preset to encode with (default: {default_of(P, 'preset')})."),
-    samples: int | None = typer.Option(None, help=f"Samples per throughput run (default: {default_of(P, 'samples')})."),
-    size: int | None = typer.Option(None, help=f"Image side in pixels (default: {default_of(P, 'size')})."),
-    batch_size: int | None = typer.Option(None, help=f"Model inputs per batch (default: {default_of(P, 'batch_size')})."),
-    workers: int | None = typer.Option(None, help=f"DataLoader workers decoding beside the model (default: {default_of(P, 'workers')})."),
-    repeats: int | None = typer.Option(None, help=f"Paired model-only / pipeline runs (default: {default_of(P, 'repeats')})."),
+    preset: str | None = typer.Option(
+        None, help=f"Model preset to encode with (default: {default_of(P, 'preset')})."
+    ),
+    samples: int | None = typer.Option(
+        None, help=f"Samples per throughput run (default: {default_of(P, 'samples')})."
+    ),
+    size: int | None = typer.Option(
+        None, help=f"Image side in pixels (default: {default_of(P, 'size')})."
+    ),
+    batch_size: int | None = typer.Option(
+        None, help=f"Model inputs per batch (default: {default_of(P, 'batch_size')})."
+    ),
+    workers: int | None = typer.Option(
+        None,
+        help=f"DataLoader workers decoding beside the model (default: {default_of(P, 'workers')}).",
+    ),
+    repeats: int | None = typer.Option(
+        None, help=f"Paired model-only / pipeline runs (default: {default_of(P, 'repeats')})."
+    ),
     json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """Encode throughput through the whole pipeline against the model alone, and peak memory
     against the number of shards."""
     from vqtok.pipelines.bench.pipeline import bench_pipeline
 
-    options = run_job(lambda: P.load(config, {"preset": preset, "samples": samples, "size": size,
-                                              "batch_size": batch_size, "workers": workers, "repeats": repeats}, set_))
+    options = run_job(
+        lambda: P.load(
+            config,
+            {
+                "preset": preset,
+                "samples": samples,
+                "size": size,
+                "batch_size": batch_size,
+                "workers": workers,
+                "repeats": repeats,
+            },
+            set_,
+        )
+    )
     result = bench_pipeline(options)
     out.print_json(data=result)
     write_json(json_path, {"config": options.to_dict(), **result})
@@ -98,17 +142,35 @@ def pipeline(
 def train(
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    presets: list[str] | None = typer.Option(None, "--preset", help="Presets to time, repeatable (default: every tokenizer preset)."),
-    steps: int | None = typer.Option(None, help=f"Timed steps (default: {default_of(T, 'steps')})."),
-    batch_size: int | None = typer.Option(None, help=f"Inputs per step (default: {default_of(T, 'batch_size')})."),
-    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(T, 'device')})."),
+    presets: list[str] | None = typer.Option(
+        None, "--preset", help="Presets to time, repeatable (default: every tokenizer preset)."
+    ),
+    steps: int | None = typer.Option(
+        None, help=f"Timed steps (default: {default_of(T, 'steps')})."
+    ),
+    batch_size: int | None = typer.Option(
+        None, help=f"Inputs per step (default: {default_of(T, 'batch_size')})."
+    ),
+    device: str | None = typer.Option(
+        None, help=f"Torch device (default: {default_of(T, 'device')})."
+    ),
     json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """Training steps per second and peak memory for each preset."""
     from vqtok.pipelines.bench.train import bench_train
 
-    options = run_job(lambda: T.load(config, {"presets": presets or None, "steps": steps, "batch_size": batch_size,
-                                              "device": device}, set_))
+    options = run_job(
+        lambda: T.load(
+            config,
+            {
+                "presets": presets or None,
+                "steps": steps,
+                "batch_size": batch_size,
+                "device": device,
+            },
+            set_,
+        )
+    )
     rows = bench_train(options)
     print_rows(rows, "training step")
     write_json(json_path, {"config": options.to_dict(), "rows": rows})

@@ -54,7 +54,10 @@ def run_job(job: Callable[[], T]) -> T:
 
 @contextmanager
 def echo_warnings() -> Iterator[None]:
-    """Show each warning the library raises inside as one `warning: ...` line on stderr, when raised."""
+    """Show each warning the library raises inside as one `warning: ...` line on stderr.
+
+    Each is shown when raised.
+    """
     with warnings.catch_warnings():
         warnings.showwarning = lambda message, *_: typer.echo(f"warning: {message}", err=True)
         yield

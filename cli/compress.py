@@ -33,25 +33,60 @@ P = FitPriorConfig
 
 
 def compress(
-    checkpoint: Path = typer.Argument(..., help="Tokenizer checkpoint directory (with a fitted prior)."),
-    source: Path = typer.Argument(..., help="Image, audio or video file, matching the model's modality."),
+    checkpoint: Path = typer.Argument(
+        ..., help="Tokenizer checkpoint directory (with a fitted prior)."
+    ),
+    source: Path = typer.Argument(
+        ..., help="Image, audio or video file, matching the model's modality."
+    ),
     target: Path = typer.Argument(..., help="Output .vqt file."),
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    device: str | None = typer.Option(None, help=f"Torch device for the encoder (default: {default_of(C, 'runtime.device')})."),
-    batch_size: int | None = typer.Option(None, help=f"Model inputs per encoder call (default: {default_of(C, 'runtime.batch_size')})."),
-    window_seconds: float | None = typer.Option(None, help=f"Audio window length in seconds (default: {default_of(C, 'media.window_seconds')})."),
-    clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: the clip length)."),
-    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding (default: native size)."),
-    levels: int | None = typer.Option(None, help="Residual VQ: keep only the first LEVELS levels (default: all)."),
-    coder: str | None = typer.Option(None, help=f"ans-static, ans-adaptive, or auto, the shorter of the two (default: {default_of(C, 'coder')})."),
+    device: str | None = typer.Option(
+        None, help=f"Torch device for the encoder (default: {default_of(C, 'runtime.device')})."
+    ),
+    batch_size: int | None = typer.Option(
+        None,
+        help=f"Model inputs per encoder call (default: {default_of(C, 'runtime.batch_size')}).",
+    ),
+    window_seconds: float | None = typer.Option(
+        None,
+        help=f"Audio window length in seconds (default: {default_of(C, 'media.window_seconds')}).",
+    ),
+    clip_stride: int | None = typer.Option(
+        None, help="Video: frames between clip starts (default: the clip length)."
+    ),
+    frame_size: str | None = typer.Option(
+        None, help="Video: resize frames to HxW before encoding (default: native size)."
+    ),
+    levels: int | None = typer.Option(
+        None, help="Residual VQ: keep only the first LEVELS levels (default: all)."
+    ),
+    coder: str | None = typer.Option(
+        None,
+        help="ans-static, ans-adaptive, or auto, the shorter of the two "
+        f"(default: {default_of(C, 'coder')}).",
+    ),
 ) -> None:
-    """Compress one media file to .vqt; prints the rates (log2 K, empirical entropy, bytes written)."""
+    """Compress one media file to .vqt.
+
+    Prints the rates (log2 K, empirical entropy, bytes written).
+    """
+
     def job():
-        options = CompressConfig.load(config, {
-            "runtime.device": device, "runtime.batch_size": batch_size, "media.window_seconds": window_seconds,
-            "media.clip_stride": clip_stride, "media.frame_size": parse_size(frame_size), "levels": levels,
-            "coder": coder}, set_)
+        options = CompressConfig.load(
+            config,
+            {
+                "runtime.device": device,
+                "runtime.batch_size": batch_size,
+                "media.window_seconds": window_seconds,
+                "media.clip_stride": clip_stride,
+                "media.frame_size": parse_size(frame_size),
+                "levels": levels,
+                "coder": coder,
+            },
+            set_,
+        )
         return compress_file(checkpoint, source, target, options)
 
     print_summary(run_job(job))
@@ -59,12 +94,22 @@ def compress(
 
 def decompress(
     source: Path = typer.Argument(..., help="A .vqt file."),
-    target: Path = typer.Argument(..., help="Restored media (.png, .wav/.flac or .mp4 by modality)."),
-    checkpoint: Path | None = typer.Option(None, help="Checkpoint to decode with (default: the one the file records)."),
+    target: Path = typer.Argument(
+        ..., help="Restored media (.png, .wav/.flac or .mp4 by modality)."
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, help="Checkpoint to decode with (default: the one the file records)."
+    ),
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    device: str | None = typer.Option(None, help=f"Torch device for the decoder (default: {default_of(RuntimeOptions, 'device')})."),
-    batch_size: int | None = typer.Option(None, help=f"Code pieces per decoder call (default: {default_of(RuntimeOptions, 'batch_size')})."),
+    device: str | None = typer.Option(
+        None,
+        help=f"Torch device for the decoder (default: {default_of(RuntimeOptions, 'device')}).",
+    ),
+    batch_size: int | None = typer.Option(
+        None,
+        help=f"Code pieces per decoder call (default: {default_of(RuntimeOptions, 'batch_size')}).",
+    ),
 ) -> None:
     """Decompress a .vqt file back to media."""
     def job():
@@ -77,21 +122,44 @@ def decompress(
 
 def fit_prior(
     checkpoint: Path = typer.Argument(..., help="Tokenizer checkpoint directory."),
-    shards: str = typer.Argument(..., help="Training media shards: folder, file, brace pattern or URL."),
-    output: Path | None = typer.Option(None, help="Save the checkpoint with its prior here (default: in place)."),
+    shards: str = typer.Argument(
+        ..., help="Training media shards: folder, file, brace pattern or URL."
+    ),
+    output: Path | None = typer.Option(
+        None, help="Save the checkpoint with its prior here (default: in place)."
+    ),
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    batch_size: int | None = typer.Option(None, help=f"Model inputs per batch (default: {default_of(P, 'runtime.batch_size')})."),
-    workers: int | None = typer.Option(None, help=f"DataLoader workers reading and decoding (default: {default_of(P, 'workers')})."),
-    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(P, 'runtime.device')})."),
-    window_seconds: float | None = typer.Option(None, help=f"Audio window length in seconds (default: {default_of(P, 'media.window_seconds')})."),
-    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding (default: native size)."),
+    batch_size: int | None = typer.Option(
+        None, help=f"Model inputs per batch (default: {default_of(P, 'runtime.batch_size')})."
+    ),
+    workers: int | None = typer.Option(
+        None, help=f"DataLoader workers reading and decoding (default: {default_of(P, 'workers')})."
+    ),
+    device: str | None = typer.Option(
+        None, help=f"Torch device (default: {default_of(P, 'runtime.device')})."
+    ),
+    window_seconds: float | None = typer.Option(
+        None,
+        help=f"Audio window length in seconds (default: {default_of(P, 'media.window_seconds')}).",
+    ),
+    frame_size: str | None = typer.Option(
+        None, help="Video: resize frames to HxW before encoding (default: native size)."
+    ),
 ) -> None:
     """Measure the prior (code frequencies) on training shards and store it in the checkpoint."""
     def job():
-        options = FitPriorConfig.load(config, {
-            "runtime.batch_size": batch_size, "workers": workers, "runtime.device": device,
-            "media.window_seconds": window_seconds, "media.frame_size": parse_size(frame_size)}, set_)
+        options = FitPriorConfig.load(
+            config,
+            {
+                "runtime.batch_size": batch_size,
+                "workers": workers,
+                "runtime.device": device,
+                "media.window_seconds": window_seconds,
+                "media.frame_size": parse_size(frame_size),
+            },
+            set_,
+        )
         return fit_prior_shards(checkpoint, shards, output, options)
 
     print_summary(run_job(job))
@@ -108,7 +176,9 @@ def parse_sweeps(items: list[str]) -> dict[str, list[int]]:
         try:
             sweeps[codec.strip()] = [int(v) for v in values.split(",") if v.strip()]
         except ValueError:
-            raise UsageError(f"--sweep {item!r}: expected CODEC=N,N,... with whole numbers") from None
+            raise UsageError(
+                f"--sweep {item!r}: expected CODEC=N,N,... with whole numbers"
+            ) from None
         if not codec.strip() or not sweeps[codec.strip()]:
             raise UsageError(f"--sweep {item!r}: expected CODEC=N,N,...")
     return sweeps
@@ -116,21 +186,49 @@ def parse_sweeps(items: list[str]) -> dict[str, list[int]]:
 
 @eval_app.command("rd")
 def rd(
-    paths: list[Path] = typer.Argument(..., help="Checkpoint directories, then media files or folders of them."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Checkpoint directories, then media files or folders of them."
+    ),
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    baselines: str | None = typer.Option(None, help="Comma-separated codecs: jpeg,webp,avif | opus,mp3 | h264 (default: none)."),
-    out: Path = typer.Option(Path("rd"), help="Folder for the per-method JSON, rd.csv, rd-*.png and rd_config.json."),
-    window_seconds: float | None = typer.Option(None, help=f"Audio window length in seconds for the models (default: {default_of(RDConfig, 'media.window_seconds')})."),
-    device: str | None = typer.Option(None, help=f"Torch device for the models (default: {default_of(RDConfig, 'runtime.device')})."),
-    sweep: list[str] = typer.Option(None, help="A codec's settings instead of its default sweep, e.g. "
-                                    "--sweep jpeg=1,3,5,8 --sweep opus=6,8,12 (quality, or kbps for audio)."),
+    baselines: str | None = typer.Option(
+        None, help="Comma-separated codecs: jpeg,webp,avif | opus,mp3 | h264 (default: none)."
+    ),
+    out: Path = typer.Option(
+        Path("rd"), help="Folder for the per-method JSON, rd.csv, rd-*.png and rd_config.json."
+    ),
+    window_seconds: float | None = typer.Option(
+        None,
+        help="Audio window length in seconds for the models "
+        f"(default: {default_of(RDConfig, 'media.window_seconds')}).",
+    ),
+    device: str | None = typer.Option(
+        None,
+        help=f"Torch device for the models (default: {default_of(RDConfig, 'runtime.device')}).",
+    ),
+    sweep: list[str] = typer.Option(
+        None,
+        help="A codec's settings instead of its default sweep, e.g. "
+        "--sweep jpeg=1,3,5,8 --sweep opus=6,8,12 (quality, or kbps for audio).",
+    ),
 ) -> None:
     """Rate-distortion curves of checkpoints (each residual level count) and classical codecs."""
     def job():
-        codecs = None if baselines is None else [name.strip() for name in baselines.split(",") if name.strip()]
-        options = RDConfig.load(config, {"baselines": codecs, "sweeps": parse_sweeps(sweep) if sweep else None,
-                                         "media.window_seconds": window_seconds, "runtime.device": device}, set_)
+        codecs = (
+            None
+            if baselines is None
+            else [name.strip() for name in baselines.split(",") if name.strip()]
+        )
+        options = RDConfig.load(
+            config,
+            {
+                "baselines": codecs,
+                "sweeps": parse_sweeps(sweep) if sweep else None,
+                "media.window_seconds": window_seconds,
+                "runtime.device": device,
+            },
+            set_,
+        )
         checkpoints, inputs = split_paths(paths)
         return evaluate_rd(checkpoints, inputs, out, options)
 
@@ -140,21 +238,45 @@ def rd(
 
 @eval_app.command("nll")
 def nll(
-    checkpoint: Path = typer.Argument(..., help="A VAE, ladder VAE or CVAE checkpoint directory (CVAE: shards need .cls or .json conditions)."),
+    checkpoint: Path = typer.Argument(
+        ...,
+        help="A VAE, ladder VAE or CVAE checkpoint directory "
+        "(CVAE: shards need .cls or .json conditions).",
+    ),
     shards: list[str] = typer.Argument(..., help="Shards, folders of them or brace patterns."),
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    samples: int | None = typer.Option(None, help=f"K, importance samples per input, for IWAE_K and the naive estimate (default: {default_of(NLLConfig, 'samples')})."),
-    batch_size: int | None = typer.Option(None, help=f"Inputs per batch (default: {default_of(NLLConfig, 'runtime.batch_size')})."),
-    limit: int | None = typer.Option(None, help="Evaluate at most this many inputs (default: 0, all)."),
+    samples: int | None = typer.Option(
+        None,
+        help="K, importance samples per input, for IWAE_K and the naive estimate "
+        f"(default: {default_of(NLLConfig, 'samples')}).",
+    ),
+    batch_size: int | None = typer.Option(
+        None, help=f"Inputs per batch (default: {default_of(NLLConfig, 'runtime.batch_size')})."
+    ),
+    limit: int | None = typer.Option(
+        None, help="Evaluate at most this many inputs (default: 0, all)."
+    ),
     json_out: Path = typer.Option(None, "--json", help="Also write the report to this JSON file."),
-    pictures: Path = typer.Option(None, help="Also draw reconstructions, samples, traversals here (images)."),
-    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(NLLConfig, 'runtime.device')})."),
+    pictures: Path = typer.Option(
+        None, help="Also draw reconstructions, samples, traversals here (images)."
+    ),
+    device: str | None = typer.Option(
+        None, help=f"Torch device (default: {default_of(NLLConfig, 'runtime.device')})."
+    ),
 ) -> None:
     """Negative ELBO, IWAE bound, naive prior-sampling estimate, KL and active units, in nats."""
     def job():
-        options = NLLConfig.load(config, {"samples": samples, "runtime.batch_size": batch_size, "limit": limit,
-                                          "runtime.device": device}, set_)
+        options = NLLConfig.load(
+            config,
+            {
+                "samples": samples,
+                "runtime.batch_size": batch_size,
+                "limit": limit,
+                "runtime.device": device,
+            },
+            set_,
+        )
         return evaluate_nll(checkpoint, shards, options, pictures=pictures)
 
     report = run_job(job)
@@ -163,14 +285,26 @@ def nll(
 
 
 def nll_table(report: dict) -> Table:
-    """The NLL report as rows of (quantity, value): bounds in nats per input, then per-layer figures."""
+    """The NLL report as rows of (quantity, value).
+
+    Bounds in nats per input come first, then per-layer figures.
+    """
     k = report["samples"]
-    table = Table("quantity", "value", title=f"{report['model']} on {report['inputs']} inputs (K = {k})")
-    rows = [("NLL = -IWAE_K (nats)", report["nll"]), ("negative ELBO (nats)", -report["elbo"]),
-            ("naive -log mean_K p(x|z), z ~ p(z) (nats)", -report["naive"]),
-            ("reconstruction E_q log p(x|z) (nats)", report["reconstruction"]), ("KL (nats)", report["kl"]),
-            ("bits per dim (from NLL)", report["bits_per_dim"])]
-    rows += [(f"KL {name.removeprefix('kl_')} (nats)", value) for name, value in report["kl_per_layer"].items()]
+    table = Table(
+        "quantity", "value", title=f"{report['model']} on {report['inputs']} inputs (K = {k})"
+    )
+    rows = [
+        ("NLL = -IWAE_K (nats)", report["nll"]),
+        ("negative ELBO (nats)", -report["elbo"]),
+        ("naive -log mean_K p(x|z), z ~ p(z) (nats)", -report["naive"]),
+        ("reconstruction E_q log p(x|z) (nats)", report["reconstruction"]),
+        ("KL (nats)", report["kl"]),
+        ("bits per dim (from NLL)", report["bits_per_dim"]),
+    ]
+    rows += [
+        (f"KL {name.removeprefix('kl_')} (nats)", value)
+        for name, value in report["kl_per_layer"].items()
+    ]
     rows += [(f"active units {name}", units) for name, units in report["active_units"].items()]
     if report["skipped"]:
         rows.append(("skipped samples", report["skipped"]))

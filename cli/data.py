@@ -66,16 +66,27 @@ shards_app = typer.Typer(help="Make WebDataset shards from media folders.", no_a
 
 @shards_app.command("make")
 def shards_make(
-    src: Path = typer.Argument(..., help="Folder of media files (searched recursively), or an array file of "
-                                         "images: IDX (MNIST family, .gz or not), .npy, .npz."),
+    src: Path = typer.Argument(
+        ...,
+        help="Folder of media files (searched recursively), or an array file of "
+        "images: IDX (MNIST family, .gz or not), .npy, .npz.",
+    ),
     out_dir: Path = typer.Argument(..., help="Where to write the .tar shards and shards.json."),
     modality: ModalityChoice = typer.Option(..., help="Which files to pack."),
     maxcount: int = typer.Option(1000, help="Samples per shard at most."),
-    labels: Path | None = typer.Option(None, help="Folder: JSON object or CSV (file,label). Array file: an IDX/.npy/.npz "
-                                                  "array of labels. Integers become .cls, anything else .json."),
+    labels: Path | None = typer.Option(
+        None,
+        help="Folder: JSON object or CSV (file,label). Array file: an IDX/.npy/.npz "
+        "array of labels. Integers become .cls, anything else .json.",
+    ),
 ) -> None:
-    """Pack a folder of images, audio or video, or an array file of images, into WebDataset tar shards."""
-    summary = run_job(lambda: make_shards(src, out_dir, modality.value, maxcount=maxcount, labels=labels))
+    """Pack media into WebDataset tar shards.
+
+    The source is a folder of images, audio or video, or an array file of images.
+    """
+    summary = run_job(
+        lambda: make_shards(src, out_dir, modality.value, maxcount=maxcount, labels=labels)
+    )
     print_summary(summary)
 
 
@@ -85,45 +96,119 @@ D = DecodeConfig
 
 def encode(
     checkpoint: Path = typer.Argument(..., help="Tokenizer checkpoint directory."),
-    shards: str = typer.Argument(..., help="Shards: folder, file, brace pattern, pipe: or http(s) URL."),
+    shards: str = typer.Argument(
+        ..., help="Shards: folder, file, brace pattern, pipe: or http(s) URL."
+    ),
     out_dir: Path = typer.Argument(..., help="Where to write the code shards."),
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    batch_size: int | None = typer.Option(None, help=f"Model inputs per batch (default: {default_of(E, 'runtime.batch_size')})."),
-    workers: int | None = typer.Option(None, help=f"DataLoader workers reading and decoding (default: {default_of(E, 'workers')})."),
-    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(E, 'runtime.device')})."),
-    resume: bool | None = typer.Option(None, "--resume", help="Skip done shards, redo partial ones."),
-    on_error: OnErrorChoice | None = typer.Option(None, help=f"Stop on a bad sample, or skip and log it (default: {default_of(E, 'errors.on_error')})."),
-    max_error_rate: float | None = typer.Option(None, help=f"Fail when more than this fraction is skipped (default: {default_of(E, 'errors.max_error_rate')})."),
-    window_seconds: float | None = typer.Option(None, help=f"Audio window length in seconds (default: {default_of(E, 'media.window_seconds')})."),
-    clip_stride: int | None = typer.Option(None, help="Video: frames between clip starts (default: the clip length)."),
-    frame_size: str | None = typer.Option(None, help="Video: resize frames to HxW before encoding (default: native size)."),
-    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress (default: on)."),
-    compress: bool | None = typer.Option(None, "--compress", help="Entropy-code the codes with the checkpoint's prior (.vqc, not .npy)."),
-    max_image_pixels: int | None = typer.Option(None, help=f"Skip images or video frames larger than this many pixels (default: {default_of(E, 'media.max_image_pixels')})."),
-    engine: EngineChoice = typer.Option(EngineChoice.local, help="Run here, or on a Ray cluster (pip install 'vqtok\\[ray]')."),
-    ray_address: str | None = typer.Option(None, help="Ray: cluster to join, e.g. auto (default: $RAY_ADDRESS or a local Ray)."),
-    concurrency: int | None = typer.Option(None, help="Ray: workers, each loading the model once (default: as many as fit)."),
-    cpus_per_worker: float | None = typer.Option(None, help=f"Ray: CPUs each worker reserves (default: {default_of(RayConfig, 'cpus_per_worker')})."),
-    gpus_per_worker: float | None = typer.Option(None, help=f"Ray: GPUs each worker reserves; use with --device cuda (default: {default_of(RayConfig, 'gpus_per_worker')})."),
-    max_retries: int | None = typer.Option(None, help=f"Ray: further attempts at a shard whose worker died (default: {default_of(RayConfig, 'max_retries')})."),
+    batch_size: int | None = typer.Option(
+        None, help=f"Model inputs per batch (default: {default_of(E, 'runtime.batch_size')})."
+    ),
+    workers: int | None = typer.Option(
+        None, help=f"DataLoader workers reading and decoding (default: {default_of(E, 'workers')})."
+    ),
+    device: str | None = typer.Option(
+        None, help=f"Torch device (default: {default_of(E, 'runtime.device')})."
+    ),
+    resume: bool | None = typer.Option(
+        None, "--resume", help="Skip done shards, redo partial ones."
+    ),
+    on_error: OnErrorChoice | None = typer.Option(
+        None,
+        help="Stop on a bad sample, or skip and log it "
+        f"(default: {default_of(E, 'errors.on_error')}).",
+    ),
+    max_error_rate: float | None = typer.Option(
+        None,
+        help="Fail when more than this fraction is skipped "
+        f"(default: {default_of(E, 'errors.max_error_rate')}).",
+    ),
+    window_seconds: float | None = typer.Option(
+        None,
+        help=f"Audio window length in seconds (default: {default_of(E, 'media.window_seconds')}).",
+    ),
+    clip_stride: int | None = typer.Option(
+        None, help="Video: frames between clip starts (default: the clip length)."
+    ),
+    frame_size: str | None = typer.Option(
+        None, help="Video: resize frames to HxW before encoding (default: native size)."
+    ),
+    progress: bool | None = typer.Option(
+        None, "--progress/--no-progress", help="Show progress (default: on)."
+    ),
+    compress: bool | None = typer.Option(
+        None,
+        "--compress",
+        help="Entropy-code the codes with the checkpoint's prior (.vqc, not .npy).",
+    ),
+    max_image_pixels: int | None = typer.Option(
+        None,
+        help="Skip images or video frames larger than this many pixels "
+        f"(default: {default_of(E, 'media.max_image_pixels')}).",
+    ),
+    engine: EngineChoice = typer.Option(
+        EngineChoice.local, help="Run here, or on a Ray cluster (pip install 'vqtok\\[ray]')."
+    ),
+    ray_address: str | None = typer.Option(
+        None, help="Ray: cluster to join, e.g. auto (default: $RAY_ADDRESS or a local Ray)."
+    ),
+    concurrency: int | None = typer.Option(
+        None, help="Ray: workers, each loading the model once (default: as many as fit)."
+    ),
+    cpus_per_worker: float | None = typer.Option(
+        None,
+        help="Ray: CPUs each worker reserves "
+        f"(default: {default_of(RayConfig, 'cpus_per_worker')}).",
+    ),
+    gpus_per_worker: float | None = typer.Option(
+        None,
+        help="Ray: GPUs each worker reserves; use with --device cuda "
+        f"(default: {default_of(RayConfig, 'gpus_per_worker')}).",
+    ),
+    max_retries: int | None = typer.Option(
+        None,
+        help="Ray: further attempts at a shard whose worker died "
+        f"(default: {default_of(RayConfig, 'max_retries')}).",
+    ),
 ) -> None:
     """Encode media shards to code shards (one per input, same basename and keys)."""
     def job():
-        options = EncodeConfig.load(config, {
-            "runtime.batch_size": batch_size, "workers": workers, "runtime.device": device, "resume": resume,
-            "errors.on_error": on_error, "errors.max_error_rate": max_error_rate,
-            "media.window_seconds": window_seconds, "media.clip_stride": clip_stride,
-            "media.frame_size": parse_size(frame_size), "progress": progress, "compress": compress,
-            "media.max_image_pixels": max_image_pixels}, set_)
-        ray_flags = {"address": ray_address, "concurrency": concurrency, "cpus_per_worker": cpus_per_worker,
-                     "gpus_per_worker": gpus_per_worker, "max_retries": max_retries}
+        options = EncodeConfig.load(
+            config,
+            {
+                "runtime.batch_size": batch_size,
+                "workers": workers,
+                "runtime.device": device,
+                "resume": resume,
+                "errors.on_error": on_error,
+                "errors.max_error_rate": max_error_rate,
+                "media.window_seconds": window_seconds,
+                "media.clip_stride": clip_stride,
+                "media.frame_size": parse_size(frame_size),
+                "progress": progress,
+                "compress": compress,
+                "media.max_image_pixels": max_image_pixels,
+            },
+            set_,
+        )
+        ray_flags = {
+            "address": ray_address,
+            "concurrency": concurrency,
+            "cpus_per_worker": cpus_per_worker,
+            "gpus_per_worker": gpus_per_worker,
+            "max_retries": max_retries,
+        }
         if engine == EngineChoice.local:
             if any(value is not None for value in ray_flags.values()):
-                raise UsageError("--ray-address, --concurrency, --cpus-per-worker, --gpus-per-worker and "
-                                 "--max-retries only apply with --engine ray")
+                raise UsageError(
+                    "--ray-address, --concurrency, --cpus-per-worker, --gpus-per-worker and "
+                    "--max-retries only apply with --engine ray"
+                )
             return encode_shards(checkpoint, shards, out_dir, options)
-        return encode_shards_ray(checkpoint, shards, out_dir, options, RayConfig.load(None, ray_flags))
+        return encode_shards_ray(
+            checkpoint, shards, out_dir, options, RayConfig.load(None, ray_flags)
+        )
 
     with echo_warnings():
         print_summary(run_job(job))
@@ -135,21 +220,53 @@ def decode(
     out_dir: Path = typer.Argument(..., help="Where to write the media."),
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    output_format: FormatChoice | None = typer.Option(None, "--format", help=f"Shards, or files named by key (default: {default_of(D, 'output_format')})."),
-    audio_format: str | None = typer.Option(None, help=f"wav or flac (default: {default_of(D, 'audio_format')})."),
-    batch_size: int | None = typer.Option(None, help=f"Code pieces per model call (default: {default_of(D, 'runtime.batch_size')})."),
-    device: str | None = typer.Option(None, help=f"Torch device (default: {default_of(D, 'runtime.device')})."),
-    resume: bool | None = typer.Option(None, "--resume", help="Skip done shards, redo partial ones."),
-    on_error: OnErrorChoice | None = typer.Option(None, help=f"Stop on a bad sample, or skip and log it (default: {default_of(D, 'errors.on_error')})."),
-    max_error_rate: float | None = typer.Option(None, help=f"Fail when more than this fraction is skipped (default: {default_of(D, 'errors.max_error_rate')})."),
-    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress (default: on)."),
+    output_format: FormatChoice | None = typer.Option(
+        None,
+        "--format",
+        help=f"Shards, or files named by key (default: {default_of(D, 'output_format')}).",
+    ),
+    audio_format: str | None = typer.Option(
+        None, help=f"wav or flac (default: {default_of(D, 'audio_format')})."
+    ),
+    batch_size: int | None = typer.Option(
+        None, help=f"Code pieces per model call (default: {default_of(D, 'runtime.batch_size')})."
+    ),
+    device: str | None = typer.Option(
+        None, help=f"Torch device (default: {default_of(D, 'runtime.device')})."
+    ),
+    resume: bool | None = typer.Option(
+        None, "--resume", help="Skip done shards, redo partial ones."
+    ),
+    on_error: OnErrorChoice | None = typer.Option(
+        None,
+        help="Stop on a bad sample, or skip and log it "
+        f"(default: {default_of(D, 'errors.on_error')}).",
+    ),
+    max_error_rate: float | None = typer.Option(
+        None,
+        help="Fail when more than this fraction is skipped "
+        f"(default: {default_of(D, 'errors.max_error_rate')}).",
+    ),
+    progress: bool | None = typer.Option(
+        None, "--progress/--no-progress", help="Show progress (default: on)."
+    ),
 ) -> None:
     """Decode code shards back to media (PNG, WAV/FLAC, MP4) at the original size and length."""
     def job():
-        options = DecodeConfig.load(config, {
-            "output_format": output_format, "audio_format": audio_format, "runtime.batch_size": batch_size,
-            "runtime.device": device, "resume": resume, "errors.on_error": on_error,
-            "errors.max_error_rate": max_error_rate, "progress": progress}, set_)
+        options = DecodeConfig.load(
+            config,
+            {
+                "output_format": output_format,
+                "audio_format": audio_format,
+                "runtime.batch_size": batch_size,
+                "runtime.device": device,
+                "resume": resume,
+                "errors.on_error": on_error,
+                "errors.max_error_rate": max_error_rate,
+                "progress": progress,
+            },
+            set_,
+        )
         return decode_shards(checkpoint, code_shards, out_dir, options)
 
     print_summary(run_job(job))
@@ -160,13 +277,28 @@ def export_tokens_command(
     out_prefix: Path = typer.Argument(..., help="Writes OUT_PREFIX.bin, .idx and .json."),
     bos: bool = typer.Option(False, "--bos", help="Start each sample with a BOS token."),
     eos: bool = typer.Option(False, "--eos", help="End each sample with an EOS token."),
-    order: OrderChoice = typer.Option(OrderChoice.interleaved, help="Residual levels per position, or level after level."),
-    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="Stop on a bad sample, or skip and log it."),
-    checkpoint: Path | None = typer.Option(None, help="The checkpoint the codes were encoded with; needed for compressed shards only."),
+    order: OrderChoice = typer.Option(
+        OrderChoice.interleaved, help="Residual levels per position, or level after level."
+    ),
+    on_error: OnErrorChoice = typer.Option(
+        OnErrorChoice.raise_, help="Stop on a bad sample, or skip and log it."
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, help="The checkpoint the codes were encoded with; needed for compressed shards only."
+    ),
 ) -> None:
     """Export codes as a flat token file for language-model training."""
-    manifest = run_job(lambda: export_tokens(code_shards, out_prefix, bos=bos, eos=eos, order=order.value,
-                                             on_error=on_error.value, checkpoint=checkpoint))
+    manifest = run_job(
+        lambda: export_tokens(
+            code_shards,
+            out_prefix,
+            bos=bos,
+            eos=eos,
+            order=order.value,
+            on_error=on_error.value,
+            checkpoint=checkpoint,
+        )
+    )
     summary = {k: v for k, v in vars(manifest).items() if k != "keys"}
     print_summary(summary)
 

@@ -27,7 +27,9 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print the report as
         details = f"{d['threads']} threads" if d["device"] == "cpu" else f"{d['memory_gib']} GiB"
         devices.add_row(str(d["device"]), str(d["name"]), details)
     out.print(devices)
-    kernels = Table("kernel", *report["kernel_backend_auto"].keys(), title="kernel backends (backend='auto')")
+    kernels = Table(
+        "kernel", *report["kernel_backend_auto"].keys(), title="kernel backends (backend='auto')"
+    )
     for op in ("nearest_code", "ema_update"):
         kernels.add_row(op, *report["kernel_backend_auto"].values())
     out.print(kernels)

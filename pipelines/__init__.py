@@ -1,8 +1,11 @@
 """Jobs over data: media folders -> WebDataset shards -> codes -> media, LM tokens or .vqt files.
 
-    from vqtok.pipelines import make_shards, encode_shards, EncodeConfig, decode_shards, export_tokens
+    from vqtok.pipelines import (
+        make_shards, encode_shards, EncodeConfig, decode_shards, export_tokens,
+    )
     make_shards("photos/", "shards/", "image", maxcount=1000)
-    encode_shards("ckpt/f8", "shards/", "codes/", EncodeConfig(errors=ErrorOptions(on_error="skip"), resume=True))
+    options = EncodeConfig(errors=ErrorOptions(on_error="skip"), resume=True)
+    encode_shards("ckpt/f8", "shards/", "codes/", options)
     decode_shards("ckpt/f8", "codes/", "restored/")
     export_tokens("codes/", "tokens/train", bos=True, eos=True)
     windows = TokenDataset("tokens/train", seq_len=1024)

@@ -226,7 +226,11 @@ class RuntimeOptions(JobConfig):
     device: str = "cpu"
 
     def problems(self) -> list[str]:
-        found = [] if self.batch_size >= 1 else [f"batch_size must be at least 1, got {self.batch_size}"]
+        found = (
+            []
+            if self.batch_size >= 1
+            else [f"batch_size must be at least 1, got {self.batch_size}"]
+        )
         if not self.device.strip():
             found.append("device must name a torch device, e.g. cpu or cuda")
         return found
@@ -278,7 +282,9 @@ def _unknown_keys(cls: type, data: Mapping[str, Any], prefix: str) -> list[str]:
     found = []
     for key, value in data.items():
         if key not in fields:
-            found.append(f"unknown key {prefix}{key} (known: {', '.join(prefix + k for k in fields)})")
+            found.append(
+                f"unknown key {prefix}{key} (known: {', '.join(prefix + k for k in fields)})"
+            )
         elif (group := _group(fields[key])) is not None:
             found += _unknown_keys(group, value, f"{prefix}{key}.")
     return found
@@ -307,7 +313,9 @@ def _type_problems(config: Any, prefix: str) -> list[str]:
             found += (_type_problems(value, f"{prefix}{name}.") if isinstance(value, hint)
                       else [f"{prefix}{name} must be a table of options, got {value!r}"])
         elif not _fits(value, hint):
-            found.append(f"{prefix}{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
+            found.append(
+                f"{prefix}{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"
+            )
     return found
 
 
@@ -347,7 +355,11 @@ def _fits(value: Any, hint: Any) -> bool:
 def _describe(hint: Any) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    return getattr(hint, "__name__", None) if not typing.get_args(hint) else str(hint).replace("typing.", "")
+    return (
+        getattr(hint, "__name__", None)
+        if not typing.get_args(hint)
+        else str(hint).replace("typing.", "")
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -28,11 +28,21 @@ def package_versions() -> dict[str, str | None]:
 
 def devices() -> list[dict[str, object]]:
     found: list[dict[str, object]] = [
-        {"device": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+        {
+            "device": "cpu",
+            "name": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        }
     ]
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         props = torch.cuda.get_device_properties(i)
-        found.append({"device": f"cuda:{i}", "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1)})
+        found.append(
+            {
+                "device": f"cuda:{i}",
+                "name": props.name,
+                "memory_gib": round(props.total_memory / 2**30, 1),
+            }
+        )
     return found
 
 
@@ -55,5 +65,9 @@ def environment_report() -> dict[str, object]:
         "devices": devices(),
         "kernel_backends_available": available_backends(),
         "kernel_backend_auto": kernel_backends(),
-        "env": {k: os.environ[k] for k in ("VQTOK_KERNEL_BACKEND", "TRITON_INTERPRET") if k in os.environ},
+        "env": {
+            k: os.environ[k]
+            for k in ("VQTOK_KERNEL_BACKEND", "TRITON_INTERPRET")
+            if k in os.environ
+        },
     }

@@ -33,7 +33,9 @@ class ShardProgress:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("shards  {task.fields[rate]:.1f} samples/s  {task.fields[errors]} errors"),
+                TextColumn(
+                    "shards  {task.fields[rate]:.1f} samples/s  {task.fields[errors]} errors"
+                ),
                 TimeRemainingColumn(),
                 console=Console(file=self.stream),
             )

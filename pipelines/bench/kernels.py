@@ -43,7 +43,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, int | None]:
+def time_call(
+    fn: Callable[[], object], device: torch.device, repeats: int
+) -> tuple[float, int | None]:
     """Median wall time in ms over ``repeats`` runs after one warm-up, and the peak extra bytes."""
     with measure_peak(device) as peak:
         fn()
@@ -87,7 +89,9 @@ def bench_nearest(case: KernelCase, device: torch.device, repeats: int) -> list[
         rows.append(_row(case, "nearest_code", impl, ms, peak, flops))
     base = {r["impl"]: r["median_ms"] for r in rows}
     for r in rows:
-        r["vs_cdist"] = round(base["cdist_argmin"] / r["median_ms"], 2) if "cdist_argmin" in base else None
+        r["vs_cdist"] = (
+            round(base["cdist_argmin"] / r["median_ms"], 2) if "cdist_argmin" in base else None
+        )
         r["vs_matmul_argmin"] = round(base["matmul_argmin"] / r["median_ms"], 2)
         r["vs_matmul_floor"] = round(r["median_ms"] / base["matmul_only"], 2)
     return rows
@@ -104,9 +108,13 @@ def bench_ema(case: KernelCase, device: torch.device, repeats: int) -> list[dict
         modes += [("triton", False), ("triton", True), ("torch", True)]
     rows = []
     for backend, det in modes:
-        fn = lambda b=backend, dt=det: ema_update(size, m, z, indices, decay=0.99, backend=b, deterministic=dt)  # noqa: E731
+        fn = lambda b=backend, dt=det: ema_update(  # noqa: E731
+            size, m, z, indices, decay=0.99, backend=b, deterministic=dt
+        )
         ms, peak = time_call(fn, device, repeats)
-        rows.append(_row(case, "ema_update", f"vqtok_{backend}{'_det' if det else ''}", ms, peak, 0.0))
+        rows.append(
+            _row(case, "ema_update", f"vqtok_{backend}{'_det' if det else ''}", ms, peak, 0.0)
+        )
     fallback = rows[0]["median_ms"]
     for r in rows:
         r["vs_torch_fallback"] = round(fallback / r["median_ms"], 2)
@@ -126,11 +134,17 @@ class KernelsBenchConfig(JobConfig):
         return [] if self.repeats >= 1 else [f"repeats must be at least 1, got {self.repeats}"]
 
 
-def bench_kernels(config: KernelsBenchConfig | None = None, cases: list[KernelCase] | None = None) -> list[dict]:
+def bench_kernels(
+    config: KernelsBenchConfig | None = None, cases: list[KernelCase] | None = None
+) -> list[dict]:
     """Time both kernels on every case; one dict per (case, op, implementation)."""
     config = config or KernelsBenchConfig()
     device, repeats = config.device, config.repeats
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda"
+        if device == "auto" and torch.cuda.is_available()
+        else ("cpu" if device == "auto" else device)
+    )
     if cases is None:
         cases = QUICK_CASES if config.quick else (GPU_CASES if dev.type == "cuda" else CPU_CASES)
     rows = []

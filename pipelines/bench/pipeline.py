@@ -37,7 +37,9 @@ def _jpeg(rng: np.random.Generator, size: int) -> bytes:
     return buffer.getvalue()
 
 
-def make_bench_shards(folder: Path, shards: int, per_shard: int, size: int, seed: int = 0) -> list[bytes]:
+def make_bench_shards(
+    folder: Path, shards: int, per_shard: int, size: int, seed: int = 0
+) -> list[bytes]:
     """Write `shards` tar shards of `per_shard` JPEGs each; returns every JPEG, in order."""
     rng = np.random.default_rng(seed)
     images = []
@@ -64,13 +66,22 @@ def _model_only_rate(model, images: list[bytes], batch_size: int) -> float:
 
 
 def _peak_rss_job(args: tuple, results) -> None:
-    """In a fresh process: encode `shards` shards; put peak RSS (MiB) of it and of its largest worker."""
+    """In a fresh process: encode `shards` shards.
+
+    Puts the peak RSS (MiB) of it and of its largest worker.
+    """
     preset, shards, per_shard, size, batch_size, workers = args
     with tempfile.TemporaryDirectory() as tmp:
         make_bench_shards(Path(tmp) / "in", shards, per_shard, size)
         model = vqtok.create_model(preset)
-        encode_shards(model, str(Path(tmp) / "in"), Path(tmp) / "out",
-                      EncodeConfig(workers=workers, progress=False, runtime=RuntimeOptions(batch_size=batch_size)))
+        encode_shards(
+            model,
+            str(Path(tmp) / "in"),
+            Path(tmp) / "out",
+            EncodeConfig(
+                workers=workers, progress=False, runtime=RuntimeOptions(batch_size=batch_size)
+            ),
+        )
     main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     results.put({"main": round(main, 1), "largest_worker": round(worker, 1)})
@@ -102,11 +113,17 @@ class PipelineBenchConfig(JobConfig):
         found = [f"{name} must be at least 1, got {getattr(self, name)}"
                  for name in ("samples", "batch_size", "repeats") if getattr(self, name) < 1]
         found += [] if self.size >= 8 else [f"size must be at least 8, got {self.size}"]
-        return found + ([] if self.workers >= 0 else [f"workers must be 0 or more, got {self.workers}"])
+        return found + (
+            [] if self.workers >= 0 else [f"workers must be 0 or more, got {self.workers}"]
+        )
 
 
-def bench_pipeline(config: PipelineBenchConfig | None = None, *, shard_counts: tuple[int, ...] = (2, 8, 32),
-                   per_shard: int = 16) -> dict:
+def bench_pipeline(
+    config: PipelineBenchConfig | None = None,
+    *,
+    shard_counts: tuple[int, ...] = (2, 8, 32),
+    per_shard: int = 16,
+) -> dict:
     """Run the benchmark; returns throughput figures and peak memory per shard count.
 
     Model-only and pipeline runs alternate `repeats` times; the reported fraction is the
@@ -114,7 +131,12 @@ def bench_pipeline(config: PipelineBenchConfig | None = None, *, shard_counts: t
     affects both sides of each ratio alike.
     """
     config = config or PipelineBenchConfig()
-    preset, samples, size, batch_size = config.preset, config.samples, config.size, config.batch_size
+    preset, samples, size, batch_size = (
+        config.preset,
+        config.samples,
+        config.size,
+        config.batch_size,
+    )
     workers, repeats = config.workers, config.repeats
     model = vqtok.create_model(preset).eval()
     shard_count = max(workers, 4)
@@ -122,14 +144,18 @@ def bench_pipeline(config: PipelineBenchConfig | None = None, *, shard_counts: t
     with tempfile.TemporaryDirectory() as tmp:
         shard_dir = Path(tmp) / "in"
         images = make_bench_shards(shard_dir, shard_count, samples // shard_count, size)
-        encode = EncodeConfig(workers=workers, progress=False, runtime=RuntimeOptions(batch_size=batch_size))
+        encode = EncodeConfig(
+            workers=workers, progress=False, runtime=RuntimeOptions(batch_size=batch_size)
+        )
         for repeat in range(repeats):
             model_rates.append(_model_only_rate(model, images, batch_size))
             start = time.perf_counter()
             summary = encode_shards(model, str(shard_dir), Path(tmp) / f"out-{repeat}", encode)
             pipeline_rates.append(summary.samples / (time.perf_counter() - start))
     ratios = sorted(p / m for p, m in zip(pipeline_rates, model_rates, strict=True))
-    peaks = [_peak_rss((preset, count, per_shard, size, batch_size, workers)) for count in shard_counts]
+    peaks = [
+        _peak_rss((preset, count, per_shard, size, batch_size, workers)) for count in shard_counts
+    ]
     return {
         "preset": preset,
         "samples": len(images),

@@ -40,9 +40,18 @@ def _same_tars(a: Path, b: Path) -> bool:
         (a / name).read_bytes() == (b / name).read_bytes() for name in names)
 
 
-def bench_ray(preset: str = "image-vq-f8", *, samples: int = 256, shards: int = 8, size: int = 128,
-              batch_size: int = 16, workers: int = 1, concurrency: int = 1, cpus_per_worker: float = 2.0,
-              address: str | None = None) -> dict:
+def bench_ray(
+    preset: str = "image-vq-f8",
+    *,
+    samples: int = 256,
+    shards: int = 8,
+    size: int = 128,
+    batch_size: int = 16,
+    workers: int = 1,
+    concurrency: int = 1,
+    cpus_per_worker: float = 2.0,
+    address: str | None = None,
+) -> dict:
     """One local and one Ray encode of the same `shards` JPEG shards; returns times and overhead.
 
     Defaults compare like with like on a small machine: one model copy on each side, with
@@ -53,14 +62,22 @@ def bench_ray(preset: str = "image-vq-f8", *, samples: int = 256, shards: int = 
         root = Path(tmp)
         make_bench_shards(root / "in", shards, samples // shards, size)
         checkpoint = vqtok.save(vqtok.create_model(preset), root / "model")
-        config = EncodeConfig(workers=workers, progress=False, runtime=RuntimeOptions(batch_size=batch_size))
-        local_seconds, local = _timed(lambda: encode_shards(checkpoint, str(root / "in"), root / "local", config))
+        config = EncodeConfig(
+            workers=workers, progress=False, runtime=RuntimeOptions(batch_size=batch_size)
+        )
+        local_seconds, local = _timed(
+            lambda: encode_shards(checkpoint, str(root / "in"), root / "local", config)
+        )
         start = time.perf_counter()
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         ray_start_seconds = time.perf_counter() - start
         try:
             ray_config = RayConfig(concurrency=concurrency, cpus_per_worker=cpus_per_worker)
-            ray_seconds, _ = _timed(lambda: encode_shards_ray(checkpoint, str(root / "in"), root / "ray", config, ray_config))
+            ray_seconds, _ = _timed(
+                lambda: encode_shards_ray(
+                    checkpoint, str(root / "in"), root / "ray", config, ray_config
+                )
+            )
         finally:
             ray.shutdown()
         identical = _same_tars(root / "local", root / "ray")

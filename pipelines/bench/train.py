@@ -55,7 +55,11 @@ def _measure_preset(name: str, steps: int, batch_size: int, device: str, memory:
         _step(model, optimizer, loss_fn, x)
     if target.type == "cuda":
         torch.cuda.synchronize(target)
-    return {"preset": name, "input": list(shape), "steps_per_s": round(steps / (time.perf_counter() - start), 3)}
+    return {
+        "preset": name,
+        "input": list(shape),
+        "steps_per_s": round(steps / (time.perf_counter() - start), 3),
+    }
 
 
 @dataclass

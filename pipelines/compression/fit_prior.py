@@ -57,8 +57,12 @@ class PriorSummary:
         return asdict(self)
 
 
-def fit_prior_shards(checkpoint: str | Path, shards: str | list[str], output: str | Path | None = None,
-                     config: FitPriorConfig | None = None) -> PriorSummary:
+def fit_prior_shards(
+    checkpoint: str | Path,
+    shards: str | list[str],
+    output: str | Path | None = None,
+    config: FitPriorConfig | None = None,
+) -> PriorSummary:
     """Fit the prior of `checkpoint` on media `shards`; save to `output` (default: in place).
 
     `config` gives the media cutting, batch size, workers and device, as for encoding.
@@ -92,7 +96,9 @@ def fit_prior_shards(checkpoint: str | Path, shards: str | list[str], output: st
 
     fold_counts = fit_prior(model, batches(), FOLDS)
     if samples == 0:
-        raise PipelineError(f"no sample of {len(urls)} shard(s) could be read; nothing to fit the prior on")
+        raise PipelineError(
+            f"no sample of {len(urls)} shard(s) could be read; nothing to fit the prior on"
+        )
     prior, weights = smoothed_prior(fold_counts)
     counts = fold_counts.sum(axis=0)
     model.code_prior = torch.from_numpy(prior)

@@ -70,7 +70,9 @@ def read_labels_array(path: str | Path, key: str | None = None) -> np.ndarray:
         try:
             return _npz_member(path, key, LABEL_KEYS)
         except READ_ERRORS as exc:
-            raise UsageError(f"cannot read labels from {path}: {exc or type(exc).__name__}") from None
+            raise UsageError(
+                f"cannot read labels from {path}: {exc or type(exc).__name__}"
+            ) from None
     return read_array(path, key)
 
 
@@ -85,7 +87,9 @@ def _npz_member(path: Path, key: str | None, defaults: tuple[str, ...]) -> np.nd
         names = [key] if key else [name for name in defaults if name in archive.files]
         if not names or names[0] not in archive.files:
             wanted = key or "/".join(defaults)
-            raise ValueError(f"no array named {wanted} (it holds {', '.join(archive.files) or 'nothing'})")
+            raise ValueError(
+                f"no array named {wanted} (it holds {', '.join(archive.files) or 'nothing'})"
+            )
         _check_npz_member_size(archive.zip, names[0] + ".npy")
         return archive[names[0]]
 
@@ -98,7 +102,11 @@ def _check_npz_member_size(archive: zipfile.ZipFile, member: str) -> None:
         raise ValueError(f"{member} holds {size} bytes, more than {MAX_ARRAY_BYTES}")
     with archive.open(member) as handle:
         major, _ = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
         shape, _, dtype = read_header(handle)
     if math.prod(shape) * dtype.itemsize > size:
         raise ValueError(f"{member} claims shape {shape} of {dtype}, more than its {size} bytes")
@@ -118,8 +126,15 @@ def read_idx(data: bytes) -> np.ndarray:
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = math.prod(shape) * dtype.itemsize
     if len(data) - header != expected:
-        raise ValueError(f"IDX header says {shape} ({expected} bytes of data), the file holds {len(data) - header}")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+        raise ValueError(
+            f"IDX header says {shape} ({expected} bytes of data), "
+            f"the file holds {len(data) - header}"
+        )
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def _gunzip_bounded(data: bytes) -> bytes:
@@ -138,11 +153,15 @@ def as_images(array: np.ndarray) -> np.ndarray:
     elif array.ndim == 4 and array.shape[-1] not in (1, 3, 4) and array.shape[1] in (1, 3):
         array = array.transpose(0, 2, 3, 1)
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
-        raise UsageError(f"images must be (N, H, W) or (N, H, W, C) with C in 1/3/4, got shape {array.shape}")
+        raise UsageError(
+            f"images must be (N, H, W) or (N, H, W, C) with C in 1/3/4, got shape {array.shape}"
+        )
     if array.dtype.kind == "f":
         low, high = float(np.nanmin(array)), float(np.nanmax(array))
         if np.isnan(array).any() or low < 0 or high > 1:
-            raise UsageError(f"float images must lie in [0, 1] without NaN (found [{low:g}, {high:g}])")
+            raise UsageError(
+                f"float images must lie in [0, 1] without NaN (found [{low:g}, {high:g}])"
+            )
         return np.rint(array * 255).astype(np.uint8)
     if array.dtype.kind == "b":  # a mask: 0 and 255, not near-black 0 and 1
         return array.astype(np.uint8) * 255
@@ -157,10 +176,14 @@ def label_field(label: np.ndarray) -> dict[str, bytes]:
         return {"cls": str(int(label)).encode()}
     if label.ndim <= 1 and label.dtype.kind in "iubf" and np.isfinite(label).all():
         return {"json": json.dumps(np.atleast_1d(label).tolist()).encode()}
-    raise UsageError(f"labels must be integers (N,) or finite number vectors (N, M), got {label.dtype} {label}")
+    raise UsageError(
+        f"labels must be integers (N,) or finite number vectors (N, M), got {label.dtype} {label}"
+    )
 
 
-def array_samples(images: np.ndarray, labels: np.ndarray | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+def array_samples(
+    images: np.ndarray, labels: np.ndarray | None = None
+) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, fields) per image: ``{"png": ...}`` plus its label field; keys are the zero-padded
     index, so shard order is array order."""
     images = as_images(images)

@@ -115,8 +115,13 @@ class MediaBatches(IterableDataset):
             labels = json.loads(sample.fields["json"]) if "json" in sample.fields else None
         except Exception as exc:  # any decoder failure is this sample's, not the job's
             return SampleError(sample.shard, sample.key, "decode", f"{ext}: {exc}")
-        prepared = PreparedSample(sample.key, pieces.shape[0], {"source": ext, "input_size": list(pieces.shape[2:]), **meta},
-                                  sample.fields.get("cls"), labels)
+        prepared = PreparedSample(
+            sample.key,
+            pieces.shape[0],
+            {"source": ext, "input_size": list(pieces.shape[2:]), **meta},
+            sample.fields.get("cls"),
+            labels,
+        )
         return prepared, pieces
 
     @staticmethod

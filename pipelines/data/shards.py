@@ -1,4 +1,4 @@
-"""`make_shards`: pack a folder of media files, or an array file of images, into WebDataset tar shards.
+"""`make_shards`: pack media files or an array file of images into WebDataset tar shards.
 
 Keys are made safe from WebDataset's traps: a key ends at the first dot of a basename,
 so dots (and path separators) in file names become `_`, and names that collide after that
@@ -69,21 +69,33 @@ def make_shards(
             raise UsageError(f"array files hold images; {src} cannot become {modality} shards")
         return _write_shards(_array_samples(src, labels), out_dir, modality, maxcount, prefix, [])
     if not src.is_dir():
-        what = "is neither a folder nor an array file (IDX, .npy, .npz)" if src.exists() else "not found"
+        what = (
+            "is neither a folder nor an array file (IDX, .npy, .npz)"
+            if src.exists()
+            else "not found"
+        )
         raise UsageError(f"{src}: {what}")
     files, ignored = _media_files(src, modality)
     if not files:
         raise UsageError(f"no {modality} files ({'/'.join(EXTENSIONS[modality])}) under {src}")
     label_table = _read_labels(Path(labels)) if labels else {}
     samples = _file_samples(src, files, label_table)
-    return _write_shards(samples, out_dir, modality, maxcount, prefix, [str(f.relative_to(src)) for f in ignored])
+    return _write_shards(
+        samples, out_dir, modality, maxcount, prefix, [str(f.relative_to(src)) for f in ignored]
+    )
 
 
 Sample = tuple[str, dict[str, bytes], str]  # key, fields, where it came from
 
 
-def _write_shards(samples: Iterator[Sample], out_dir: Path, modality: str, maxcount: int, prefix: str,
-                  ignored: list[str]) -> MakeShardsSummary:
+def _write_shards(
+    samples: Iterator[Sample],
+    out_dir: Path,
+    modality: str,
+    maxcount: int,
+    prefix: str,
+    ignored: list[str],
+) -> MakeShardsSummary:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = MakeShardsSummary(ignored=ignored)
     sources: dict[str, str] = {}

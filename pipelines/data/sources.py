@@ -76,7 +76,10 @@ class Placement:
             if rank_var in env and size_var in env:
                 placement = cls(int(env[rank_var]), int(env[size_var]))
                 if not 0 <= placement.rank < placement.world_size:
-                    raise UsageError(f"{rank_var}={placement.rank} is not below {size_var}={placement.world_size}")
+                    raise UsageError(
+                        f"{rank_var}={placement.rank} is not below "
+                        f"{size_var}={placement.world_size}"
+                    )
                 return placement
         return cls()
 

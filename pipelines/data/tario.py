@@ -70,7 +70,9 @@ def read_samples(url: str, shard: str | None = None, *, max_member_bytes: int = 
                 if key == dropped:
                     continue
                 if current is None:
-                    refusal = key_problem(key) or ("key repeats a non-adjacent sample" if key in seen else "")
+                    refusal = key_problem(key) or (
+                        "key repeats a non-adjacent sample" if key in seen else ""
+                    )
                     if refusal:
                         dropped = key
                         yield SampleError(shard, key, "keys", f"{member.name}: {refusal}")
@@ -118,11 +120,20 @@ class _LastRead:
         return getattr(self._fileobj, name)
 
     def check_end(self, offset: int) -> None:
-        """Raise tarfile.ReadError unless the read that ended the stream was the end-of-archive block."""
+        """Raise tarfile.ReadError unless the stream ended at the end-of-archive block.
+
+        That is, unless the read that ended the stream was the end-of-archive block.
+        """
         if self.start < 0:  # tarfile met the end block when it opened the stream
             return
-        if self.start != offset or len(self.data) != tarfile.BLOCKSIZE or self.data.count(0) != tarfile.BLOCKSIZE:
-            raise tarfile.ReadError(f"no end-of-archive marker at byte {offset}: truncated or corrupt")
+        if (
+            self.start != offset
+            or len(self.data) != tarfile.BLOCKSIZE
+            or self.data.count(0) != tarfile.BLOCKSIZE
+        ):
+            raise tarfile.ReadError(
+                f"no end-of-archive marker at byte {offset}: truncated or corrupt"
+            )
 
 
 def key_problem(key: str) -> str:
@@ -162,7 +173,10 @@ class ShardWriter:
         self.count = 0
 
     def write(self, key: str, fields: dict[str, bytes]) -> None:
-        """Add one sample; fields are written in sorted extension order. ValueError for an unsafe key."""
+        """Add one sample; fields are written in sorted extension order.
+
+        Raises ValueError for an unsafe key.
+        """
         problem = key_problem(key)
         if problem:
             raise ValueError(f"key {key!r}: {problem}")

@@ -93,7 +93,9 @@ def _crop_common(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([t[tuple(slice(0, n) for n in shape)] for t in tensors])
 
 
-def save_comparison_picture(path: Path, pairs: list[tuple[Path, Path]], modality: str) -> dict[str, float]:
+def save_comparison_picture(
+    path: Path, pairs: list[tuple[Path, Path]], modality: str
+) -> dict[str, float]:
     """Draw originals beside their reconstructions (``pairs`` of files) into ``path``;
     returns the metrics averaged over the pairs (PSNR in dB, or SI-SNR and mel distance)."""
     originals = [_load(original, modality) for original, _ in pairs]
@@ -125,7 +127,12 @@ def save_usage_histogram(path: Path, results: list[ModalityResult]) -> Path:
         title = (f"{result.modality} ({result.preset}): {result.used_fraction:.0%} of "
                  f"{result.codebook_size} codes used, perplexity {result.perplexity:.0f}")
         draw.text((left, top + 8), title, fill="black", font=font)
-        draw.text((left, bottom + 6), "codes, most used first (bar height: log count)", fill="gray", font=font)
+        draw.text(
+            (left, bottom + 6),
+            "codes, most used first (bar height: log count)",
+            fill="gray",
+            font=font,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
@@ -142,38 +149,60 @@ def write_report(out: Path, results: list[ModalityResult], rd_plot: Path, *, dev
         "# vqtok demo",
         "",
         f"{'Tiny mode (a stage check, not a result). ' if tiny else ''}Device: {device}. "
-        f"Wall time: {seconds:.0f} s. Data: the built-in files of `demo/data` (see its README).",
+        f"Wall time: {seconds:.0f} s. "
+        "Data: the built-in files of `demo/data` (see its README).",
         "",
-        "| modality | preset | train steps (s) | files | quality of decoded files | codebook used | "
-        "perplexity | LM tokens |",
+        "| modality | preset | train steps (s) | files | quality of decoded files | "
+        "codebook used | perplexity | LM tokens |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| {r.modality} | {r.preset} | {r.steps} ({r.train_seconds:.0f} s) | {r.files} | "
-                     f"{_quality_text(r)} | {r.used_fraction:.1%} of {r.codebook_size} | "
-                     f"{r.perplexity:.1f} | {r.tokens} |")
+        lines.append(
+            f"| {r.modality} | {r.preset} | {r.steps} ({r.train_seconds:.0f} s) | {r.files} | "
+            f"{_quality_text(r)} | {r.used_fraction:.1%} of {r.codebook_size} | "
+            f"{r.perplexity:.1f} | {r.tokens} |"
+        )
     lines += ["", "## Originals beside reconstructions", ""]
     for r in results:
         layout = ("spectrograms, original left" if r.modality == "audio"
                   else "originals above reconstructions")
         model = Path(r.model_dir).resolve().relative_to(out.resolve())
-        lines += [f"{r.modality} ({layout}), model `{model}`:", "", f"![{r.modality}]({r.picture})", ""]
-    lines += ["## Codebook usage", "", "![codebook usage](codebook-usage.png)", "",
-              "## Rate-distortion: image tokenizer against JPEG", "",
-              f"![rate-distortion]({rd_plot.relative_to(out)})", "",
-              "Rate: bytes of the whole `.vqt` file (or JPEG file) per pixel; PSNR on 8-bit RGB. "
-              f"All numbers in `{rd_plot.parent.relative_to(out)}/rd.csv`.", "",
-              "## One file of each kind, compressed", "",
-              "| file | original bytes | .vqt bytes | bits per code (written) | entropy bits per code |",
-              "|---|---|---|---|---|"]
+        lines += [
+            f"{r.modality} ({layout}), model `{model}`:",
+            "",
+            f"![{r.modality}]({r.picture})",
+            "",
+        ]
+    lines += [
+        "## Codebook usage",
+        "",
+        "![codebook usage](codebook-usage.png)",
+        "",
+        "## Rate-distortion: image tokenizer against JPEG",
+        "",
+        f"![rate-distortion]({rd_plot.relative_to(out)})",
+        "",
+        "Rate: bytes of the whole `.vqt` file (or JPEG file) per pixel; PSNR on 8-bit RGB. "
+        f"All numbers in `{rd_plot.parent.relative_to(out)}/rd.csv`.",
+        "",
+        "## One file of each kind, compressed",
+        "",
+        "| file | original bytes | .vqt bytes | bits per code (written) | entropy bits per code |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         c = r.compression
         lines.append(f"| {c['file']} | {c['source_bytes']} | {c['vqt_bytes']} | "
                      f"{c['written_bits_per_code']:.2f} | {c['entropy_bits_per_code']:.2f} |")
-    lines += ["", "## Where things are", "",
-              "`shards/` input shards, `runs/` training runs (config, metrics, `final` model), "
-              "`codes/` code shards, `decoded/` decoded media, `tokens/` LM tokens (.bin/.idx/.json), "
-              "`compressed/` .vqt files and their restored media, `rd/` rate-distortion data.", ""]
+    lines += [
+        "",
+        "## Where things are",
+        "",
+        "`shards/` input shards, `runs/` training runs (config, metrics, `final` model), "
+        "`codes/` code shards, `decoded/` decoded media, `tokens/` LM tokens (.bin/.idx/.json), "
+        "`compressed/` .vqt files and their restored media, `rd/` rate-distortion data.",
+        "",
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -114,7 +114,9 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, seconds_per_model: floa
     console.rule("[bold]rate-distortion against JPEG")
     rd_plot = _rate_distortion(results[0], out / "rd", device, tiny)
     save_usage_histogram(out / "codebook-usage.png", results)
-    report = write_report(out, results, rd_plot, device=device, seconds=time.monotonic() - start, tiny=tiny)
+    report = write_report(
+        out, results, rd_plot, device=device, seconds=time.monotonic() - start, tiny=tiny
+    )
     print_summary(console, results, report)
     return report
 
@@ -150,9 +152,18 @@ def _run_modality(spec: DemoModel, out: Path, seconds: float, device: str, tiny:
                                              device, tiny, console)
     model = vqtok.load(model_dir, map_location=device)
     codes_dir, decoded_dir = out / "codes" / spec.modality, out / "decoded" / spec.modality
-    encode_shards(model, str(shards), codes_dir, EncodeConfig(workers=0, progress=False, runtime=RuntimeOptions(device=device)))
-    decode_shards(model, str(codes_dir), decoded_dir,
-                  DecodeConfig(output_format="files", progress=False, runtime=RuntimeOptions(device=device)))
+    encode_shards(
+        model,
+        str(shards),
+        codes_dir,
+        EncodeConfig(workers=0, progress=False, runtime=RuntimeOptions(device=device)),
+    )
+    decode_shards(
+        model,
+        str(codes_dir),
+        decoded_dir,
+        DecodeConfig(output_format="files", progress=False, runtime=RuntimeOptions(device=device)),
+    )
     tokens = export_tokens(str(codes_dir), out / "tokens" / spec.modality, bos=True, eos=True)
     console.print(f"encoded, decoded to {decoded_dir}, exported {tokens.num_tokens} tokens")
     pairs = [(f, _decoded_file(decoded_dir, f)) for f in files]
@@ -190,10 +201,22 @@ def _train_config(spec: DemoModel, shards: Path, run: Path, steps: int, device: 
     # A constant rate after warm-up (min_lr_ratio=1): the schedule does not depend on the
     # total step count, so that a run resumed with more steps is the same as one run.
     return TrainConfig(
-        model=spec.preset, model_options=dict(spec.model_options), train=[str(shards)], out=str(run),
-        crop=list(spec.crop), batch_size=spec.batch_size, shuffle_buffer=16, steps=steps, lr=1e-3,
-        warmup_steps=5, min_lr_ratio=1.0, device=device, log_every=10, checkpoint_every=MAX_STEPS,
-        keep_last=1, tensorboard=False,
+        model=spec.preset,
+        model_options=dict(spec.model_options),
+        train=[str(shards)],
+        out=str(run),
+        crop=list(spec.crop),
+        batch_size=spec.batch_size,
+        shuffle_buffer=16,
+        steps=steps,
+        lr=1e-3,
+        warmup_steps=5,
+        min_lr_ratio=1.0,
+        device=device,
+        log_every=10,
+        checkpoint_every=MAX_STEPS,
+        keep_last=1,
+        tensorboard=False,
     )
 
 
@@ -213,7 +236,9 @@ def _train(spec: DemoModel, shards: Path, run: Path, seconds: float, device: str
     def clock(step: int, values: dict[str, float]) -> None:
         step_times.append(time.monotonic())
 
-    summary = train(_train_config(spec, shards, run, steps, device), progress=False, callbacks=[clock])
+    summary = train(
+        _train_config(spec, shards, run, steps, device), progress=False, callbacks=[clock]
+    )
     while not tiny and steps < MAX_STEPS:
         # Between the ends of the chunk's steps: its set-up (codebook initialisation) is left out.
         per_step = (step_times[-1] - step_times[0]) / max(1, len(step_times) - 1)
@@ -223,7 +248,9 @@ def _train(spec: DemoModel, shards: Path, run: Path, seconds: float, device: str
         steps = min(MAX_STEPS, steps + max(MIN_CHUNK, int(CHUNK_SHARE * affordable)))
         console.print(f"{per_step:.2f} s per step on {device}: training to step {steps}")
         step_times.clear()
-        summary = train(_train_config(spec, shards, run, steps, device), resume=True, callbacks=[clock])
+        summary = train(
+            _train_config(spec, shards, run, steps, device), resume=True, callbacks=[clock]
+        )
     seconds_taken = time.monotonic() - start
     console.print(f"trained {summary.steps} steps in {seconds_taken:.0f} s on {device}")
     return Path(summary.final_model), summary.steps, seconds_taken
@@ -243,7 +270,9 @@ def _compress_one(model_dir: Path, file: Path, folder: Path, device: str) -> dic
     """Compress ``file`` to ``folder/<name>.vqt`` and restore it beside; sizes and rates."""
     folder.mkdir(parents=True, exist_ok=True)
     vqt = folder / f"{file.name}.vqt"
-    rates = compress_file(model_dir, file, vqt, CompressConfig(runtime=RuntimeOptions(device=device)))
+    rates = compress_file(
+        model_dir, file, vqt, CompressConfig(runtime=RuntimeOptions(device=device))
+    )
     suffix = ".flac" if file.suffix.lower() in (".flac", ".wav", ".ogg", ".mp3") else file.suffix
     restored = decompress_file(vqt, folder / f"{file.stem}.restored{suffix}", model_dir,
                                RuntimeOptions(device=device))
@@ -259,17 +288,28 @@ def _rate_distortion(image: ModalityResult, folder: Path, device: str, tiny: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vqtok.pipelines.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vqtok.pipelines.demo", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
-    parser.add_argument("--tiny", action="store_true", help="tiny models, a few steps: checks every stage")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny models, a few steps: checks every stage"
+    )
     parser.add_argument("--seconds-per-model", type=float, default=60.0,
                         help="training time of each of the three tokenizers (default: 60)")
-    parser.add_argument("--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1...")
+    parser.add_argument(
+        "--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1..."
+    )
     args = parser.parse_args(argv)
     console = Console()
     try:
-        run_demo(args.out, tiny=args.tiny, seconds_per_model=args.seconds_per_model, device=args.device,
-                 console=console)
+        run_demo(
+            args.out,
+            tiny=args.tiny,
+            seconds_per_model=args.seconds_per_model,
+            device=args.device,
+            console=console,
+        )
     except TrainingInterrupted:
         console.print("[yellow]interrupted[/yellow]; run the demo again to start over")
         return 130

@@ -32,7 +32,11 @@ SWEEPS = {
 
 def modality_of(codec: str) -> str:
     """"image", "audio" or "video"; ValueError for a codec this module does not know."""
-    for modality, codecs in (("image", IMAGE_CODECS), ("audio", AUDIO_CODECS), ("video", VIDEO_CODECS)):
+    for modality, codecs in (
+        ("image", IMAGE_CODECS),
+        ("audio", AUDIO_CODECS),
+        ("video", VIDEO_CODECS),
+    ):
         if codec in codecs:
             return modality
     raise ValueError(f"unknown baseline {codec!r}; choose from {', '.join(SWEEPS)}")
@@ -68,7 +72,9 @@ def encode_audio(samples: np.ndarray, sample_rate: int, codec: str, kbps: int) -
     with av.open(buffer, mode="w", format=container_format) as container:
         stream = container.add_stream(encoder, rate=codec_rate or sample_rate, layout="mono")
         stream.bit_rate = kbps * 1000
-        frame = av.AudioFrame.from_ndarray(samples.astype(np.float32)[None], format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            samples.astype(np.float32)[None], format="flt", layout="mono"
+        )
         frame.sample_rate = sample_rate
         for frame_in in (frame, None):
             for packet in stream.encode(frame_in):

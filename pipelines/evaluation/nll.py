@@ -64,12 +64,18 @@ class NLLConfig(JobConfig):
 
     def problems(self) -> list[str]:
         found = [] if self.samples >= 1 else [f"samples must be at least 1, got {self.samples}"]
-        return found + ([] if self.limit >= 0 else [f"limit must be 0 (all) or more, got {self.limit}"])
+        return found + (
+            [] if self.limit >= 0 else [f"limit must be 0 (all) or more, got {self.limit}"]
+        )
 
 
 @torch.no_grad()
-def evaluate_nll(checkpoint: str | Path | LatentModel, shards: list[str], config: NLLConfig | None = None,
-                 pictures: str | Path | None = None) -> NLLReport:
+def evaluate_nll(
+    checkpoint: str | Path | LatentModel,
+    shards: list[str],
+    config: NLLConfig | None = None,
+    pictures: str | Path | None = None,
+) -> NLLReport:
     """The NLLReport of a VAE-family checkpoint on ``shards`` (at most ``config.limit`` inputs);
     with ``pictures``, also the image pictures of ``save_vae_pictures`` from the first batch."""
     config = config or NLLConfig()
@@ -78,13 +84,23 @@ def evaluate_nll(checkpoint: str | Path | LatentModel, shards: list[str], config
     max_inputs, seed = config.limit or None, config.seed
     model = load_model(checkpoint, device, tokenizer=False)
     if not isinstance(model, LatentModel) or model.config.family == "ae":
-        raise UsageError("eval nll needs a VAE, ladder VAE or conditional VAE checkpoint (no likelihood bound otherwise)")
+        raise UsageError(
+            "eval nll needs a VAE, ladder VAE or conditional VAE checkpoint "
+            "(no likelihood bound otherwise)"
+        )
     torch.manual_seed(seed)
     crop = list(model.config.input_size)
     inputs = input_options(model.config)
     conditional = inputs["condition_size"] > 0
-    batches = CropBatches(expand_shards(shards), media_for(model.config, crop), crop, batch_size, train=False,
-                          seed=seed, **inputs)
+    batches = CropBatches(
+        expand_shards(shards),
+        media_for(model.config, crop),
+        crop,
+        batch_size,
+        train=False,
+        seed=seed,
+        **inputs,
+    )
     sums: dict[str, float] = defaultdict(float)
     means: dict[str, list[torch.Tensor]] = defaultdict(list)
     count, skipped, dims = 0, 0, 0
@@ -124,11 +140,22 @@ def _accumulate(model: LatentModel, x: torch.Tensor, c: torch.Tensor | None, sam
 def _report(model: LatentModel, sums: dict[str, float], means: dict[str, list[torch.Tensor]],
             count: int, samples: int, dims: int, skipped: int) -> NLLReport:
     mean = {name: value / count for name, value in sums.items()}
-    units = {name: active_units(torch.cat(rows)) if count > 1 else 0 for name, rows in means.items()}
+    units = {
+        name: active_units(torch.cat(rows)) if count > 1 else 0 for name, rows in means.items()
+    }
     return NLLReport(
-        model=model.config.preset, model_id=model.model_id, inputs=count, samples=samples,
-        nll=-mean["iwae"], iwae=mean["iwae"], elbo=mean["elbo"], naive=mean["naive"],
-        reconstruction=-mean["nll"], kl=mean["kl"], bits_per_dim=-mean["iwae"] / (dims * math.log(2.0)),
-        active_units=units, kl_per_layer={k: v for k, v in mean.items() if k.startswith("kl_layer")},
+        model=model.config.preset,
+        model_id=model.model_id,
+        inputs=count,
+        samples=samples,
+        nll=-mean["iwae"],
+        iwae=mean["iwae"],
+        elbo=mean["elbo"],
+        naive=mean["naive"],
+        reconstruction=-mean["nll"],
+        kl=mean["kl"],
+        bits_per_dim=-mean["iwae"] / (dims * math.log(2.0)),
+        active_units=units,
+        kl_per_layer={k: v for k, v in mean.items() if k.startswith("kl_layer")},
         skipped=skipped,
     )

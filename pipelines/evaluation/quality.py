@@ -66,7 +66,9 @@ def _gaussian_window(size: int, channels: int) -> torch.Tensor:
     return (g / g.sum()).view(1, 1, size, 1).expand(channels, 1, size, 1).contiguous()
 
 
-def _ssim_terms(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _ssim_terms(
+    x: torch.Tensor, y: torch.Tensor, window: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean SSIM and contrast-structure term per image and channel: two (N, C) float64."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     channels = x.shape[1]

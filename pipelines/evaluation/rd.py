@@ -39,7 +39,11 @@ from vqtok.pipelines.evaluation.rdplot import plot_curves
 from vqtok.pipelines.jobs.common import load_model
 
 RATE_KEY = {"image": "bpp", "audio": "kbps", "video": "bpp"}
-QUALITY_KEYS = {"image": ("psnr-rgb", "ms-ssim-rgb"), "audio": ("si-snr", "mel-distance"), "video": ("psnr-rgb",)}
+QUALITY_KEYS = {
+    "image": ("psnr-rgb", "ms-ssim-rgb"),
+    "audio": ("si-snr", "mel-distance"),
+    "video": ("psnr-rgb",),
+}
 
 
 @dataclass
@@ -53,9 +57,19 @@ class RDConfig(JobConfig):
 
     def problems(self) -> list[str]:
         unused = sorted(set(self.sweeps) - set(self.baselines))
-        found = [f"sweeps (--sweep) name {', '.join(unused)}, which baselines (--baselines) does not include"] if unused else []
-        found += [f"sweeps.{codec} must list at least one setting" for codec, values in self.sweeps.items()
-                  if not values]
+        found = (
+            [
+                f"sweeps (--sweep) name {', '.join(unused)}, "
+                "which baselines (--baselines) does not include"
+            ]
+            if unused
+            else []
+        )
+        found += [
+            f"sweeps.{codec} must list at least one setting"
+            for codec, values in self.sweeps.items()
+            if not values
+        ]
         return found
 
 
@@ -92,8 +106,12 @@ class Measurement:
 Codec = Callable[[Reference], tuple[bytes, Callable[[], np.ndarray]]]
 
 
-def evaluate_rd(checkpoints: Sequence[str | Path], inputs: Sequence[str | Path], out_dir: str | Path,
-                config: RDConfig | None = None) -> list[dict]:
+def evaluate_rd(
+    checkpoints: Sequence[str | Path],
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    config: RDConfig | None = None,
+) -> list[dict]:
     """Measure every checkpoint and baseline on `inputs`; write JSON, CSV, PNG and the resolved
     config (rd_config.json) to `out_dir`.
 
@@ -143,7 +161,9 @@ def _modality(models: list, codecs: Sequence[str]) -> str:
     except ValueError as error:
         raise UsageError(str(error)) from None
     if len(modalities) != 1:
-        raise UsageError(f"checkpoints and baselines must share one modality, got {sorted(modalities) or 'none'}")
+        raise UsageError(
+            f"checkpoints and baselines must share one modality, got {sorted(modalities) or 'none'}"
+        )
     modality = modalities.pop()
     for codec in codecs:
         reason = baselines.unavailable(codec)
@@ -163,7 +183,9 @@ def _reference(path: Path, modality: str) -> Reference:
         frames, fps = baselines.decode_video(data)
         return Reference(path.name, data, frames, fps)
     except Exception as error:  # any decoder failure means the input is unusable
-        raise UsageError(f"cannot read {path} as {modality} ({'/'.join(EXTENSIONS[modality])}): {error}") from None
+        raise UsageError(
+            f"cannot read {path} as {modality} ({'/'.join(EXTENSIONS[modality])}): {error}"
+        ) from None
 
 
 def _measure_model(model, references: list[Reference], config: RDConfig) -> list[Measurement]:
@@ -226,7 +248,9 @@ def _codec_decode(modality: str, data: bytes, reference: Reference) -> np.ndarra
     return baselines.decode_video(data)[0]
 
 
-def _measure(method: str, setting: str, codec: Codec, reference: Reference, modality: str) -> Measurement:
+def _measure(
+    method: str, setting: str, codec: Codec, reference: Reference, modality: str
+) -> Measurement:
     start = time.perf_counter()
     data, decode = codec(reference)
     encoded = time.perf_counter()
@@ -240,10 +264,15 @@ def _measure(method: str, setting: str, codec: Codec, reference: Reference, moda
 
 def _quality(modality: str, reference: Reference, decoded: np.ndarray) -> dict[str, float]:
     if decoded.shape != reference.content.shape:
-        raise UsageError(f"{reference.name}: decoded shape {decoded.shape} differs from the input's "
-                         f"{reference.content.shape}")
+        raise UsageError(
+            f"{reference.name}: decoded shape {decoded.shape} differs from the input's "
+            f"{reference.content.shape}"
+        )
     if modality == "image":
-        return {"psnr-rgb": psnr(reference.content, decoded), "ms-ssim-rgb": ms_ssim(reference.content, decoded)}
+        return {
+            "psnr-rgb": psnr(reference.content, decoded),
+            "ms-ssim-rgb": ms_ssim(reference.content, decoded),
+        }
     if modality == "audio":
         return {"si-snr": si_snr(reference.content, decoded),
                 "mel-distance": log_mel_distance(reference.content, decoded, int(reference.rate))}
@@ -263,7 +292,10 @@ def _curve(method: str, measurements: list[Measurement], modality: str) -> dict:
     for m in measurements:
         settings.setdefault(m.setting, []).append(m)
     keys = [RATE_KEY[modality], *QUALITY_KEYS[modality], "encoding_time", "decoding_time"]
-    points = [{key: float(np.mean([m.values[key] for m in group])) for key in keys} for group in settings.values()]
+    points = [
+        {key: float(np.mean([m.values[key] for m in group])) for key in keys}
+        for group in settings.values()
+    ]
     order = np.argsort([p[RATE_KEY[modality]] for p in points], kind="stable")
     inputs = len({m.input for m in measurements})
     return {
@@ -280,7 +312,9 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _write_outputs(out_dir: Path, curves: list[dict], measurements: list[Measurement], modality: str) -> None:
+def _write_outputs(
+    out_dir: Path, curves: list[dict], measurements: list[Measurement], modality: str
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for curve in curves:
         (out_dir / f"{curve['name']}.json").write_text(json.dumps(curve, indent=2) + "\n")

@@ -13,7 +13,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 SIZE = (900, 600)
 MARGIN = {"left": 80, "right": 220, "top": 40, "bottom": 60}
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+COLORS = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+]
 
 
 def plot_curves(curves: list[dict], rate_key: str, quality_key: str, path: Path) -> Path:
@@ -46,7 +56,9 @@ def plot_curves(curves: list[dict], rate_key: str, quality_key: str, path: Path)
 
 def _points(curve: dict, rate_key: str, quality_key: str) -> list[tuple[float, float]]:
     rates, qualities = curve["results"].get(rate_key, []), curve["results"].get(quality_key, [])
-    return [(x, y) for x, y in zip(rates, qualities, strict=False) if x is not None and y is not None]
+    return [
+        (x, y) for x, y in zip(rates, qualities, strict=False) if x is not None and y is not None
+    ]
 
 
 def _ticks(low: float, high: float, count: int = 6) -> list[float]:
@@ -72,7 +84,9 @@ def _mapping(x_ticks: list[float], y_ticks: list[float]):
     return to_pixel
 
 
-def _draw_axes(draw: ImageDraw.ImageDraw, font, x_ticks, y_ticks, to_pixel, x_label: str, y_label: str) -> None:
+def _draw_axes(
+    draw: ImageDraw.ImageDraw, font, x_ticks, y_ticks, to_pixel, x_label: str, y_label: str
+) -> None:
     left, bottom = to_pixel(x_ticks[0], y_ticks[0])
     right, top = to_pixel(x_ticks[-1], y_ticks[-1])
     for x in x_ticks:

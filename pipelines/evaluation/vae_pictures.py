@@ -32,7 +32,9 @@ TRAVERSED_UNITS = 8
 
 def save_grid(path: Path, images: Tensor, per_row: int) -> Path:
     """images: (N, C, H, W) float in [-1, 1] -> a PNG grid at ``path``."""
-    grid = make_grid(images.detach().float().cpu(), nrow=per_row, padding=2, normalize=True, value_range=(-1, 1))
+    grid = make_grid(
+        images.detach().float().cpu(), nrow=per_row, padding=2, normalize=True, value_range=(-1, 1)
+    )
     Image.fromarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(path)
     return path
 
@@ -50,9 +52,16 @@ def save_vae_pictures(model: LatentModel, x: Tensor, out: str | Path) -> list[Pa
     size = tuple(x.shape[2:])
     if isinstance(model, ConditionalVAE):
         return [_class_grid(model, out / "classes.png", size)]
-    paths = [save_reconstruction_picture(out / "reconstructions.png", x[:PER_ROW], model(x[:PER_ROW])[0], "image")]
+    paths = [
+        save_reconstruction_picture(
+            out / "reconstructions.png", x[:PER_ROW], model(x[:PER_ROW])[0], "image"
+        )
+    ]
     if isinstance(model, LadderVAE):
-        rows = [model.sample(PER_ROW, stochastic_from=layer, size=size) for layer in range(1, model.layers + 1)]
+        rows = [
+            model.sample(PER_ROW, stochastic_from=layer, size=size)
+            for layer in range(1, model.layers + 1)
+        ]
         return [*paths, save_grid(out / "layers.png", torch.cat(rows), PER_ROW)]
     paths.append(save_grid(out / "samples.png", model.sample(2 * PER_ROW, size=size), PER_ROW))
     if model.config.network != "conv" and model.config.family != "ae":

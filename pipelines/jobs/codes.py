@@ -64,7 +64,9 @@ def code_meta(fields: dict[str, bytes]) -> dict:
     return meta
 
 
-def unpack_codes(fields: dict[str, bytes], prior: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+def unpack_codes(
+    fields: dict[str, bytes], prior: np.ndarray | None = None
+) -> tuple[np.ndarray, dict]:
     """Inverse of `pack_codes` -> (codes in their stored dtype, meta).
 
     A compressed sample needs `prior`: a UsageError when it is None or is not the prior the
@@ -87,11 +89,15 @@ def _check_code_values(codes: np.ndarray, codebook_size: object) -> None:
     """Codes are integers in [0, K): a float would be truncated and a code >= K would read
     another row or collide with the special token ids."""
     if codes.dtype.name not in STORED_DTYPES:
-        raise ValueError(f"codes are {codes.dtype.name}; code files hold {' or '.join(STORED_DTYPES)}")
+        raise ValueError(
+            f"codes are {codes.dtype.name}; code files hold {' or '.join(STORED_DTYPES)}"
+        )
     if not isinstance(codebook_size, int) or codebook_size < 1:
         raise ValueError(f"bad codebook_size {codebook_size!r} in the header")
     if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= codebook_size):
-        raise ValueError(f"codes must lie in [0, {codebook_size}); found {int(codes.min())}..{int(codes.max())}")
+        raise ValueError(
+            f"codes must lie in [0, {codebook_size}); found {int(codes.min())}..{int(codes.max())}"
+        )
 
 
 def _decompress(payload: bytes, meta: dict, prior: np.ndarray | None) -> np.ndarray:
@@ -103,9 +109,11 @@ def _decompress(payload: bytes, meta: dict, prior: np.ndarray | None) -> np.ndar
     if coder != CODER:
         raise ValueError(f"codes are coded with {coder!r}; this vqtok reads {CODER!r} only")
     if meta.get("prior_id") != prior_id(prior):
-        raise UsageError(f"codes of {meta.get('key')!r} were entropy-coded with prior {meta.get('prior_id')}, "
-                         f"but this checkpoint holds prior {prior_id(prior)}; use the checkpoint "
-                         "they were encoded with")
+        raise UsageError(
+            f"codes of {meta.get('key')!r} were entropy-coded with prior {meta.get('prior_id')}, "
+            f"but this checkpoint holds prior {prior_id(prior)}; use the checkpoint "
+            "they were encoded with"
+        )
     shape = meta.get("shape")
     if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise ValueError(f"bad codes shape {shape} in the header")

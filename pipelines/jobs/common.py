@@ -20,7 +20,10 @@ from vqtok.pipelines.errors import UsageError
 
 
 class ShardOutputs:
-    """The per-shard output files of a job under `root`; `with_tar=False` when a job writes loose files."""
+    """The per-shard output files of a job under `root`.
+
+    `with_tar=False` when a job writes loose files.
+    """
 
     def __init__(self, root: Path, with_tar: bool = True) -> None:
         self.root = Path(root)
@@ -43,8 +46,11 @@ class ShardOutputs:
         self.root.mkdir(parents=True, exist_ok=True)
         existing = [names[u] for u in urls if any(p.exists() for p in self._files(names[u]))]
         if existing and not resume:
-            raise UsageError(f"{self.root} already holds output for {len(existing)} shard(s) "
-                             f"(e.g. {existing[0]}); pass --resume to continue that job, or choose an empty folder")
+            raise UsageError(
+                f"{self.root} already holds output for {len(existing)} shard(s) "
+                f"(e.g. {existing[0]}); pass --resume to continue that job, "
+                "or choose an empty folder"
+            )
         todo = [u for u in urls if not self.is_done(names[u])]
         for url in todo:
             for path in self._files(names[url]):
@@ -60,7 +66,9 @@ class ShardOutputs:
 
     def save_config(self, filename: str, config: dict) -> None:
         """Save the resolved job config beside the outputs."""
-        (self.root / filename).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+        (self.root / filename).write_text(
+            json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
+        )
 
 
 def shard_names(urls: Sequence[str]) -> dict[str, str]:
@@ -74,7 +82,9 @@ def shard_names(urls: Sequence[str]) -> dict[str, str]:
     return names
 
 
-def load_model(model_or_path: VQTokenizer | str | Path, device: str, *, tokenizer: bool = True) -> VQTokenizer:
+def load_model(
+    model_or_path: VQTokenizer | str | Path, device: str, *, tokenizer: bool = True
+) -> VQTokenizer:
     """A model in eval mode on `device`, from a model or a checkpoint path. With `tokenizer`
     (the code jobs) anything without discrete codes is refused."""
     try:
@@ -87,8 +97,10 @@ def load_model(model_or_path: VQTokenizer | str | Path, device: str, *, tokenize
         except vqtok.CheckpointError as exc:
             raise UsageError(f"cannot load checkpoint: {exc}") from None
     if tokenizer and not isinstance(model_or_path, VQTokenizer):
-        raise UsageError(f"this job needs a tokenizer checkpoint; {type(model_or_path).__name__} has no "
-                         "discrete codes (VAE baselines are evaluated with `vqtok eval nll`)")
+        raise UsageError(
+            f"this job needs a tokenizer checkpoint; {type(model_or_path).__name__} has no "
+            "discrete codes (VAE baselines are evaluated with `vqtok eval nll`)"
+        )
     return model_or_path.to(device).eval()
 
 

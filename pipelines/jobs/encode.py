@@ -58,8 +58,10 @@ class EncodeConfig(JobConfig):
         return [] if self.workers >= 0 else [f"workers must be 0 or more, got {self.workers}"]
 
 
-UNIFORM_PRIOR_WARNING = ("the checkpoint has no fitted prior, so --compress codes with the uniform prior "
-                         "(log2 K bits per code); run `vqtok fit-prior` on it first for smaller files")
+UNIFORM_PRIOR_WARNING = (
+    "the checkpoint has no fitted prior, so --compress codes with the uniform prior "
+    "(log2 K bits per code); run `vqtok fit-prior` on it first for smaller files"
+)
 
 
 @dataclass
@@ -107,8 +109,14 @@ class EncodeJob:
 Engine = Callable[[EncodeJob], None]
 
 
-def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_dir: str | Path, config: EncodeConfig | None = None,
-                  placement: Placement | None = None, engine: Engine | None = None) -> EncodeSummary:
+def encode_shards(
+    model: VQTokenizer | str | Path,
+    shards: str | list[str],
+    out_dir: str | Path,
+    config: EncodeConfig | None = None,
+    placement: Placement | None = None,
+    engine: Engine | None = None,
+) -> EncodeSummary:
     """Encode every sample of this rank's `shards` with `model` (a VQTokenizer or checkpoint path).
 
     `engine` runs the job (default: this process, with DataLoader workers); another engine
@@ -123,14 +131,23 @@ def encode_shards(model: VQTokenizer | str | Path, shards: str | list[str], out_
     all_urls = expand_shards(shards)
     urls = placement.select(all_urls)
     names = shard_names(urls)
-    loaded = load_model(model, config.runtime.device if engine is None else "cpu")  # before OUT_DIR is touched
+    loaded = load_model(
+        model, config.runtime.device if engine is None else "cpu"
+    )  # before OUT_DIR is touched
     outputs = ShardOutputs(Path(out_dir))
     todo = outputs.prepare(urls, names, resume=config.resume)
     if config.compress and getattr(loaded, "code_prior", None) is None:
         warnings.warn(UNIFORM_PRIOR_WARNING, stacklevel=2)
-    summary = EncodeSummary(rank=placement.rank, shards_total=len(urls), shards_already_done=len(urls) - len(todo),
-                            model_id=loaded.model_id, out_dir=str(outputs.root))
-    outputs.save_config("encode_config.json", {**config.to_dict(), "model_id": loaded.model_id, "shards": all_urls})
+    summary = EncodeSummary(
+        rank=placement.rank,
+        shards_total=len(urls),
+        shards_already_done=len(urls) - len(todo),
+        model_id=loaded.model_id,
+        out_dir=str(outputs.root),
+    )
+    outputs.save_config(
+        "encode_config.json", {**config.to_dict(), "model_id": loaded.model_id, "shards": all_urls}
+    )
     start = time.monotonic()
     if todo:
         (engine or _run)(EncodeJob(model, loaded, todo, names, outputs, config, policy, summary))
@@ -158,7 +175,12 @@ def media_config(model: VQTokenizer, options: MediaOptions) -> MediaConfig:
 
 def _run(job: EncodeJob) -> None:
     """The local engine: DataLoader workers read and decode shards while this process encodes."""
-    dataset = MediaBatches(job.todo, media_config(job.model, job.config.media), job.config.runtime.batch_size, job.names)
+    dataset = MediaBatches(
+        job.todo,
+        media_config(job.model, job.config.media),
+        job.config.runtime.batch_size,
+        job.names,
+    )
     workers = min(job.config.workers, len(job.todo))
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=identity,
                         prefetch_factor=4 if workers else None)
@@ -185,7 +207,9 @@ class ShardEncoder:
     done at its `ShardEnd`. Leaving the `with` block early drops unfinished outputs.
     """
 
-    def __init__(self, model: VQTokenizer, outputs: ShardOutputs, config: EncodeConfig, policy: ErrorPolicy) -> None:
+    def __init__(
+        self, model: VQTokenizer, outputs: ShardOutputs, config: EncodeConfig, policy: ErrorPolicy
+    ) -> None:
         self.model = model
         self.outputs = outputs
         self.config = config
@@ -204,7 +228,10 @@ class ShardEncoder:
         self.open_shards.clear()
 
     def handle(self, event: Event) -> tuple[int, int, dict | None]:
-        """Returns (samples written, samples skipped, the stats of the shard it finished or None)."""
+        """Handle one event.
+
+        Returns (samples written, samples skipped, the stats of the shard it finished or None).
+        """
         if event.shard not in self.open_shards:
             self.open_shards[event.shard] = _OpenShard(ShardWriter(self.outputs.tar(event.shard)))
         shard = self.open_shards[event.shard]
@@ -218,23 +245,37 @@ class ShardEncoder:
         return 0, 0, _finish(shard, event.shard, self.outputs)
 
     def _encode_batch(self, batch: PreparedBatch, shard: _OpenShard) -> int:
-        """Encode and write one batch; on a model failure retry sample by sample. Returns samples written."""
+        """Encode and write one batch; on a model failure retry sample by sample.
+
+        Returns the number of samples written.
+        """
         try:
-            per_sample = _encode_pieces(self.model, batch.pieces, [s.pieces for s in batch.samples], self.config)
+            per_sample = _encode_pieces(
+                self.model, batch.pieces, [s.pieces for s in batch.samples], self.config
+            )
         except Exception as exc:  # a model failure on one sample must not sink its batch
             if len(batch.samples) == 1:
-                self.policy.handle(SampleError(batch.shard, batch.samples[0].key, "model", str(exc)), shard.errors)
+                self.policy.handle(
+                    SampleError(batch.shard, batch.samples[0].key, "model", str(exc)), shard.errors
+                )
                 return 0
             return sum(self._encode_batch(single, shard) for single in _singles(batch))
         for sample, codes in zip(batch.samples, per_sample, strict=True):
-            shard.writer.write(sample.key, _fields(sample, codes.astype(self.dtype), self.header, self.prior))
+            shard.writer.write(
+                sample.key, _fields(sample, codes.astype(self.dtype), self.header, self.prior)
+            )
         return len(batch.samples)
 
 
 def _model_header(model) -> dict:
-    return {"model_id": model.model_id, "preset": model.config.preset, "modality": model.config.modality,
-            "codebook_size": model.codebook_size, "num_levels": model.num_levels,
-            "layout": "pieces,levels,latent" if model.num_levels > 1 else "pieces,latent"}
+    return {
+        "model_id": model.model_id,
+        "preset": model.config.preset,
+        "modality": model.config.modality,
+        "codebook_size": model.codebook_size,
+        "num_levels": model.num_levels,
+        "layout": "pieces,levels,latent" if model.num_levels > 1 else "pieces,latent",
+    }
 
 
 def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
@@ -243,13 +284,20 @@ def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
 
 
 @torch.inference_mode()
-def _encode_pieces(model, pieces: torch.Tensor, counts: list[int], config: EncodeConfig) -> list[np.ndarray]:
+def _encode_pieces(
+    model, pieces: torch.Tensor, counts: list[int], config: EncodeConfig
+) -> list[np.ndarray]:
     """pieces: (P, C, *spatial) float -> per-sample int64 codes (N_i, [Q,] *latent)."""
-    chunks = [model.encode(chunk.to(config.runtime.device)).cpu() for chunk in pieces.split(config.runtime.batch_size)]
+    chunks = [
+        model.encode(chunk.to(config.runtime.device)).cpu()
+        for chunk in pieces.split(config.runtime.batch_size)
+    ]
     return [codes.numpy() for codes in torch.cat(chunks).split(counts)]
 
 
-def _fields(sample: PreparedSample, codes: np.ndarray, header: dict, prior: np.ndarray | None) -> dict[str, bytes]:
+def _fields(
+    sample: PreparedSample, codes: np.ndarray, header: dict, prior: np.ndarray | None
+) -> dict[str, bytes]:
     meta = {**header, "key": sample.key, "media": sample.meta}
     if sample.labels is not None:
         meta["labels"] = sample.labels

@@ -41,10 +41,15 @@ RAY_MISSING = "--engine ray needs Ray; install it with: pip install 'vqtok[ray]'
 
 @dataclass
 class RayConfig(JobConfig):
-    """Where and how wide a Ray job runs (the `--ray-address`, `--*-per-worker`, `--concurrency` flags)."""
+    """Where and how wide a Ray job runs.
 
-    address: str | None = None  # a running cluster ("auto", "ray://head:10001"); None: $RAY_ADDRESS or a local Ray
-    concurrency: int | None = None  # actors, each with its own model; None: as many as the cluster fits
+    These are the `--ray-address`, `--*-per-worker` and `--concurrency` flags.
+    """
+
+    address: str | None = None
+    concurrency: int | None = (
+        None  # actors, each with its own model; None: as many as the cluster fits
+    )
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_retries: int = 2  # further attempts for a shard whose actor died or failed
@@ -72,8 +77,13 @@ def import_ray() -> Any:
     return ray
 
 
-def encode_shards_ray(model: VQTokenizer | str | Path, shards: str | list[str], out_dir: str | Path,
-                      config: EncodeConfig | None = None, ray_config: RayConfig | None = None) -> EncodeSummary:
+def encode_shards_ray(
+    model: VQTokenizer | str | Path,
+    shards: str | list[str],
+    out_dir: str | Path,
+    config: EncodeConfig | None = None,
+    ray_config: RayConfig | None = None,
+) -> EncodeSummary:
     """`encode_shards` on Ray: same arguments, outputs and summary (`config.workers` is unused).
 
     Every node must read `model` (when a path), the shards and `out_dir` at the same paths.
@@ -90,7 +100,9 @@ def encode_shards_ray(model: VQTokenizer | str | Path, shards: str | list[str], 
 class ShardWorker:
     """The body of a Ray actor: loads the model once, then encodes one whole shard per call."""
 
-    def __init__(self, source: VQTokenizer | str, config: EncodeConfig, out_dir: str, read_ahead: int) -> None:
+    def __init__(
+        self, source: VQTokenizer | str, config: EncodeConfig, out_dir: str, read_ahead: int
+    ) -> None:
         self.model = load_model(source, config.runtime.device)
         self.config = config
         self.outputs = ShardOutputs(Path(out_dir))
@@ -148,8 +160,14 @@ class _Scheduler:
         self.ray = ray
         self.job = job
         self.config = config
-        self.actor_class = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(worker)
-        source = ray.put(job.source) if isinstance(job.source, VQTokenizer) else str(Path(job.source).resolve())
+        self.actor_class = ray.remote(
+            num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker
+        )(worker)
+        source = (
+            ray.put(job.source)
+            if isinstance(job.source, VQTokenizer)
+            else str(Path(job.source).resolve())
+        )
         self.worker_args = (source, job.config, str(job.outputs.root.resolve()), config.read_ahead)
         self.actors: list[Any] = []
         self.running: dict[Any, tuple[Any, _Attempt]] = {}  # task -> (actor, attempt)
@@ -167,15 +185,23 @@ class _Scheduler:
         finally:
             self._stop()
         if self.failures:
-            raise PipelineError(f"{len(self.failures)} shard(s) failed after {self.config.max_retries + 1} "
-                                f"attempt(s): {'; '.join(self.failures)} (rerun with --resume to retry them)")
+            raise PipelineError(
+                f"{len(self.failures)} shard(s) failed after {self.config.max_retries + 1} "
+                f"attempt(s): {'; '.join(self.failures)} (rerun with --resume to retry them)"
+            )
 
     def _actor_count(self, shards: int) -> int:
         if self.config.concurrency:
             return min(self.config.concurrency, shards)
         resources = self.ray.cluster_resources()
-        fits = [resources.get(kind, 0) / need for kind, need in
-                (("CPU", self.config.cpus_per_worker), ("GPU", self.config.gpus_per_worker)) if need]
+        fits = [
+            resources.get(kind, 0) / need
+            for kind, need in (
+                ("CPU", self.config.cpus_per_worker),
+                ("GPU", self.config.gpus_per_worker),
+            )
+            if need
+        ]
         return max(1, min(int(min(fits, default=shards)), shards))
 
     def _new_actor(self) -> Any:
@@ -239,9 +265,10 @@ _END = object()
 
 
 def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
-    """Iterate `items` in a thread, at most `depth` ahead, so that producing them overlaps their use.
+    """Iterate `items` in a thread, at most `depth` ahead.
 
-    An exception of the producer is raised here, at its place in the stream.
+    Producing them thus overlaps their use. An exception of the producer is raised here,
+    at its place in the stream.
     """
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()

@@ -61,7 +61,10 @@ class TokenManifest:
 
 
 def flatten_codes(codes: np.ndarray, num_levels: int, order: Order = "interleaved") -> np.ndarray:
-    """codes: (N, [Q,] *latent) -> 1-D tokens, piece by piece, raster (time-major) within a piece."""
+    """Flatten codes: (N, [Q,] *latent) -> 1-D tokens.
+
+    Piece by piece, raster (time-major) within a piece.
+    """
     if num_levels == 1:
         return codes.reshape(-1)
     if order == "interleaved":
@@ -97,17 +100,26 @@ def export_tokens(code_shards: str | Sequence[str], out_prefix: str | Path, *, b
     if manifest is None:
         bin_partial.unlink()
         raise PipelineError("no code samples found to export")
-    manifest.num_samples, manifest.num_tokens, manifest.skipped = len(offsets) - 1, offsets[-1], len(errors)
+    manifest.num_samples, manifest.num_tokens, manifest.skipped = (
+        len(offsets) - 1,
+        offsets[-1],
+        len(errors),
+    )
     write_error_log(prefix.with_name(prefix.name + ".errors.jsonl"), errors)
     bin_partial.replace(prefix.with_name(prefix.name + ".bin"))
     np.asarray(offsets, dtype="<i8").tofile(prefix.with_name(prefix.name + ".idx"))
-    prefix.with_name(prefix.name + ".json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    prefix.with_name(prefix.name + ".json").write_text(
+        json.dumps(asdict(manifest), indent=2) + "\n"
+    )
     return manifest
 
 
 @dataclass
 class _TokenWriter:
-    """Appends code samples to the open token file, keeping their offsets, errors and the manifest."""
+    """Appends code samples to the open token file.
+
+    Keeps their offsets, errors and the manifest.
+    """
 
     out: BinaryIO
     policy: ErrorPolicy
@@ -124,8 +136,10 @@ class _TokenWriter:
             self.policy.handle(item, self.errors)
             return
         if self.prior is None and is_compressed(item.fields):
-            raise UsageError(f"{item.shard}: sample {item.key!r} holds compressed codes (encode --compress); "
-                             "pass --checkpoint with the checkpoint they were encoded with")
+            raise UsageError(
+                f"{item.shard}: sample {item.key!r} holds compressed codes (encode --compress); "
+                "pass --checkpoint with the checkpoint they were encoded with"
+            )
         try:
             codes, meta = unpack_codes(item.fields, self.prior)
         except (KeyError, ValueError) as exc:
@@ -145,8 +159,18 @@ def _manifest(meta: dict, bos: bool, eos: bool, order: str) -> TokenManifest:
     vocab = size + int(bos) + int(eos)
     dtype = "uint16" if vocab <= 65536 else "uint32"
     levels = int(meta["num_levels"])
-    return TokenManifest(meta["model_id"], meta["modality"], size, levels, vocab, bos_id, eos_id, order,
-                         describe_flattening(meta["modality"], levels, order), dtype)
+    return TokenManifest(
+        meta["model_id"],
+        meta["modality"],
+        size,
+        levels,
+        vocab,
+        bos_id,
+        eos_id,
+        order,
+        describe_flattening(meta["modality"], levels, order),
+        dtype,
+    )
 
 
 def describe_flattening(modality: str, num_levels: int, order: str) -> str:
@@ -185,8 +209,12 @@ class TokenDataset(Dataset):
 
     def __init__(self, prefix: str | Path, seq_len: int, *, seed: int = 0) -> None:
         prefix = Path(prefix)
-        self.manifest = TokenManifest(**json.loads(prefix.with_name(prefix.name + ".json").read_text()))
-        self.tokens = np.memmap(prefix.with_name(prefix.name + ".bin"), dtype=self.manifest.dtype, mode="r")
+        self.manifest = TokenManifest(
+            **json.loads(prefix.with_name(prefix.name + ".json").read_text())
+        )
+        self.tokens = np.memmap(
+            prefix.with_name(prefix.name + ".bin"), dtype=self.manifest.dtype, mode="r"
+        )
         self.offsets = np.fromfile(prefix.with_name(prefix.name + ".idx"), dtype="<i8")
         if seq_len < 1 or seq_len > self.tokens.size:
             raise UsageError(f"seq_len must lie in [1, {self.tokens.size}] tokens, got {seq_len}")
@@ -209,4 +237,6 @@ class TokenDataset(Dataset):
 
     def sample(self, index: int) -> torch.Tensor:
         """Sample `index`'s tokens: (length,) int64."""
-        return torch.from_numpy(self.tokens[self.offsets[index] : self.offsets[index + 1]].astype(np.int64))
+        return torch.from_numpy(
+            self.tokens[self.offsets[index] : self.offsets[index + 1]].astype(np.int64)
+        )

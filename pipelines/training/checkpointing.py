@@ -88,15 +88,28 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     # A step-N.partial directory is a checkpoint whose writer died before the rename.
-    found = [p for p in root.glob(f"{STEP_PREFIX}*")
-             if p.is_dir() and p.name.removeprefix(STEP_PREFIX).isdigit() and (p / STATE_FILE).is_file()]
+    found = [
+        p
+        for p in root.glob(f"{STEP_PREFIX}*")
+        if p.is_dir() and p.name.removeprefix(STEP_PREFIX).isdigit() and (p / STATE_FILE).is_file()
+    ]
     return sorted(found, key=lambda p: int(p.name.removeprefix(STEP_PREFIX)))
 
 
-def save_checkpoint(run_dir: Path, state: RunState, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, ema: nn.Module | None,
-                    rng_states: Sequence[dict[str, Any]], keep_last: int) -> Path:
-    """Write a checkpoint of step ``state.step`` (``rng_states``: one per rank) and prune old ones."""
+def save_checkpoint(
+    run_dir: Path,
+    state: RunState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ema: nn.Module | None,
+    rng_states: Sequence[dict[str, Any]],
+    keep_last: int,
+) -> Path:
+    """Write a checkpoint of step ``state.step`` and prune old ones.
+
+    ``rng_states`` holds one state per rank.
+    """
     final = step_dir(run_dir, state.step)
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -118,7 +131,9 @@ def save_checkpoint(run_dir: Path, state: RunState, model: nn.Module, optimizer:
         "scheduler": scheduler.state_dict(),
         "optimizer": optimizer_rest,
         "usage_windows": windows,
-        "rng": [{k: v for k, v in s.items() if not isinstance(v, torch.Tensor)} for s in rng_states],
+        "rng": [
+            {k: v for k, v in s.items() if not isinstance(v, torch.Tensor)} for s in rng_states
+        ],
     }
     (partial / STATE_FILE).write_text(json.dumps(record, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
@@ -138,11 +153,18 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         if ema is not None:
             if not (path / "ema.safetensors").is_file():
-                raise PipelineError(f"{path} has no EMA weights but this run keeps an EMA (ema_decay > 0)")
+                raise PipelineError(
+                    f"{path} has no EMA weights but this run keeps an EMA (ema_decay > 0)"
+                )
             ema.load_state_dict(load_file(str(path / "ema.safetensors")))
-        _restore_usage_windows(model, load_file(str(path / "transient.safetensors")), record["usage_windows"])
-        optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
-                                                        record["optimizer"]))
+        _restore_usage_windows(
+            model, load_file(str(path / "transient.safetensors")), record["usage_windows"]
+        )
+        optimizer.load_state_dict(
+            _unflatten_optimizer(
+                load_file(str(path / "optimizer.safetensors")), record["optimizer"]
+            )
+        )
         scheduler.load_state_dict(record["scheduler"])
         if len(record["positions"]) != world_size:
             raise PipelineError(f"{path} was written by {len(record['positions'])} rank(s); "
@@ -185,7 +207,9 @@ def _restore_usage_windows(model: nn.Module, tensors: dict[str, torch.Tensor],
             module._position, module._filled = counters[name]
 
 
-def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _flatten_optimizer(
+    state_dict: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer state dict into named tensors and a JSON-able remainder."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}

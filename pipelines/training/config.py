@@ -88,14 +88,21 @@ class TrainConfig(JobConfig):
                   for name in nonnegative if not getattr(self, name) >= 0]
         if not (self.lr > 0 and math.isfinite(self.lr)):
             found.append(f"lr must be a positive number, got {self.lr}")
-        found += [f"{name} must lie in [0, 1), got {getattr(self, name)}"
-                  for name in ("beta1", "beta2", "ema_decay") if not 0.0 <= getattr(self, name) < 1.0]
+        found += [
+            f"{name} must lie in [0, 1), got {getattr(self, name)}"
+            for name in ("beta1", "beta2", "ema_decay")
+            if not 0.0 <= getattr(self, name) < 1.0
+        ]
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             found.append(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if self.precision not in PRECISIONS:
-            found.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            found.append(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.best_metric not in BEST_METRICS:
-            found.append(f"best_metric must be one of {', '.join(BEST_METRICS)}, got {self.best_metric!r}")
+            found.append(
+                f"best_metric must be one of {', '.join(BEST_METRICS)}, got {self.best_metric!r}"
+            )
         if any(size < 1 for size in self.crop):
             found.append(f"crop sizes must be positive, got {self.crop}")
         return found

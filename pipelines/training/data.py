@@ -55,7 +55,10 @@ def resolve_crop(model: TokenizerConfig, crop: Sequence[int]) -> list[int]:
 
 
 def media_for(model: TokenizerConfig, crop: Sequence[int]) -> MediaConfig:
-    """How to decode samples so that audio windows and video clips already have the crop's length."""
+    """How to decode samples.
+
+    Audio windows and video clips then already have the crop's length.
+    """
     if model.modality == "audio":
         rate = model.sample_rate or 16000
         return MediaConfig("audio", channels=1, sample_rate=rate, window_seconds=crop[0] / rate)
@@ -72,7 +75,9 @@ def input_options(model: TokenizerConfig) -> dict[str, int | bool]:
             "binarize": getattr(model, "likelihood", None) == "bernoulli"}
 
 
-def crop_piece(piece: torch.Tensor, size: Sequence[int], generator: torch.Generator | None) -> torch.Tensor:
+def crop_piece(
+    piece: torch.Tensor, size: Sequence[int], generator: torch.Generator | None
+) -> torch.Tensor:
     """piece: (C, *spatial) float -> (C, *size): a random window (centred without ``generator``),
     after replicating the trailing edge of axes shorter than ``size``."""
     short = [max(0, want - have) for want, have in zip(size, piece.shape[1:], strict=True)]
@@ -107,9 +112,21 @@ class CropBatches(IterableDataset):
     is binarized the same way every run.
     """
 
-    def __init__(self, shards: Sequence[str], media: MediaConfig, crop: Sequence[int],
-                 batch_size: int, *, train: bool, shuffle_buffer: int = 1, seed: int = 0,
-                 rank: int = 0, epoch: int = 0, condition_size: int = 0, binarize: bool = False) -> None:
+    def __init__(
+        self,
+        shards: Sequence[str],
+        media: MediaConfig,
+        crop: Sequence[int],
+        batch_size: int,
+        *,
+        train: bool,
+        shuffle_buffer: int = 1,
+        seed: int = 0,
+        rank: int = 0,
+        epoch: int = 0,
+        condition_size: int = 0,
+        binarize: bool = False,
+    ) -> None:
         self.shards = list(shards)
         self.media = media
         self.crop = list(crop)
@@ -157,7 +174,9 @@ class CropBatches(IterableDataset):
         buffer[index], buffer[-1] = buffer[-1], buffer[index]
         return buffer.pop()
 
-    def _pieces(self, shards: list[str], generator: torch.Generator) -> Iterator[torch.Tensor | SampleError]:
+    def _pieces(
+        self, shards: list[str], generator: torch.Generator
+    ) -> Iterator[torch.Tensor | SampleError]:
         for url in shards:
             for sample in read_samples(url):
                 if isinstance(sample, SampleError):
@@ -220,14 +239,18 @@ def _attributes(data: bytes, size: int) -> torch.Tensor:
     numeric = isinstance(values, list) and all(
         isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
     if not numeric or len(values) != size:
-        raise ValueError(f"its .json attributes must be {size} finite numbers (a list or an object)")
+        raise ValueError(
+            f"its .json attributes must be {size} finite numbers (a list or an object)"
+        )
     return torch.tensor(values, dtype=torch.float32)
 
 
 def collate(items: list) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Stack pieces into a batch (B, C, *crop); (piece, condition) pairs give (x, c (B, M))."""
     if isinstance(items[0], tuple):
-        return torch.stack([piece for piece, _ in items]), torch.stack([condition for _, condition in items])
+        return torch.stack([piece for piece, _ in items]), torch.stack(
+            [condition for _, condition in items]
+        )
     return torch.stack(items)
 
 

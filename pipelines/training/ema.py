@@ -9,7 +9,10 @@ from torch import nn
 
 
 class WeightEMA(nn.Module):
-    """``model`` holds the averaged weights; buffers that are not floats (flags, counters) are copied.
+    """An exponential moving average of a model's weights.
+
+    ``model`` holds the averaged weights; buffers that are not floats (flags, counters)
+    are copied.
 
     The decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates, so the
     average is not dominated by the random initialization.

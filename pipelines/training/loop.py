@@ -209,17 +209,28 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         config = self.config
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                           betas=(config.beta1, config.beta2))
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            betas=(config.beta1, config.beta2),
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(config))
         self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
         model_config = self.model.config
         sample_rate = model_config.sample_rate if model_config.modality == "audio" else None
-        self.loss_fn = ReconstructionLoss(model_config.modality, sample_rate=sample_rate,
-                                          l1=config.l1_weight, l2=config.l2_weight,
-                                          stft=config.stft_weight, mel=config.mel_weight).to(self.device)
+        self.loss_fn = ReconstructionLoss(
+            model_config.modality,
+            sample_rate=sample_rate,
+            l1=config.l1_weight,
+            l2=config.l2_weight,
+            stft=config.stft_weight,
+            mel=config.mel_weight,
+        ).to(self.device)
         self.sample_rate = sample_rate
-        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.bf16 = config.precision == "bf16" or (
+            config.precision == "auto" and self.device.type == "cuda"
+        )
         # Buffers are not broadcast: codebook state is kept equal by the quantizers' own
         # all-reduce, and each rank's code-usage ring must hold its own codes.
         self.net = (DistributedDataParallel(self.model, broadcast_buffers=False)
@@ -235,13 +246,22 @@ class Trainer:
         if self.rank0:
             self.config.save(self.out / "config.toml")
         if self.resume_from is not None:
-            self.state = load_checkpoint(self.resume_from, self.model, self.optimizer, self.scheduler,
-                                         self.ema, self.placement.rank,
-                                         self.placement.world_size)
+            self.state = load_checkpoint(
+                self.resume_from,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.ema,
+                self.placement.rank,
+                self.placement.world_size,
+            )
         self.model.train()
         values: dict[str, float] = {}
         last_checkpoint = self.resume_from
-        with self._sigint_sets_stop(), self.logger.progress_bar(self.config.steps, self.state.step) as bar:
+        with (
+            self._sigint_sets_stop(),
+            self.logger.progress_bar(self.config.steps, self.state.step) as bar,
+        ):
             for x, position in self._batches():
                 values = self._step(x)
                 self.state.step += 1
@@ -250,12 +270,18 @@ class Trainer:
                 bar(step, values)
                 if step % self.config.log_every == 0 or step == self.config.steps:
                     self.logger.log(step, "train", values)
-                if self.val_shards and (step % self.config.val_every == 0 or step == self.config.steps):
+                if self.val_shards and (
+                    step % self.config.val_every == 0 or step == self.config.steps
+                ):
                     self._validate()
                 for callback in callbacks:
                     callback(step, values)
                 stopping = self._stop_agreed()
-                if step % self.config.checkpoint_every == 0 or step == self.config.steps or stopping:
+                if (
+                    step % self.config.checkpoint_every == 0
+                    or step == self.config.steps
+                    or stopping
+                ):
                     last_checkpoint = self._save_checkpoint()
                 if stopping:
                     raise TrainingInterrupted(f"interrupted at step {step}; checkpoint written to "
@@ -270,11 +296,22 @@ class Trainer:
         config, rank = self.config, self.placement.rank
 
         def make_epoch(epoch: int) -> CropBatches:
-            return CropBatches(self.train_shards, self.media, config.crop, config.batch_size, train=True,
-                               shuffle_buffer=config.shuffle_buffer, seed=config.seed, rank=rank, epoch=epoch,
-                               **self.inputs)
+            return CropBatches(
+                self.train_shards,
+                self.media,
+                config.crop,
+                config.batch_size,
+                train=True,
+                shuffle_buffer=config.shuffle_buffer,
+                seed=config.seed,
+                rank=rank,
+                epoch=epoch,
+                **self.inputs,
+            )
 
-        return training_batches(make_epoch, config.num_workers, self.state.positions[rank], self._skip)
+        return training_batches(
+            make_epoch, config.num_workers, self.state.positions[rank], self._skip
+        )
 
     def _skip(self, error: SampleError) -> None:
         self.skipped.append(error)
@@ -286,7 +323,9 @@ class Trainer:
             self._skip(error)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        return (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        )
 
     def _losses(self, module: nn.Module, x: torch.Tensor, c: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
@@ -320,16 +359,22 @@ class Trainer:
         return {"loss": mean_loss, **{k: float(v.detach()) for k, v in terms.items()}, **stats,
                 "grad_norm": float(grad_norm), "lr": lr}
 
-    def _on_device(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _on_device(
+        self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(x, c) on the run's device; c is None unless the model is conditional."""
-        x, c = batch if isinstance(batch, (tuple, list)) else (batch, None)  # the DataLoader makes pairs lists
+        x, c = (
+            batch if isinstance(batch, (tuple, list)) else (batch, None)
+        )  # the DataLoader makes pairs lists
         return x.to(self.device, non_blocking=True), None if c is None else c.to(self.device)
 
     def _agree_on(self, loss: torch.Tensor) -> float:
         """The loss averaged over ranks; also shares Ctrl-C, so that every rank stops together."""
         if self.placement.world_size == 1:
             return float(loss)
-        packed = torch.stack([loss.float(), torch.tensor(float(self.stop_requested), device=loss.device)])
+        packed = torch.stack(
+            [loss.float(), torch.tensor(float(self.stop_requested), device=loss.device)]
+        )
         dist.all_reduce(packed)
         self.agreed_stop = bool(packed[1] > 0)
         return float(packed[0]) / self.placement.world_size
@@ -341,7 +386,9 @@ class Trainer:
     def _diverged_message(self, loss: float) -> str:
         step = self.state.step + 1
         found = list_checkpoints(self.out)
-        last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
+        last = (
+            f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
+        )
         return f"loss is {loss} at step {step}; stopped before applying it ({last})"
 
     def _gather(self, position: DataPosition) -> list[DataPosition]:
@@ -386,8 +433,14 @@ class Trainer:
         metrics = ValidationMetrics(module.codebook_size if codes_known else 0,
                                     module.num_levels if codes_known else 0, self.sample_rate)
         loss_total, batches = 0.0, 0
-        dataset = CropBatches(self.val_shards, self.media, self.config.crop, self.config.batch_size, train=False,
-                              **self.inputs)
+        dataset = CropBatches(
+            self.val_shards,
+            self.media,
+            self.config.crop,
+            self.config.batch_size,
+            train=False,
+            **self.inputs,
+        )
         for item in epoch_loader(dataset, 0):
             if isinstance(item, SampleError):
                 self._skip_once(item)
@@ -397,8 +450,13 @@ class Trainer:
             metrics.update(x, x_hat, module.encode(x) if codes_known else None)
             loss_total += float(torch.stack(list(terms.values())).sum())
             if batches == 0:
-                save_reconstruction_picture(self.out / "pictures" / f"step-{self.state.step:08d}.png",
-                                            x, x_hat, self.model.config.modality, self.sample_rate)
+                save_reconstruction_picture(
+                    self.out / "pictures" / f"step-{self.state.step:08d}.png",
+                    x,
+                    x_hat,
+                    self.model.config.modality,
+                    self.sample_rate,
+                )
             batches += 1
             if batches >= self.config.val_batches:
                 break
@@ -415,7 +473,9 @@ class Trainer:
             self.state.best = value
             vqtok.save(self.eval_model, self.out / "best")
 
-    def _finish(self, values: dict[str, float], checkpoint: Path | None, seconds: float) -> TrainSummary:
+    def _finish(
+        self, values: dict[str, float], checkpoint: Path | None, seconds: float
+    ) -> TrainSummary:
         hashes = [replica_hash(self.model)]
         if self.placement.world_size > 1:
             hashes = [None] * self.placement.world_size

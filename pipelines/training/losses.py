@@ -32,8 +32,12 @@ class MultiResolutionSTFTLoss(nn.Module):
         total = x.new_zeros((), dtype=torch.float32)
         for spectrogram in self.spectrograms:
             s_hat, s = spectrogram(x_hat.float()), spectrogram(x.float())
-            convergence = torch.linalg.vector_norm(s - s_hat) / torch.linalg.vector_norm(s).clamp_min(LOG_FLOOR)
-            log_l1 = F.l1_loss(torch.log(s_hat.clamp_min(LOG_FLOOR)), torch.log(s.clamp_min(LOG_FLOOR)))
+            convergence = torch.linalg.vector_norm(s - s_hat) / torch.linalg.vector_norm(
+                s
+            ).clamp_min(LOG_FLOOR)
+            log_l1 = F.l1_loss(
+                torch.log(s_hat.clamp_min(LOG_FLOOR)), torch.log(s.clamp_min(LOG_FLOOR))
+            )
             total = total + convergence + log_l1
         return total / len(self.spectrograms)
 
@@ -68,7 +72,12 @@ class ReconstructionLoss(nn.Module):
                  l2: float = 1.0, stft: float = 1.0, mel: float = 1.0) -> None:
         super().__init__()
         audio = modality == "audio"
-        self.weights = {"l1": l1, "l2": l2, "stft": stft if audio else 0.0, "mel": mel if audio else 0.0}
+        self.weights = {
+            "l1": l1,
+            "l2": l2,
+            "stft": stft if audio else 0.0,
+            "mel": mel if audio else 0.0,
+        }
         self.stft = MultiResolutionSTFTLoss() if self.weights["stft"] else None
         self.log_mel = LogMel(sample_rate or 16000) if self.weights["mel"] else None
 

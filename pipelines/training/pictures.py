@@ -28,11 +28,19 @@ def reconstruction_picture(x: Tensor, x_hat: Tensor, modality: str,
         tiles = _spectrogram_tiles(x, x_hat, sample_rate or 16000)
         grid = make_grid(tiles, nrow=2, padding=2, pad_value=1.0)
     elif modality == "video":
-        frames = [clip[:, :MAX_FRAMES].transpose(0, 1) for pair in zip(x, x_hat, strict=True) for clip in pair]
+        frames = [
+            clip[:, :MAX_FRAMES].transpose(0, 1)
+            for pair in zip(x, x_hat, strict=True)
+            for clip in pair
+        ]
         width = frames[0].shape[0]
-        grid = make_grid(torch.cat(frames), nrow=width, padding=2, normalize=True, value_range=(-1, 1))
+        grid = make_grid(
+            torch.cat(frames), nrow=width, padding=2, normalize=True, value_range=(-1, 1)
+        )
     else:
-        grid = make_grid(torch.cat([x, x_hat]), nrow=x.shape[0], padding=2, normalize=True, value_range=(-1, 1))
+        grid = make_grid(
+            torch.cat([x, x_hat]), nrow=x.shape[0], padding=2, normalize=True, value_range=(-1, 1)
+        )
     return (grid.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -42,7 +50,10 @@ def _spectrogram_tiles(x: Tensor, x_hat: Tensor, sample_rate: int) -> Tensor:
     log_mel = LogMel(sample_rate)
     originals = log_mel(x.mean(dim=1, keepdim=True))
     recons = log_mel(x_hat.mean(dim=1, keepdim=True))
-    low, high = originals.amin(dim=(1, 2, 3), keepdim=True), originals.amax(dim=(1, 2, 3), keepdim=True)
+    low, high = (
+        originals.amin(dim=(1, 2, 3), keepdim=True),
+        originals.amax(dim=(1, 2, 3), keepdim=True),
+    )
     scale = (high - low).clamp_min(1e-6)
     tiles = torch.stack([(originals - low) / scale, (recons - low) / scale], dim=1).flatten(0, 1)
     return tiles.clamp(0, 1).flip(-2)

@@ -60,7 +60,9 @@ class RunLogger:
         print(f"skipped: {error.describe()}", file=sys.stderr)
 
     @contextmanager
-    def progress_bar(self, total: int, done: int) -> Iterator[Callable[[int, dict[str, float]], None]]:
+    def progress_bar(
+        self, total: int, done: int
+    ) -> Iterator[Callable[[int, dict[str, float]], None]]:
         """Yields ``update(step, values)``: step, loss, steps/s and ETA on a Rich bar."""
         if not self.progress:
             yield lambda step, values: None

@@ -84,7 +84,9 @@ def test_failure_exits_1(checkpoints, tmp_path):
 
 def test_config_file_with_flag_overrides_is_saved(audio_shards, checkpoints, tmp_path):
     config = tmp_path / "encode.toml"
-    config.write_text('[media]\nwindow_seconds = 1.5\n[runtime]\nbatch_size = 3\n[errors]\non_error = "skip"\n')
+    config.write_text(
+        '[media]\nwindow_seconds = 1.5\n[runtime]\nbatch_size = 3\n[errors]\non_error = "skip"\n'
+    )
     result = runner.invoke(
         app,
         [

@@ -78,8 +78,12 @@ def test_non_adjacent_sample_files_are_counted(image_checkpoint, tmp_path, obser
         tmp_path / "in" / "s.tar",
         [("a.png", png_bytes(16, 16)), ("b.png", png_bytes(16, 16, 1)), ("a.cls", b"5")],
     )
-    summary = encode_shards(image_checkpoint, str(shard), tmp_path / "out",
-                            EncodeConfig(workers=0, progress=False, errors=ErrorOptions(on_error="skip")))
+    summary = encode_shards(
+        image_checkpoint,
+        str(shard),
+        tmp_path / "out",
+        EncodeConfig(workers=0, progress=False, errors=ErrorOptions(on_error="skip")),
+    )
     logged = [json.loads(line) for line in open(summary.error_logs[0])]
     assert (summary.samples, summary.skipped) == (2, 1)
     assert [(e["key"], e["stage"]) for e in logged] == [("a", "keys")]

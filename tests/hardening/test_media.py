@@ -43,7 +43,10 @@ def _encode(checkpoint, members, tmp_path, modality):
     write_tar(folder / f"{modality}.tar", members)
     out = tmp_path / f"codes-{modality}"
     summary = encode_shards(
-        checkpoint, str(folder), out, EncodeConfig(workers=0, progress=False, errors=ErrorOptions(on_error="skip"))
+        checkpoint,
+        str(folder),
+        out,
+        EncodeConfig(workers=0, progress=False, errors=ErrorOptions(on_error="skip")),
     )
     logged = {
         e["key"]: e

@@ -77,7 +77,10 @@ def test_file_then_flags_then_set(cls, tmp_path):
     flagged = cls.load(path, flags={key: value})
     assert get(flagged, key) == value
     default = get(cls(), key)
-    assert get(cls.load(path, flags={key: value}, overrides=[f"{key}={json.dumps(default)}"]), key) == default
+    assert (
+        get(cls.load(path, flags={key: value}, overrides=[f"{key}={json.dumps(default)}"]), key)
+        == default
+    )
 
 
 def test_nested_tables_in_a_file_keep_the_other_defaults(tmp_path):
@@ -89,7 +92,12 @@ def test_nested_tables_in_a_file_keep_the_other_defaults(tmp_path):
 
 
 def test_every_problem_is_reported_at_once():
-    overrides = ["runtime.batch_size=0", "errors.max_error_rate=2", "media.window_seconds=-1", "workers=-1"]
+    overrides = [
+        "runtime.batch_size=0",
+        "errors.max_error_rate=2",
+        "media.window_seconds=-1",
+        "workers=-1",
+    ]
     with pytest.raises(UsageError) as caught:
         EncodeConfig.load(overrides=overrides)
     message = str(caught.value)
@@ -157,7 +165,18 @@ def _options(command: str) -> list[click.Option]:
 
 
 # Options that are no config field: where outputs go, and the choice of engine.
-NOT_CONFIG = {"set_", "config", "engine", "out", "json_out", "json_path", "pictures", "output", "checkpoint", "sweep"}
+NOT_CONFIG = {
+    "set_",
+    "config",
+    "engine",
+    "out",
+    "json_out",
+    "json_path",
+    "pictures",
+    "output",
+    "checkpoint",
+    "sweep",
+}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

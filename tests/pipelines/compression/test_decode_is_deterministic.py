@@ -24,7 +24,10 @@ PAN = DATA / "video" / "pan.mp4"  # 24 frames: two clips of 17
 
 
 def video_model() -> vqtok.VQTokenizer:
-    """The small test video model, its output scaled to span the pixel range as a trained one's does."""
+    """The small test video model.
+
+    Its output is scaled to span the pixel range as a trained one's does.
+    """
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = vqtok.create_model("video-vq-t4s8", widths=(4, 8, 8, 8)).eval()

@@ -121,7 +121,10 @@ def test_fit_prior_cli_stores_a_prior_that_survives_save_and_load(
 
 def test_a_file_coded_with_one_prior_is_refused_under_another(image_shards, checkpoints, tmp_path):
     fit_prior_shards(
-        checkpoints["image-vq-f8"], str(image_shards), tmp_path / "fitted", FitPriorConfig(workers=0)
+        checkpoints["image-vq-f8"],
+        str(image_shards),
+        tmp_path / "fitted",
+        FitPriorConfig(workers=0),
     )
     fitted, plain = vqtok.load(tmp_path / "fitted"), vqtok.load(checkpoints["image-vq-f8"])
     vqt, rates = compress_bytes(fitted, (DATA / "images" / "chelsea.png").read_bytes())

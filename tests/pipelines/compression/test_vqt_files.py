@@ -41,7 +41,9 @@ INPUTS = {
 def test_round_trip_equals_model_decode_of_the_codes(preset, coder, checkpoints):
     model = vqtok.load(checkpoints[preset])
     data = INPUTS[preset].read_bytes()
-    vqt, rates = compress_bytes(model, data, CompressConfig(coder=coder, media=MediaOptions(window_seconds=1.0)))
+    vqt, rates = compress_bytes(
+        model, data, CompressConfig(coder=coder, media=MediaOptions(window_seconds=1.0))
+    )
     codes, meta = encode_media(model, data, CompressConfig(media=MediaOptions(window_seconds=1.0)))
     header, payload = read_vqt(vqt)
     assert np.array_equal(decode_codes(model, header, payload), codes)

@@ -96,8 +96,12 @@ def test_decode_never_writes_outside_out_dir(checkpoints, tmp_path):
         tmp_path / "codes.tar", [(f"up/../../evil.{ext}", data) for ext, data in fields.items()]
     )
     out = tmp_path / "out"
-    summary = decode_shards(model, str(shard), out,
-                            DecodeConfig(output_format="files", progress=False, errors=ErrorOptions(on_error="skip")))
+    summary = decode_shards(
+        model,
+        str(shard),
+        out,
+        DecodeConfig(output_format="files", progress=False, errors=ErrorOptions(on_error="skip")),
+    )
     assert summary.skipped == 1 and summary.samples == 0
     assert not (tmp_path / "evil.png").exists()
 

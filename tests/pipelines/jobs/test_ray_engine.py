@@ -23,7 +23,12 @@ from vqtok.pipelines.jobs.ray_engine import RayConfig, RayEngine, ShardWorker, e
 runner = CliRunner()
 # Ray workers import this module by name, and it imports the shared helpers under tests/.
 HERE_AND_HELPERS = (Path(__file__).parent, Path(__file__).parents[2])
-CONFIG = EncodeConfig(workers=0, progress=False, runtime=RuntimeOptions(batch_size=1), errors=ErrorOptions(on_error="skip"))
+CONFIG = EncodeConfig(
+    workers=0,
+    progress=False,
+    runtime=RuntimeOptions(batch_size=1),
+    errors=ErrorOptions(on_error="skip"),
+)
 
 
 @pytest.fixture(scope="module")

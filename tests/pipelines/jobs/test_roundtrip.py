@@ -26,7 +26,9 @@ def _samples(folder):
 
 
 def _encode_decode(checkpoint, shards, tmp_path, **media):
-    config = EncodeConfig(workers=1, progress=False, media=MediaOptions(**media), runtime=RuntimeOptions(batch_size=4))
+    config = EncodeConfig(
+        workers=1, progress=False, media=MediaOptions(**media), runtime=RuntimeOptions(batch_size=4)
+    )
     summary = encode_shards(checkpoint, str(shards), tmp_path / "codes", config)
     decode_shards(
         checkpoint, str(tmp_path / "codes"), tmp_path / "media", DecodeConfig(progress=False)

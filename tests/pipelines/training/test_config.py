@@ -1,4 +1,7 @@
-"""TrainConfig: TOML round trip, --set overrides with type checks, and the CLI's exit 2 on bad input."""
+"""TrainConfig: TOML round trip, --set overrides with type checks.
+
+Also the CLI's exit 2 on bad input.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +26,22 @@ def test_toml_round_trip(tmp_path):
 
 
 def test_overrides_parse_toml_values_and_nested_model_options():
-    config = TrainConfig().with_overrides(["lr=2e-3", "crop=[32, 48]", "deterministic=true",
-                                           "model=image-vq-f16", "model_options.widths=[8, 8, 8, 8, 8]",
-                                           "model_options.quantizer_options.codebook_size=16"])
+    config = TrainConfig().with_overrides(
+        [
+            "lr=2e-3",
+            "crop=[32, 48]",
+            "deterministic=true",
+            "model=image-vq-f16",
+            "model_options.widths=[8, 8, 8, 8, 8]",
+            "model_options.quantizer_options.codebook_size=16",
+        ]
+    )
     assert config.lr == 2e-3 and config.crop == [32, 48] and config.deterministic is True
     assert config.model == "image-vq-f16"
-    assert config.model_options == {"widths": [8, 8, 8, 8, 8], "quantizer_options": {"codebook_size": 16}}
+    assert config.model_options == {
+        "widths": [8, 8, 8, 8, 8],
+        "quantizer_options": {"codebook_size": 16},
+    }
     assert parse_value("hello") == "hello" and parse_value("3") == 3
 
 

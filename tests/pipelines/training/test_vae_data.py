@@ -128,8 +128,12 @@ def test_conditional_vae_trains_on_json_attribute_vectors(tmp_path) -> None:
     assert model.sample(2, torch.tensor([[1.0, 0.0], [0.0, 0.0]])).shape == (2, 1, 8, 8)
     from vqtok.pipelines.evaluation.nll import NLLConfig, evaluate_nll
 
-    report = evaluate_nll(summary.final_model, [str(tmp_path / "shards")], NLLConfig(samples=8, seed=3))
-    again = evaluate_nll(summary.final_model, [str(tmp_path / "shards")], NLLConfig(samples=8, seed=3))
+    report = evaluate_nll(
+        summary.final_model, [str(tmp_path / "shards")], NLLConfig(samples=8, seed=3)
+    )
+    again = evaluate_nll(
+        summary.final_model, [str(tmp_path / "shards")], NLLConfig(samples=8, seed=3)
+    )
     assert (
         report.inputs == 12 and report.elbo <= report.iwae and report.to_dict() == again.to_dict()
     )
