@@ -1,5 +1,7 @@
-"""One config mechanism for every job: dataclasses that load from TOML/JSON, take overrides,
-check every field at once and save what was resolved.
+"""One config mechanism for every job.
+
+Job configs are dataclasses that load from TOML/JSON, take overrides, check every field
+at once and save what was resolved.
 
     config = EncodeConfig.load("encode.toml", flags={"runtime.batch_size": 32},
                                overrides=["media.window_seconds=1.5"])
@@ -46,7 +48,11 @@ class JobConfig:
             self.check()
 
     def problems(self) -> list[str]:
-        """Value rules of this config's own fields, as messages; nested groups add theirs."""
+        """Value rules of this config's own fields; nested groups add theirs.
+
+        Returns:
+            One message per broken rule (empty when the values are fine).
+        """
         return []
 
     def check(self) -> None:
@@ -92,6 +98,12 @@ class JobConfig:
     def from_file(cls, path: str | Path) -> Self:
         """Read a TOML (``.toml``) or JSON file.
 
+        Args:
+            path: The config file; JSON unless it ends in ``.toml``.
+
+        Returns:
+            The checked config.
+
         Raises:
             UsageError: when the file cannot be read or parsed, or holds bad keys or values.
         """
@@ -131,6 +143,12 @@ class JobConfig:
     def with_overrides(self, overrides: Iterable[str]) -> Self:
         """A copy with ``key=value`` strings applied (values read as TOML, else as strings).
 
+        Args:
+            overrides: ``key=value`` strings; dotted keys reach nested groups.
+
+        Returns:
+            The new, checked config; this one is unchanged.
+
         Raises:
             UsageError: for a malformed assignment or any bad key, type or value.
         """
@@ -155,18 +173,37 @@ class JobConfig:
             _BUILDING.reset(token)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (tuples as lists), as `from_dict` reads it back."""
+        """Plain data (tuples as lists), as `from_dict` reads it back.
+
+        Returns:
+            Field name -> value, nested groups as dicts.
+        """
         return _plain(dataclasses.asdict(self))
 
     def to_toml(self) -> str:
-        """The config as TOML text; None values are left out (they are the defaults' None)."""
+        """The config as TOML text.
+
+        Returns:
+            The TOML text; None values are left out (they are the defaults' None).
+        """
         import tomli_w  # here, so that the kernel benchmark imports with torch alone
 
         return tomli_w.dumps(_without_none(self.to_dict()))
 
     def save(self, path: str | Path, **extra: Any) -> Path:
-        """Write the config as TOML (``.toml``) or JSON (else), with `extra` keys beside it in
-        JSON only (e.g. the model id a job ran with)."""
+        """Write the config as TOML (``.toml``) or JSON (else).
+
+        Args:
+            path: The file to write; its folder is made if missing.
+            **extra: Keys written beside the config, in JSON only (e.g. the model id a job
+                ran with).
+
+        Returns:
+            `path`, as a Path.
+
+        Raises:
+            OSError: when the file cannot be written.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".toml":
@@ -192,6 +229,11 @@ class MediaOptions(JobConfig):
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
 
     def problems(self) -> list[str]:
+        """Positive window, stride, frame size and pixel limit.
+
+        Returns:
+            One message per broken rule.
+        """
         found = []
         if not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
             found.append(f"window_seconds must be a positive number, got {self.window_seconds}")
@@ -206,13 +248,21 @@ class MediaOptions(JobConfig):
 
 @dataclass
 class ErrorOptions(JobConfig):
-    """What a job does with a bad sample: stop ("raise"), or count, log and go on ("skip"),
-    failing at the end when more than `max_error_rate` of the samples were skipped."""
+    """What a job does with a bad sample: stop ("raise"), or count, log and go on ("skip").
+
+    With "skip" the job fails at the end when more than `max_error_rate` of the samples
+    were skipped.
+    """
 
     on_error: OnError = "raise"
     max_error_rate: float = 1.0
 
     def problems(self) -> list[str]:
+        """`max_error_rate` lies in [0, 1].
+
+        Returns:
+            One message per broken rule.
+        """
         if not 0.0 <= self.max_error_rate <= 1.0:
             return [f"max_error_rate must lie in [0, 1], got {self.max_error_rate}"]
         return []
@@ -226,6 +276,11 @@ class RuntimeOptions(JobConfig):
     device: str = "cpu"
 
     def problems(self) -> list[str]:
+        """A batch size of at least 1 and a non-blank device.
+
+        Returns:
+            One message per broken rule.
+        """
         found = (
             []
             if self.batch_size >= 1
@@ -237,7 +292,14 @@ class RuntimeOptions(JobConfig):
 
 
 def parse_value(text: str) -> Any:
-    """A TOML value (number, bool, list, inline table, quoted string), else the text itself."""
+    """A TOML value (number, bool, list, inline table, quoted string), else the text itself.
+
+    Args:
+        text: The value part of a ``key=value`` override.
+
+    Returns:
+        The parsed TOML value, or `text` unchanged when it is not valid TOML.
+    """
     try:
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
@@ -246,6 +308,11 @@ def parse_value(text: str) -> Any:
 
 def assign(data: dict[str, Any], key: str, value: Any) -> None:
     """Set a dotted `key` ("runtime.batch_size") in nested `data`, making tables on the way.
+
+    Args:
+        data: Nested plain config data, changed in place.
+        key: A field name, dotted for nested groups.
+        value: The value to set.
 
     Raises:
             UsageError: when the path runs through a value that is not a table.

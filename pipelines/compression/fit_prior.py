@@ -37,6 +37,11 @@ class FitPriorConfig(JobConfig):
     workers: int = 2  # DataLoader workers reading and decoding shards
 
     def problems(self) -> list[str]:
+        """`workers` is 0 or more.
+
+        Returns:
+            One message per broken rule.
+        """
         return [] if self.workers >= 0 else [f"workers must be 0 or more, got {self.workers}"]
 
 
@@ -54,6 +59,11 @@ class PriorSummary:
     uniform_weight: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The summary as plain JSON-ready data.
+
+        Returns:
+            The fields as a dict.
+        """
         return asdict(self)
 
 
@@ -65,8 +75,20 @@ def fit_prior_shards(
 ) -> PriorSummary:
     """Fit the prior of `checkpoint` on media `shards`; save to `output` (default: in place).
 
-    `config` gives the media cutting, batch size, workers and device, as for encoding.
-    Raises UsageError for bad arguments and PipelineError when no sample could be read.
+    Args:
+        checkpoint: A tokenizer checkpoint directory.
+        shards: Media shards: a folder, file, brace pattern or URL, or a list of them.
+        output: Where to save the checkpoint with its prior (default: `checkpoint`).
+        config: Media cutting, batch size, workers and device, as for encoding.
+
+    Returns:
+        The saved checkpoint, the prior's id, counts of samples, codes and skipped samples,
+        and per level the code entropy (bits per code) and the weight of the uniform mix.
+
+    Raises:
+        UsageError: For bad options, an unloadable checkpoint or device, or no matching
+            shards.
+        PipelineError: When no sample of the shards could be read.
     """
     config = config or FitPriorConfig()
     config.check()

@@ -39,6 +39,11 @@ class MakeShardsSummary:
     ignored: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The summary as plain JSON-ready data.
+
+        Returns:
+            The fields as a dict (the shape of `shards.json` without its `sources`).
+        """
         return asdict(self)
 
 
@@ -58,6 +63,22 @@ def make_shards(
     object or a two-column CSV (file, label) keyed by a file's path relative to `src` or
     its name without extension; for an array file, an array of one label per image (IDX
     or .npy; a .npz's own y/labels array is used when `labels` is not given).
+
+    Args:
+        src: A folder of media files, or an array file of images.
+        out_dir: Folder for the shards and their `shards.json` manifest; made if missing.
+        modality: "image", "audio" or "video": which files of a folder are packed.
+        maxcount: Most samples per shard, at least 1.
+        labels: Optional labels file (JSON or CSV for a folder, an array for an array file).
+        prefix: Shard file name prefix.
+
+    Returns:
+        The shard paths, samples per shard, total samples and the files left out.
+
+    Raises:
+        UsageError: For an unknown modality, a `maxcount` below 1, a missing or unreadable
+            `src` or labels file, a folder without `modality` files, an array file for a
+            modality other than image, or labels that do not match the images.
     """
     src, out_dir = Path(src), Path(out_dir)
     if modality not in EXTENSIONS:
@@ -148,7 +169,14 @@ def _media_files(src: Path, modality: Modality) -> tuple[list[Path], list[Path]]
 
 
 def safe_keys(paths: list[Path]) -> list[str]:
-    """One unique WebDataset-safe key per path: `a/b.c/x.y.jpg` -> `a_b_c_x_y`."""
+    """One unique WebDataset-safe key per path: `a/b.c/x.y.jpg` -> `a_b_c_x_y`.
+
+    Args:
+        paths: Relative file paths, in the order the keys are wanted.
+
+    Returns:
+        One key per path; a key taken already gets a numeric suffix (`_2`, `_3`, ...).
+    """
     keys: list[str] = []
     taken: set[str] = set()
     for path in paths:

@@ -2,12 +2,13 @@
 
 Per input, with K samples: the ELBO (mean log importance weight), the importance-weighted
 bound IWAE_K (Burda et al. 2016), and the naive Monte Carlo estimate from prior samples
-that the lecture starts from, at the same K; plus the ELBO's two terms (reconstruction
-E_q log p(x|z) and KL, one sample), active units (Cov_x(E_q[z_u]) > 0.01) and bits per
-dimension. Inputs are centre crops of the model's ``input_size`` from the shards' media,
-binarized once with ``seed`` for a Bernoulli likelihood (the usual stochastically binarized
-test set); a conditional VAE is evaluated given each sample's ``.cls`` class or ``.json``
-attributes. Everything is in nats per input unless named bits.
+that the ELBO (Kingma & Welling 2014) improves on, at the same K; plus the ELBO's two
+terms (reconstruction E_q log p(x|z) and KL, one sample), active units
+(Cov_x(E_q[z_u]) > 0.01) and bits per dimension. Inputs are centre crops of the model's
+``input_size`` from the shards' media, binarized once with ``seed`` for a Bernoulli
+likelihood (the usual stochastically binarized test set); a conditional VAE is evaluated
+given each sample's ``.cls`` class or ``.json`` attributes. Everything is in nats per
+input unless named bits.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class NLLReport:
     skipped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready data.
+
+        Returns:
+            The fields as a dict.
+        """
         return asdict(self)
 
 
@@ -63,6 +69,11 @@ class NLLConfig(JobConfig):
     runtime: RuntimeOptions = field(default_factory=lambda: RuntimeOptions(batch_size=32))
 
     def problems(self) -> list[str]:
+        """At least one sample per input and a `limit` of 0 or more.
+
+        Returns:
+            One message per broken rule.
+        """
         found = [] if self.samples >= 1 else [f"samples must be at least 1, got {self.samples}"]
         return found + (
             [] if self.limit >= 0 else [f"limit must be 0 (all) or more, got {self.limit}"]
@@ -76,8 +87,25 @@ def evaluate_nll(
     config: NLLConfig | None = None,
     pictures: str | Path | None = None,
 ) -> NLLReport:
-    """The NLLReport of a VAE-family checkpoint on ``shards`` (at most ``config.limit`` inputs);
-    with ``pictures``, also the image pictures of ``save_vae_pictures`` from the first batch."""
+    """The NLLReport of a VAE-family checkpoint on ``shards``.
+
+    Args:
+        checkpoint: A VAE, beta-VAE, ladder VAE or CVAE, or its checkpoint directory.
+        shards: Media shards: folders, files, brace patterns or URLs.
+        config: K samples per input, at most ``config.limit`` inputs (0: all), seed, batch
+            size and device.
+        pictures: Optional folder for the image pictures of ``save_vae_pictures``, made
+            from the first batch of inputs (centre crops of ``input_size``).
+
+    Returns:
+        Dataset means in nats per input: -IWAE_K, IWAE_K, ELBO, the naive estimate, the
+        ELBO's reconstruction and KL terms, bits per dimension, active units, per-layer KL
+        and the count of skipped samples.
+
+    Raises:
+        UsageError: For bad options, an unloadable checkpoint, a model without a
+            likelihood bound (a plain autoencoder or a tokenizer), or no readable input.
+    """
     config = config or NLLConfig()
     config.check()
     samples, batch_size, device = config.samples, config.runtime.batch_size, config.runtime.device

@@ -56,6 +56,11 @@ class RDConfig(JobConfig):
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
     def problems(self) -> list[str]:
+        """Every swept codec is a baseline, and every sweep lists a setting.
+
+        Returns:
+            One message per broken rule.
+        """
         unused = sorted(set(self.sweeps) - set(self.baselines))
         found = (
             [
@@ -87,7 +92,15 @@ class Reference:
     rate: float = 0.0
 
     def rate_of(self, size: int, modality: str) -> float:
-        """bpp (images, video) or kbps (audio) of `size` bytes for this input."""
+        """bpp (images, video) or kbps (audio) of `size` bytes for this input.
+
+        Args:
+            size: Compressed size in bytes.
+            modality: "image", "audio" or "video".
+
+        Returns:
+            Bits per pixel over all frames, or kilobits per second of audio.
+        """
         if modality == "audio":
             return 8 * size / (self.content.size / self.rate) / 1000
         return 8 * size / math.prod(self.content.shape[:-1])  # pixels, over all frames
@@ -112,11 +125,22 @@ def evaluate_rd(
     out_dir: str | Path,
     config: RDConfig | None = None,
 ) -> list[dict]:
-    """Measure every checkpoint and baseline on `inputs`; write JSON, CSV, PNG and the resolved
-    config (rd_config.json) to `out_dir`.
+    """Measure every checkpoint and baseline on `inputs`.
 
-    Returns the curves (CompressAI schema). Raises UsageError for mixed modalities, unknown
-    or unavailable baselines and unreadable inputs.
+    JSON, CSV, PNG and the resolved config (rd_config.json) are written to `out_dir`.
+
+    Args:
+        checkpoints: Tokenizer checkpoint directories.
+        inputs: Media files, all of the checkpoints' and baselines' one modality.
+        out_dir: Folder for the curves, the per-input measurements, the plot and config.
+        config: Baselines, their sweeps, media cutting, batch size and device.
+
+    Returns:
+        The curves (CompressAI schema), one per method.
+
+    Raises:
+        UsageError: For bad options, an unloadable checkpoint, mixed modalities, unknown
+            or unavailable baselines, no inputs and unreadable inputs.
     """
     config = config or RDConfig()
     config.check()
@@ -137,7 +161,18 @@ def evaluate_rd(
 
 
 def split_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
-    """Checkpoint directories (holding config.json) apart from media files; folders are expanded."""
+    """Checkpoint directories (holding config.json) apart from media files.
+
+    Args:
+        paths: Checkpoint directories, media files and folders of media, mixed.
+
+    Returns:
+        (checkpoints, media files); folders other than checkpoints are expanded to their
+        media files, sorted.
+
+    Raises:
+        UsageError: For a path that does not exist.
+    """
     paths = [Path(p) for p in paths]
     checkpoints = [path for path in paths if (path / "config.json").is_file()]
     media_ext = {f".{ext}" for exts in EXTENSIONS.values() for ext in exts}

@@ -1,12 +1,14 @@
-"""PNG pictures of continuous-latent image models: what the lecture shows of each.
+"""PNG pictures of continuous-latent image models: what each model's paper shows of it.
 
 - ``reconstructions.png``: inputs above their reconstructions (sharp for the autoencoder).
 - ``samples.png``: the means of p(x|z) for z ~ p(z) (poor for the autoencoder, whose
-  latents were never asked to follow a prior).
+  latents were never asked to follow a prior), as in Kingma & Welling 2014 (VAE).
 - ``traversals.png`` (VAE, beta-VAE): one row per latent unit, that unit swept over
-  [-3, 3] from the posterior mean of one input while the others stay fixed.
-- ``classes.png`` (CVAE): one row of samples per class.
-- ``layers.png`` (ladder VAE): row l samples layers l..L, the layers below at their mean.
+  [-3, 3] from the posterior mean of one input while the others stay fixed, as in
+  Higgins et al. 2017 (beta-VAE).
+- ``classes.png`` (CVAE): one row of samples per class (Sohn et al. 2015).
+- ``layers.png`` (ladder VAE): row l samples layers l..L, the layers below at their mean
+  (Sønderby et al. 2016).
 
 Flat and conv models alike; samples have the inputs' size.
 """

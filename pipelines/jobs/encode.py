@@ -55,6 +55,11 @@ class EncodeConfig(JobConfig):
     compress: bool = False  # entropy-code the codes with the model's prior
 
     def problems(self) -> list[str]:
+        """`workers` is 0 or more.
+
+        Returns:
+            One message per broken rule.
+        """
         return [] if self.workers >= 0 else [f"workers must be 0 or more, got {self.workers}"]
 
 
@@ -81,10 +86,20 @@ class EncodeSummary:
     error_logs: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The summary as plain JSON-ready data.
+
+        Returns:
+            The fields as a dict (the content of `encode-summary.json`).
+        """
         return asdict(self)
 
     def add_shard(self, stats: dict, error_log: Path) -> None:
-        """Count a finished shard from its `<name>.stats.json` content."""
+        """Count a finished shard from its `<name>.stats.json` content.
+
+        Args:
+            stats: The shard's stats (`count` and `skipped` samples among them).
+            error_log: The shard's error log, listed when the shard skipped samples.
+        """
         self.shards_encoded += 1
         self.samples += stats["count"]
         self.skipped += stats["skipped"]
@@ -117,12 +132,31 @@ def encode_shards(
     placement: Placement | None = None,
     engine: Engine | None = None,
 ) -> EncodeSummary:
-    """Encode every sample of this rank's `shards` with `model` (a VQTokenizer or checkpoint path).
+    """Encode every sample of this rank's `shards` with `model`.
 
     `engine` runs the job (default: this process, with DataLoader workers); another engine
     encodes elsewhere, so this process keeps a CPU copy of the model only for its metadata.
-    Raises `UsageError` for bad arguments and `PipelineError` for failures (a sample under
-    `on_error="raise"`, or too many skips); partial outputs are removed on any exception.
+    Partial outputs are removed on any exception.
+
+    Args:
+        model: A VQTokenizer or its checkpoint path.
+        shards: Media shards: a folder, file, brace pattern or URL, or a list of them.
+        out_dir: Folder for the code shards, their stats and error logs, the resolved
+            config and the summary.
+        config: Media cutting, error policy, batch size, device, workers, resume and
+            compression.
+        placement: This rank's share of the shards (default: from the environment).
+        engine: Runs the job (default: this process with DataLoader workers; see
+            `encode_shards_ray`).
+
+    Returns:
+        What this rank did: shards and samples encoded or skipped, time and the model id.
+
+    Raises:
+        UsageError: For bad arguments: options, device, checkpoint, or an `out_dir` that
+            already holds output without `resume`.
+        PipelineError: For failures: a bad sample under `on_error="raise"`, or more skips
+            than `max_error_rate` allows.
     """
     config = config or EncodeConfig()
     config.check()
@@ -131,9 +165,8 @@ def encode_shards(
     all_urls = expand_shards(shards)
     urls = placement.select(all_urls)
     names = shard_names(urls)
-    loaded = load_model(
-        model, config.runtime.device if engine is None else "cpu"
-    )  # before OUT_DIR is touched
+    # Loaded before OUT_DIR is touched.
+    loaded = load_model(model, config.runtime.device if engine is None else "cpu")
     outputs = ShardOutputs(Path(out_dir))
     todo = outputs.prepare(urls, names, resume=config.resume)
     if config.compress and getattr(loaded, "code_prior", None) is None:
@@ -159,7 +192,15 @@ def encode_shards(
 
 
 def media_config(model: VQTokenizer, options: MediaOptions) -> MediaConfig:
-    """How to cut media for `model`, from its TokenizerConfig and the job's options."""
+    """How to cut media for `model`, from its TokenizerConfig and the job's options.
+
+    Args:
+        model: The tokenizer; its config gives modality, channels, sample rate and clip.
+        options: The job's media options (window, clip stride, frame size, pixel limit).
+
+    Returns:
+        The MediaConfig the shard readers decode with.
+    """
     model_config = model.config
     return MediaConfig(
         modality=model_config.modality,
@@ -205,6 +246,12 @@ class ShardEncoder:
 
     Events of several shards may interleave; each shard's output is committed and marked
     done at its `ShardEnd`. Leaving the `with` block early drops unfinished outputs.
+
+    Args:
+        model: The tokenizer, on the device it encodes on.
+        outputs: The job's per-shard output files.
+        config: The job's options (batch size, compression).
+        policy: What to do with a bad sample.
     """
 
     def __init__(
@@ -228,9 +275,16 @@ class ShardEncoder:
         self.open_shards.clear()
 
     def handle(self, event: Event) -> tuple[int, int, dict | None]:
-        """Handle one event.
+        """Handle one event of a media shard: a batch, a bad sample or the shard's end.
 
-        Returns (samples written, samples skipped, the stats of the shard it finished or None).
+        Args:
+            event: A PreparedBatch, a SampleError or a ShardEnd.
+
+        Returns:
+            (samples written, samples skipped, the stats of the shard it finished or None).
+
+        Raises:
+            PipelineError: For a bad sample under `on_error="raise"`.
         """
         if event.shard not in self.open_shards:
             self.open_shards[event.shard] = _OpenShard(ShardWriter(self.outputs.tar(event.shard)))

@@ -47,15 +47,19 @@ class RayConfig(JobConfig):
     """
 
     address: str | None = None
-    concurrency: int | None = (
-        None  # actors, each with its own model; None: as many as the cluster fits
-    )
+    # Actors, each with its own model; None: as many as the cluster fits.
+    concurrency: int | None = None
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_retries: int = 2  # further attempts for a shard whose actor died or failed
     read_ahead: int = 4  # decoded batches an actor keeps ready for the model
 
     def problems(self) -> list[str]:
+        """Positive concurrency and read-ahead, resources and retries not negative.
+
+        Returns:
+            One message per broken rule.
+        """
         found = []
         if self.concurrency is not None and self.concurrency < 1:
             found.append(f"concurrency must be at least 1, got {self.concurrency}")
@@ -69,7 +73,14 @@ class RayConfig(JobConfig):
 
 
 def import_ray() -> Any:
-    """The `ray` module, or a `UsageError` saying how to install it."""
+    """The `ray` module, or a `UsageError` saying how to install it.
+
+    Returns:
+        The imported `ray` module.
+
+    Raises:
+        UsageError: When Ray is not installed.
+    """
     try:
         import ray
     except ImportError:
@@ -87,7 +98,21 @@ def encode_shards_ray(
     """`encode_shards` on Ray: same arguments, outputs and summary (`config.workers` is unused).
 
     Every node must read `model` (when a path), the shards and `out_dir` at the same paths.
-    Raises `UsageError` before touching `out_dir` when Ray is missing or the options clash.
+
+    Args:
+        model: A VQTokenizer or its checkpoint path.
+        shards: Media shards: a folder, file, brace pattern or URL, or a list of them.
+        out_dir: Folder for the code shards, as for `encode_shards`.
+        config: The encode options, as for `encode_shards`.
+        ray_config: The Ray address, actors and their resources, retries and read-ahead.
+
+    Returns:
+        What the job did, as `encode_shards` returns it (this process is rank 0 of 1).
+
+    Raises:
+        UsageError: Before touching `out_dir`, when Ray is missing or the options clash
+            (e.g. `--device cuda` without GPUs per worker); later as `encode_shards` does.
+        PipelineError: As `encode_shards` does, and when a shard fails on every attempt.
     """
     config = config or EncodeConfig()
     engine = RayEngine(ray_config)
@@ -98,7 +123,14 @@ def encode_shards_ray(
 
 
 class ShardWorker:
-    """The body of a Ray actor: loads the model once, then encodes one whole shard per call."""
+    """The body of a Ray actor: loads the model once, then encodes one whole shard per call.
+
+    Args:
+        source: The tokenizer, or its resolved checkpoint path.
+        config: The encode options.
+        out_dir: The job's output folder, as every node sees it.
+        read_ahead: Decoded batches kept ready for the model.
+    """
 
     def __init__(
         self, source: VQTokenizer | str, config: EncodeConfig, out_dir: str, read_ahead: int
@@ -111,7 +143,15 @@ class ShardWorker:
         self.read_ahead = read_ahead
 
     def encode(self, url: str, name: str) -> dict:
-        """Encode shard `url` to `<out_dir>/<name>.tar`; returns the stats that mark it done."""
+        """Encode shard `url` to `<out_dir>/<name>.tar`.
+
+        Args:
+            url: The media shard.
+            name: The output basename.
+
+        Returns:
+            The stats that mark the shard done.
+        """
         events = MediaBatches([url], self.media, self.config.runtime.batch_size, {url: name})
         with ShardEncoder(self.model, self.outputs, self.config, self.policy) as encoder:
             for event in read_ahead(events, self.read_ahead):
@@ -120,7 +160,12 @@ class ShardWorker:
 
 
 class RayEngine:
-    """An `encode_shards` engine that encodes on Ray actors (connecting to or starting Ray)."""
+    """An `encode_shards` engine that encodes on Ray actors (connecting to or starting Ray).
+
+    Args:
+        config: The Ray options (default: `RayConfig()`).
+        worker: The actor body; a subclass may add behaviour, e.g. injected faults in tests.
+    """
 
     def __init__(self, config: RayConfig | None = None, worker: type = ShardWorker) -> None:
         self.config = config or RayConfig()
@@ -128,6 +173,15 @@ class RayEngine:
         self.config.check()
 
     def __call__(self, job: EncodeJob) -> None:
+        """Run `job` on Ray; Ray is shut down after, when this call started it.
+
+        Args:
+            job: The encode job, its outputs prepared.
+
+        Raises:
+            UsageError: When Ray is missing or cannot be started or joined.
+            PipelineError: When a shard fails on every attempt.
+        """
         ray = import_ray()
         job.outputs.save_config("ray_config.json", self.config.to_dict())
         started_here = not ray.is_initialized()
@@ -154,7 +208,14 @@ class _Attempt:
 
 
 class _Scheduler:
-    """Runs the shards of a job on a pool of actors, replacing dead ones and retrying shards."""
+    """Runs the shards of a job on a pool of actors, replacing dead ones and retrying shards.
+
+    Args:
+        ray: The `ray` module, initialized.
+        job: The encode job.
+        config: The Ray options.
+        worker: The actor body.
+    """
 
     def __init__(self, ray: Any, job: EncodeJob, config: RayConfig, worker: type) -> None:
         self.ray = ray
@@ -269,6 +330,16 @@ def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
 
     Producing them thus overlaps their use. An exception of the producer is raised here,
     at its place in the stream.
+
+    Args:
+        items: What to iterate; iterated in another thread.
+        depth: Most items produced ahead of their use, at least 1.
+
+    Yields:
+        The items, in order.
+
+    Raises:
+        Exception: Whatever the producer raised, at its place in the stream.
     """
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()

@@ -64,6 +64,15 @@ def flatten_codes(codes: np.ndarray, num_levels: int, order: Order = "interleave
     """Flatten codes: (N, [Q,] *latent) -> 1-D tokens.
 
     Piece by piece, raster (time-major) within a piece.
+
+    Args:
+        codes: (N, [Q,] *latent) integer codes; the Q axis only when `num_levels` > 1.
+        num_levels: Q, the residual levels.
+        order: "interleaved" (the Q codes of a position together) or "level-major"
+            (level after level within each piece).
+
+    Returns:
+        The 1-D token array, of the codes' dtype.
     """
     if num_levels == 1:
         return codes.reshape(-1)
@@ -78,8 +87,26 @@ def export_tokens(code_shards: str | Sequence[str], out_prefix: str | Path, *, b
     """Write `<out_prefix>.bin/.idx/.json` from code shards, samples in shard then key order.
 
     With `bos`/`eos`, ids `codebook_size` and `codebook_size + 1` (or `codebook_size` alone)
-    frame each sample. All shards must come from one model. `checkpoint` (a VQTokenizer or
-    path) gives the prior of compressed shards; it is needed only when there are some.
+    frame each sample. All shards must come from one model.
+
+    Args:
+        code_shards: Code shards: a folder, file, brace pattern or URL, or several.
+        out_prefix: Path prefix of the `.bin`, `.idx`, `.json` and `.errors.jsonl` files.
+        bos: Begin each sample with the bos id.
+        eos: End each sample with the eos id.
+        order: How residual levels are flattened: "interleaved" or "level-major".
+        on_error: "raise" to stop on a bad sample, "skip" to log it and go on.
+        checkpoint: A VQTokenizer or checkpoint path giving the prior of compressed
+            shards; needed only when there are some.
+
+    Returns:
+        The manifest written to `<out_prefix>.json`: model, vocabulary, ids, counts.
+
+    Raises:
+        UsageError: For a bad `order` or checkpoint, shards of different models, or
+            compressed shards without their checkpoint.
+        PipelineError: When no code sample is found, or for a bad sample under
+            `on_error="raise"`.
     """
     if order not in ("interleaved", "level-major"):
         raise UsageError(f"--order must be 'interleaved' or 'level-major', not {order!r}")
@@ -174,7 +201,16 @@ def _manifest(meta: dict, bos: bool, eos: bool, order: str) -> TokenManifest:
 
 
 def describe_flattening(modality: str, num_levels: int, order: str) -> str:
-    """How a sample's codes became a token sequence, in words, for the manifest."""
+    """How a sample's codes became a token sequence, in words, for the manifest.
+
+    Args:
+        modality: "image", "audio" or "video".
+        num_levels: Q, the residual levels.
+        order: "interleaved" or "level-major".
+
+    Returns:
+        One sentence fragment.
+    """
     axes = {"image": "raster (rows, then columns)", "audio": "windows, then time",
             "video": "clips, then time-major (frames, rows, columns)"}[modality]
     if num_levels == 1:
@@ -205,6 +241,14 @@ class TokenDataset(Dataset):
     Item i is a (seq_len,) int64 window starting at a position drawn from `seed` and i, so
     an epoch is reproducible; `len()` is the number of windows that cover the tokens once.
     `sample(i)` returns sample i's tokens whole (with its bos/eos if exported so).
+
+    Args:
+        prefix: The export's path prefix, as given to `export_tokens`.
+        seq_len: Tokens per window, from 1 to the export's token count.
+        seed: Seed of the window starts.
+
+    Raises:
+        UsageError: For a `seq_len` outside [1, tokens].
     """
 
     def __init__(self, prefix: str | Path, seq_len: int, *, seed: int = 0) -> None:
@@ -233,10 +277,18 @@ class TokenDataset(Dataset):
 
     @property
     def num_samples(self) -> int:
+        """The number of samples in the export."""
         return len(self.offsets) - 1
 
     def sample(self, index: int) -> torch.Tensor:
-        """Sample `index`'s tokens: (length,) int64."""
+        """Sample `index`'s tokens: (length,) int64.
+
+        Args:
+            index: The sample's position in the export.
+
+        Returns:
+            Its tokens, with its bos/eos if exported so.
+        """
         return torch.from_numpy(
             self.tokens[self.offsets[index] : self.offsets[index + 1]].astype(np.int64)
         )

@@ -86,11 +86,23 @@ class TrainSummary:
     replica_hashes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as plain JSON-ready data.
+
+        Returns:
+            The fields as a dict (the content of ``OUT/summary.json``).
+        """
         return dataclasses.asdict(self)
 
 
 def warmup_cosine(config: TrainConfig) -> Callable[[int], float]:
-    """LR multiplier at a step: linear warm-up to 1, then cosine down to ``min_lr_ratio``."""
+    """LR multiplier at a step: linear warm-up to 1, then cosine down to ``min_lr_ratio``.
+
+    Args:
+        config: Gives ``warmup_steps``, ``steps`` and ``min_lr_ratio``.
+
+    Returns:
+        step -> multiplier, for ``LambdaLR``.
+    """
     warmup, total, floor = config.warmup_steps, config.steps, config.min_lr_ratio
 
     def factor(step: int) -> float:
@@ -106,9 +118,22 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
           callbacks: Sequence[StepCallback] = ()) -> TrainSummary:
     """Run ``config`` to its last step (or continue its latest checkpoint with ``resume``).
 
-    Raises UsageError for bad configs and data (before any step), TrainingDiverged on a
-    non-finite loss, TrainingInterrupted after Ctrl-C, PipelineError for other failures.
-    ``callbacks`` are called on every rank after each step with (step, logged values).
+    Args:
+        config: The run: model, data, optimization, schedule, output folder ``out``.
+        resume: Continue from the latest checkpoint in ``out`` (else ``out`` must hold
+            none).
+        progress: Show a progress bar (rank 0).
+        callbacks: Called on every rank after each step with (step, logged values).
+
+    Returns:
+        What the run produced: steps, loss, time, the last checkpoint, the final and best
+        models, validation results, skipped samples and the ranks' weight hashes.
+
+    Raises:
+        UsageError: For bad configs and data, before any step.
+        TrainingDiverged: On a non-finite loss.
+        TrainingInterrupted: After Ctrl-C, once the checkpoint is written.
+        PipelineError: For other failures (e.g. too many bad samples).
     """
     trainer = Trainer(config, resume=resume, progress=progress)
     try:
@@ -153,7 +178,14 @@ def _expand(specs: list[str], what: str) -> list[str]:
 
 
 def replica_hash(model: nn.Module) -> str:
-    """sha256 of every tensor of the state dict: equal on ranks whose weights agree bit for bit."""
+    """sha256 of every tensor of the state dict.
+
+    Args:
+        model: The model whose state dict is hashed.
+
+    Returns:
+        The first 16 hex digits: equal on ranks whose weights agree bit for bit.
+    """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -162,8 +194,16 @@ def replica_hash(model: nn.Module) -> str:
 
 
 class Trainer:
-    """Holds a run's pieces; ``run`` trains. Construction does every check that can fail
-    on bad input, so that nothing has started when a UsageError is raised."""
+    """Holds a run's pieces; ``run`` trains.
+
+    Construction does every check that can fail on bad input, so that nothing has started
+    when a UsageError is raised.
+
+    Args:
+        config: The run, as for ``train``.
+        resume: Continue from the latest checkpoint in ``config.out``.
+        progress: Show a progress bar (rank 0).
+    """
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
         config.check()
@@ -242,6 +282,18 @@ class Trainer:
         return self.ema.model if self.ema is not None else self.model
 
     def run(self, callbacks: Sequence[StepCallback] = ()) -> TrainSummary:
+        """Train to the last step, logging, validating and checkpointing on the way.
+
+        Args:
+            callbacks: Called after each step with (step, logged values).
+
+        Returns:
+            The run's summary, as ``train`` returns it.
+
+        Raises:
+            TrainingDiverged: On a non-finite loss.
+            TrainingInterrupted: After Ctrl-C, once the checkpoint is written.
+        """
         start = time.monotonic()
         if self.rank0:
             self.config.save(self.out / "config.toml")
@@ -329,8 +381,10 @@ class Trainer:
 
     def _losses(self, module: nn.Module, x: torch.Tensor, c: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
-        """Forward (with the condition c for conditional models): x_hat, every weighted loss
-        term and the model's stats."""
+        """Forward (with the condition c for conditional models).
+
+        Gives x_hat, every weighted loss term and the model's stats.
+        """
         with self._autocast():
             x_hat, model_losses, stats = module(x) if c is None else module(x, c)
         terms = {k: v for k, v in model_losses.items() if k != "reconstruction"}
@@ -363,9 +417,8 @@ class Trainer:
         self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(x, c) on the run's device; c is None unless the model is conditional."""
-        x, c = (
-            batch if isinstance(batch, (tuple, list)) else (batch, None)
-        )  # the DataLoader makes pairs lists
+        # The DataLoader makes pairs lists.
+        x, c = batch if isinstance(batch, (tuple, list)) else (batch, None)
         return x.to(self.device, non_blocking=True), None if c is None else c.to(self.device)
 
     def _agree_on(self, loss: torch.Tensor) -> float:
@@ -512,6 +565,7 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
     def close(self) -> None:
+        """Close the run log and leave the process group, if one was joined."""
         self.logger.close()
         if self.placement.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
