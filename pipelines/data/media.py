@@ -273,11 +273,23 @@ def _mp4_bytes(x: torch.Tensor, meta: dict) -> bytes:
 
 def assemble_clips(clips: torch.Tensor, starts: list[int], frames: int) -> torch.Tensor:
     """clips: (N, C, T, h, w) float -> the video (C, frames, h, w) they cover; where clips
-    overlap, the later one wins."""
+    overlap, the later one wins.
+
+    Every frame must lie in some clip (ValueError otherwise): `starts` can come from an
+    untrusted header or shard, and a gap would fill its frames with uninitialized memory,
+    different on every run, in the output.
+    """
     video = torch.empty(clips.shape[1], frames, *clips.shape[-2:])
+    covered = torch.zeros(frames, dtype=torch.bool)
     for clip, start in zip(clips, starts, strict=True):
+        if not 0 <= start < frames:
+            raise ValueError(f"media description: clip start {start} lies outside the {frames} frames")
         stop = min(start + clip.shape[1], frames)
         video[:, start:stop] = clip[:, : stop - start]
+        covered[start:stop] = True
+    if not bool(covered.all()):
+        gap = int((~covered).nonzero()[0])
+        raise ValueError(f"media description: clip_starts {starts} leave frame {gap} of {frames} in no clip")
     return video
 
 

@@ -122,6 +122,14 @@ class VQTokenizer(nn.Module):
 
         Values are not clamped (they match ``forward``); clamp to [-1, 1] before saving media.
 
+        Batch-invariant: each sample is decoded on its own, so its output is a function of
+        its own codes, bit for bit the same whatever else shares the batch. Convolution
+        backends pick their algorithm by batch size (on the CPU, oneDNN for a batch but
+        im2col + GEMM for a single small input; cuDNN heuristics on a GPU), and the last-bit
+        differences between algorithms flip roundings to uint8, which H.264 then spreads over
+        the following frames; decoding the same codes in batches of another size must not
+        change the media (`decompress` splits codes into batches, a direct call may not).
+
         Args:
             codes: int64 as returned by ``encode``; residual VQ may pass the first q <= Q
                 levels, (B, q, *latent).
@@ -133,6 +141,8 @@ class VQTokenizer(nn.Module):
         Raises:
             ValueError: Residual-VQ codes lack a level axis of 1 to Q levels.
         """
+        if codes.shape[0] > 1:
+            return torch.cat([self.decode(one, size) for one in codes.split(1)])
         x_hat = self.decoder(self.quantizer.decode(codes))
         return x_hat if size is None else crop(x_hat, tuple(size))
 
