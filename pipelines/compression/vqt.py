@@ -37,8 +37,11 @@ from vqtok.pipelines.jobs.encode import media_config
 
 # What restore() needs but the header does not store, because the model or the codes say it
 # (see media_meta); video stores clip_stride instead of the list of clip starts.
-DERIVED_MEDIA_KEYS = {"image": ("input_size",), "audio": ("input_size", "num_windows", "model_sample_rate"),
-                      "video": ("clip_frames", "clip_starts")}
+DERIVED_MEDIA_KEYS = {
+    "image": ("input_size",),
+    "audio": ("input_size", "num_windows", "model_sample_rate"),
+    "video": ("clip_frames", "clip_starts"),
+}
 
 AUTO_CODER = "auto"
 
@@ -59,9 +62,15 @@ class CompressConfig(JobConfig):
     coder: str = AUTO_CODER
 
     def problems(self) -> list[str]:
-        found = [] if self.levels is None or self.levels >= 1 else [f"levels must be at least 1, got {self.levels}"]
+        found = (
+            []
+            if self.levels is None or self.levels >= 1
+            else [f"levels must be at least 1, got {self.levels}"]
+        )
         if self.coder not in (*CODERS, AUTO_CODER):
-            found.append(f"coder must be one of {', '.join(CODERS)} or {AUTO_CODER}, got {self.coder!r}")
+            found.append(
+                f"coder must be one of {', '.join(CODERS)} or {AUTO_CODER}, got {self.coder!r}"
+            )
         return found
 
 
@@ -103,13 +112,16 @@ def encode_media(model, data: bytes, config: CompressConfig) -> tuple[np.ndarray
         pieces, meta = prepare(data, media_config(model, config.media))
     except Exception as error:  # any decoder failure means the input is not usable media
         raise UsageError(f"cannot read the input as {model.config.modality}: {error}") from None
-    chunks = [model.encode(chunk.to(config.runtime.device)).cpu()
-              for chunk in pieces.split(config.runtime.batch_size)]
+    chunks = [
+        model.encode(chunk.to(config.runtime.device)).cpu()
+        for chunk in pieces.split(config.runtime.batch_size)
+    ]
     return torch.cat(chunks).numpy(), {"input_size": list(pieces.shape[2:]), **meta}
 
 
-def compress_bytes(model, data: bytes, config: CompressConfig | None = None,
-                   checkpoint: str | None = None) -> tuple[bytes, Rates]:
+def compress_bytes(
+    model, data: bytes, config: CompressConfig | None = None, checkpoint: str | None = None
+) -> tuple[bytes, Rates]:
     """Compress media bytes with `model`; returns (.vqt bytes, rates).
 
     `checkpoint`, when given, is recorded as a hint for decompressing without --checkpoint.
@@ -122,7 +134,9 @@ def compress_bytes(model, data: bytes, config: CompressConfig | None = None,
         codes = codes[:, :levels]
     prior = model_prior(model)
     tried = CODERS if config.coder == AUTO_CODER else (config.coder,)
-    payload, coder = min(((encode_payload(codes, prior[:levels], c), c) for c in tried), key=lambda pc: len(pc[0]))
+    payload, coder = min(
+        ((encode_payload(codes, prior[:levels], c), c) for c in tried), key=lambda pc: len(pc[0])
+    )
     header = {
         "model": model.model_id,
         "prior": prior_id(prior),
@@ -160,7 +174,9 @@ def _levels_kept(model, levels: int | None) -> int:
     if levels is None:
         return model.num_levels
     if not 1 <= levels <= model.num_levels:
-        raise UsageError(f"--levels must lie in [1, {model.num_levels}] for this model, got {levels}")
+        raise UsageError(
+            f"--levels must lie in [1, {model.num_levels}] for this model, got {levels}"
+        )
     return levels
 
 
@@ -176,33 +192,56 @@ def read_vqt(data: bytes) -> tuple[dict, bytes]:
 
 
 def _check_header_fields(header: dict) -> None:
-    expected = {"model": str, "prior": str, "modality": str, "coder": str, "levels": int,
-                "codes": list, "media": dict}
+    expected = {
+        "model": str,
+        "prior": str,
+        "modality": str,
+        "coder": str,
+        "levels": int,
+        "codes": list,
+        "media": dict,
+    }
     for name, kind in expected.items():
         if not isinstance(header.get(name), kind):
-            raise UsageError(f"cannot read .vqt: header field {name!r} is missing or not a {kind.__name__}")
+            raise UsageError(
+                f"cannot read .vqt: header field {name!r} is missing or not a {kind.__name__}"
+            )
     shape = header["codes"]
     if not shape or not all(isinstance(n, int) and n > 0 for n in shape):
         raise UsageError(f"cannot read .vqt: bad codes shape {shape}")
     if header["coder"] not in CODERS:
-        raise UsageError(f"cannot read .vqt: coder {header['coder']!r} is not one of {', '.join(CODERS)}")
+        raise UsageError(
+            f"cannot read .vqt: coder {header['coder']!r} is not one of {', '.join(CODERS)}"
+        )
 
 
 def decode_codes(model, header: dict, payload: bytes) -> np.ndarray:
-    """The codes int64 of shape `header["codes"]` of a parsed .vqt, after checking that `model` made them."""
+    """The codes int64 of shape `header["codes"]` of a parsed .vqt.
+
+    Checks first that `model` made them.
+    """
     if header["model"] != model.model_id:
-        raise UsageError(f"the .vqt was made with model {header['model']}, not with this checkpoint "
-                         f"({model.model_id}, {model.config.preset}); pass the matching --checkpoint")
+        raise UsageError(
+            f"the .vqt was made with model {header['model']}, not with this checkpoint "
+            f"({model.model_id}, {model.config.preset}); pass the matching --checkpoint"
+        )
     prior = model_prior(model)
     if header["prior"] != prior_id(prior):
-        raise UsageError(f"the .vqt was coded with prior {header['prior']}, but this checkpoint "
-                         f"holds prior {prior_id(prior)}; use the checkpoint it was compressed with")
+        raise UsageError(
+            f"the .vqt was coded with prior {header['prior']}, but this checkpoint "
+            f"holds prior {prior_id(prior)}; use the checkpoint it was compressed with"
+        )
     shape, levels = tuple(header["codes"]), header["levels"]
     multi = model.num_levels > 1
-    if len(shape) != 1 + multi + model.config.dims or not 1 <= levels <= model.num_levels \
-            or (multi and shape[1] != levels):
-        raise UsageError(f"cannot read .vqt: codes shape {list(shape)} with {levels} level(s) "
-                         f"does not fit a {model.config.modality} model with {model.num_levels}")
+    if (
+        len(shape) != 1 + multi + model.config.dims
+        or not 1 <= levels <= model.num_levels
+        or (multi and shape[1] != levels)
+    ):
+        raise UsageError(
+            f"cannot read .vqt: codes shape {list(shape)} with {levels} level(s) "
+            f"does not fit a {model.config.modality} model with {model.num_levels}"
+        )
     try:
         return decode_payload(payload, prior[:levels], shape, header["coder"])
     except PayloadError as error:
@@ -219,32 +258,49 @@ def media_meta(model, header: dict) -> dict:
     if modality == "image":
         return media | {"input_size": [media.get("height"), media.get("width")]}
     if modality == "audio":
-        return media | {"input_size": [media.get("window")], "num_windows": pieces,
-                        "model_sample_rate": getattr(model.config, "sample_rate", None)}
+        return media | {
+            "input_size": [media.get("window")],
+            "num_windows": pieces,
+            "model_sample_rate": getattr(model.config, "sample_rate", None),
+        }
     size, stride = media.get("input_size"), media.get("clip_stride")
-    if not isinstance(size, list) or not size or not isinstance(size[0], int) \
-            or not isinstance(stride, int) or not 1 <= stride <= size[0]:
+    if (
+        not isinstance(size, list)
+        or not size
+        or not isinstance(size[0], int)
+        or not isinstance(stride, int)
+        or not 1 <= stride <= size[0]
+    ):
         raise ValueError(f"input_size {size} and clip_stride {stride} do not describe clips")
     return media | {"clip_frames": size[0], "clip_starts": [i * stride for i in range(pieces)]}
 
 
 @torch.inference_mode()
-def decompress_bytes(model, data: bytes, audio_format: str = "wav",
-                     device: str = "cpu", batch_size: int = 16) -> tuple[str, bytes]:
+def decompress_bytes(
+    model, data: bytes, audio_format: str = "wav", device: str = "cpu", batch_size: int = 16
+) -> tuple[str, bytes]:
     """Inverse of `compress_bytes`: .vqt bytes -> (extension, media bytes)."""
     header, payload = read_vqt(data)
     codes = torch.from_numpy(decode_codes(model, header, payload))
     try:
         media = media_meta(model, header)
         size = tuple(media["input_size"])
-        decoded = [model.decode(chunk.to(device), size=size).cpu() for chunk in codes.split(batch_size)]
+        decoded = [
+            model.decode(chunk.to(device), size=size).cpu() for chunk in codes.split(batch_size)
+        ]
         return restore(torch.cat(decoded), media, header["modality"], audio_format)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
-        raise UsageError(f"cannot read .vqt: its media description does not fit its codes ({error})") from None
+        raise UsageError(
+            f"cannot read .vqt: its media description does not fit its codes ({error})"
+        ) from None
 
 
-def compress_file(checkpoint: str | Path, source: str | Path, target: str | Path,
-                  config: CompressConfig | None = None) -> Rates:
+def compress_file(
+    checkpoint: str | Path,
+    source: str | Path,
+    target: str | Path,
+    config: CompressConfig | None = None,
+) -> Rates:
     """Compress the media file `source` into the .vqt file `target` with the checkpoint's model."""
     config = config or CompressConfig()
     config.check()
@@ -255,8 +311,12 @@ def compress_file(checkpoint: str | Path, source: str | Path, target: str | Path
     return rates
 
 
-def decompress_file(source: str | Path, target: str | Path, checkpoint: str | Path | None = None,
-                    runtime: RuntimeOptions | None = None) -> Path:
+def decompress_file(
+    source: str | Path,
+    target: str | Path,
+    checkpoint: str | Path | None = None,
+    runtime: RuntimeOptions | None = None,
+) -> Path:
     """Decompress the .vqt `source` to `target`; without `checkpoint`, use the one it records.
 
     The media format follows the model's modality (PNG, MP4, or WAV/FLAC by `target`'s
@@ -269,11 +329,14 @@ def decompress_file(source: str | Path, target: str | Path, checkpoint: str | Pa
     if checkpoint is None:
         checkpoint = header.get("checkpoint")
         if not isinstance(checkpoint, str) or not Path(checkpoint).is_dir():
-            raise UsageError("the .vqt does not name a checkpoint that exists here; pass --checkpoint")
+            raise UsageError(
+                "the .vqt does not name a checkpoint that exists here; pass --checkpoint"
+            )
     model = load_model(checkpoint, runtime.device)
     audio_format = "flac" if Path(target).suffix.lower() == ".flac" else "wav"
-    _, media = decompress_bytes(model, data, audio_format=audio_format, device=runtime.device,
-                                batch_size=runtime.batch_size)
+    _, media = decompress_bytes(
+        model, data, audio_format=audio_format, device=runtime.device, batch_size=runtime.batch_size
+    )
     _write_atomic(Path(target), media)
     return Path(target)
 

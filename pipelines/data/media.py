@@ -92,7 +92,9 @@ def prepare(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
     return _PREPARE[config.modality](data, config)
 
 
-def restore(x: torch.Tensor, meta: dict, modality: Modality, audio_format: str = "wav") -> tuple[str, bytes]:
+def restore(
+    x: torch.Tensor, meta: dict, modality: Modality, audio_format: str = "wav"
+) -> tuple[str, bytes]:
     """Turn decoded pieces `x: (N, C, *spatial)` back into (extension, media bytes)."""
     if modality == "image":
         return "png", _png_bytes(x[0])
@@ -112,8 +114,10 @@ def _prepare_image(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
 
 def _check_pixels(width: int, height: int, config: MediaConfig, what: str) -> None:
     if config.max_image_pixels is not None and width * height > config.max_image_pixels:
-        raise ValueError(f"{what} of {width}x{height} pixels exceeds the limit of "
-                         f"{config.max_image_pixels} pixels (MediaConfig.max_image_pixels)")
+        raise ValueError(
+            f"{what} of {width}x{height} pixels exceeds the limit of "
+            f"{config.max_image_pixels} pixels (MediaConfig.max_image_pixels)"
+        )
 
 
 def _png_bytes(x: torch.Tensor) -> bytes:
@@ -154,7 +158,9 @@ def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     return padded.reshape(num_windows, 1, window), meta
 
 
-def _read_audio_bounded(data: bytes, max_values: int, target_rate: int | None) -> tuple[np.ndarray, int]:
+def _read_audio_bounded(
+    data: bytes, max_values: int, target_rate: int | None
+) -> tuple[np.ndarray, int]:
     """(frames, channels) float32 and the rate; reads at most ``max_values`` values, counted
     after resampling to ``target_rate`` too, since the header's frame count can be absent
     or wrong and a low-rate file grows when resampled."""
@@ -163,8 +169,10 @@ def _read_audio_bounded(data: bytes, max_values: int, target_rate: int | None) -
         cap = max(1, int(max_values / (handle.channels * growth)))
         samples = handle.read(frames=cap + 1, dtype="float32", always_2d=True)
         if samples.shape[0] > cap:
-            raise ValueError(f"audio decodes to more than {max_values} values "
-                             f"({cap / handle.samplerate / 3600:.1f} h at {handle.samplerate} Hz)")
+            raise ValueError(
+                f"audio decodes to more than {max_values} values "
+                f"({cap / handle.samplerate / 3600:.1f} h at {handle.samplerate} Hz)"
+            )
         return samples, handle.samplerate
 
 
@@ -178,22 +186,37 @@ def _audio_bytes(x: torch.Tensor, meta: dict, audio_format: str) -> bytes:
         mono = _resample(mono, model_rate, rate)
     mono = F.pad(mono, (0, max(0, meta["length"] - mono.numel())))[: meta["length"]]
     buffer = io.BytesIO()
-    soundfile.write(buffer, mono.clamp(-1, 1).numpy(), meta["sample_rate"], format=audio_format.upper())
+    soundfile.write(
+        buffer, mono.clamp(-1, 1).numpy(), meta["sample_rate"], format=audio_format.upper()
+    )
     return buffer.getvalue()
 
 
 def _resample(mono: torch.Tensor, rate: int, target: int) -> torch.Tensor:
     divisor = math.gcd(rate, target)
     if (rate // divisor) * (target // divisor) > MAX_RESAMPLE_TAPS:
-        raise ValueError(f"resampling {rate} Hz to {target} Hz is not supported (rates too far from a common base)")
+        raise ValueError(
+            f"resampling {rate} Hz to {target} Hz is not supported "
+            "(rates too far from a common base)"
+        )
     return torchaudio.functional.resample(mono, rate, target)
 
 
 def _check_int(meta: dict, name: str, low: int, high: int | None = None) -> int:
-    """meta[name], checked to be an int in [low, high]: restore's meta comes from untrusted files."""
+    """meta[name], checked to be an int in [low, high].
+
+    restore's meta comes from untrusted files.
+    """
     value = meta.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        raise ValueError(f"media description: {name}={value!r} is not an integer in [{low}, {high or 'inf'}]")
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        raise ValueError(
+            f"media description: {name}={value!r} is not an integer in [{low}, {high or 'inf'}]"
+        )
     return value
 
 
@@ -202,20 +225,29 @@ def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
         if not container.streams.video:
             raise ValueError("the file has no video stream")
         stream = container.streams.video[0]
-        _check_pixels(stream.codec_context.width, stream.codec_context.height, config, "video frame")
+        _check_pixels(
+            stream.codec_context.width, stream.codec_context.height, config, "video frame"
+        )
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
         frames = _decode_frames_bounded(container, stream, config.max_decoded_values)
     if not frames:
         raise ValueError("video has no frames")
     height, width = frames[0].shape[:2]
-    if config.frame_size and len(frames) * 3 * math.prod(config.frame_size) > config.max_decoded_values:
-        raise ValueError(f"video resized to {config.frame_size} exceeds {config.max_decoded_values} values")
+    if (
+        config.frame_size
+        and len(frames) * 3 * math.prod(config.frame_size) > config.max_decoded_values
+    ):
+        raise ValueError(
+            f"video resized to {config.frame_size} exceeds {config.max_decoded_values} values"
+        )
     video = _to_unit_range(np.stack(frames).transpose(3, 0, 1, 2))
     if config.frame_size and tuple(config.frame_size) != (height, width):
         video = _resize_frames(video, tuple(config.frame_size))
     clip_frames = config.clip_frames or len(frames)
     if config.stride > clip_frames:
-        raise ValueError(f"clip stride {config.stride} > clip frames {clip_frames} would drop frames")
+        raise ValueError(
+            f"clip stride {config.stride} > clip frames {clip_frames} would drop frames"
+        )
     starts = list(range(0, max(1, len(frames) - clip_frames + config.stride), config.stride))
     clips = [_clip(video, start, clip_frames) for start in starts]
     meta = {
@@ -229,19 +261,25 @@ def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     return torch.stack(clips), meta
 
 
-def _decode_frames_bounded(container: av.container.InputContainer, stream: av.video.VideoStream,
-                           max_values: int) -> list[np.ndarray]:
+def _decode_frames_bounded(
+    container: av.container.InputContainer, stream: av.video.VideoStream, max_values: int
+) -> list[np.ndarray]:
     frames, values = [], 0
     for frame in container.decode(stream):
         frames.append(frame.to_ndarray(format="rgb24"))
         values += frames[-1].size
         if values > max_values:
-            raise ValueError(f"video decodes to more than {max_values} values (stopped at frame {len(frames)})")
+            raise ValueError(
+                f"video decodes to more than {max_values} values (stopped at frame {len(frames)})"
+            )
     return frames
 
 
 def _clip(video: torch.Tensor, start: int, length: int) -> torch.Tensor:
-    """video: (C, T, H, W) -> (C, length, H, W) from `start`, repeating the last frame past the end."""
+    """video: (C, T, H, W) -> (C, length, H, W) from `start`.
+
+    The last frame repeats past the end.
+    """
     index = torch.arange(start, start + length).clamp(max=video.shape[1] - 1)
     return video[:, index]
 
@@ -258,8 +296,12 @@ def _mp4_bytes(x: torch.Tensor, meta: dict) -> bytes:
     starts = meta.get("clip_starts")
     if not isinstance(starts, list) or len(starts) != x.shape[0]:
         raise ValueError(f"media description: clip_starts must list {x.shape[0]} clip starts")
-    frames = _check_int(meta, "frames", 1, max((_check_int({"start": s}, "start", 0) for s in starts), default=0)
-                        + x.shape[2])
+    frames = _check_int(
+        meta,
+        "frames",
+        1,
+        max((_check_int({"start": s}, "start", 0) for s in starts), default=0) + x.shape[2],
+    )
     height, width = _check_int(meta, "height", 1), _check_int(meta, "width", 1)
     _check_pixels(width, height, MediaConfig("video"), "video frame")
     fps = meta.get("fps")
@@ -283,18 +325,23 @@ def assemble_clips(clips: torch.Tensor, starts: list[int], frames: int) -> torch
     covered = torch.zeros(frames, dtype=torch.bool)
     for clip, start in zip(clips, starts, strict=True):
         if not 0 <= start < frames:
-            raise ValueError(f"media description: clip start {start} lies outside the {frames} frames")
+            raise ValueError(
+                f"media description: clip start {start} lies outside the {frames} frames"
+            )
         stop = min(start + clip.shape[1], frames)
         video[:, start:stop] = clip[:, : stop - start]
         covered[start:stop] = True
     if not bool(covered.all()):
         gap = int((~covered).nonzero()[0])
-        raise ValueError(f"media description: clip_starts {starts} leave frame {gap} of {frames} in no clip")
+        raise ValueError(
+            f"media description: clip_starts {starts} leave frame {gap} of {frames} in no clip"
+        )
     return video
 
 
-def encode_mp4(frames: np.ndarray, fps: float, *, codec: str = "libx264", crf: int = 18,
-               preset: str = "fast") -> bytes:
+def encode_mp4(
+    frames: np.ndarray, fps: float, *, codec: str = "libx264", crf: int = 18, preset: str = "fast"
+) -> bytes:
     """frames: (T, H, W, 3) uint8 -> MP4 bytes at constant rate factor ``crf``; 4:2:0 chroma
     needs even sizes, so odd ones keep 4:4:4."""
     buffer = io.BytesIO()

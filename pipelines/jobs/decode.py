@@ -60,9 +60,17 @@ class DecodeSummary:
         return asdict(self)
 
 
-def decode_shards(model: VQTokenizer | str | Path, code_shards: str | list[str], out_dir: str | Path,
-                  config: DecodeConfig | None = None, placement: Placement | None = None) -> DecodeSummary:
-    """Decode every sample of this rank's `code_shards` with `model` (VQTokenizer or checkpoint path)."""
+def decode_shards(
+    model: VQTokenizer | str | Path,
+    code_shards: str | list[str],
+    out_dir: str | Path,
+    config: DecodeConfig | None = None,
+    placement: Placement | None = None,
+) -> DecodeSummary:
+    """Decode every sample of this rank's `code_shards` with `model`.
+
+    `model` is a VQTokenizer or a checkpoint path.
+    """
     config = config or DecodeConfig()
     config.check()
     policy = ErrorPolicy(config.errors.on_error, config.errors.max_error_rate)
@@ -72,16 +80,25 @@ def decode_shards(model: VQTokenizer | str | Path, code_shards: str | list[str],
     outputs = ShardOutputs(Path(out_dir), with_tar=config.output_format == "shards")
     todo = outputs.prepare(urls, names, resume=config.resume)
     model = load_model(model, config.runtime.device)
-    outputs.save_config("decode_config.json", {**config.to_dict(), "model_id": model.model_id, "shards": urls})
-    summary = DecodeSummary(rank=placement.rank, shards_total=len(urls),
-                            shards_already_done=len(urls) - len(todo), out_dir=str(outputs.root))
+    outputs.save_config(
+        "decode_config.json", {**config.to_dict(), "model_id": model.model_id, "shards": urls}
+    )
+    summary = DecodeSummary(
+        rank=placement.rank,
+        shards_total=len(urls),
+        shards_already_done=len(urls) - len(todo),
+        out_dir=str(outputs.root),
+    )
     start = time.monotonic()
     decoder = _SampleDecoder(model, model_prior(model), config)
     with ShardProgress(len(todo), label="decode", enabled=config.progress) as progress:
         for url in todo:
             _decode_shard(decoder, url, names[url], outputs, policy, summary)
-            progress.advance(samples=summary.samples - progress.samples,
-                             errors=summary.skipped - progress.errors, shards=1)
+            progress.advance(
+                samples=summary.samples - progress.samples,
+                errors=summary.skipped - progress.errors,
+                shards=1,
+            )
     summary.seconds = round(time.monotonic() - start, 3)
     write_summary(outputs.root, "decode", summary.to_dict())
     policy.check_rate(summary.skipped, summary.samples + summary.skipped)
@@ -89,7 +106,10 @@ def decode_shards(model: VQTokenizer | str | Path, code_shards: str | list[str],
 
 
 class _FileSink:
-    """Writes decoded samples as `root/<key>.<ext>` (via a temporary name), refusing paths outside root."""
+    """Writes decoded samples as `root/<key>.<ext>` (via a temporary name).
+
+    Paths outside root are refused.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -117,8 +137,14 @@ class _FileSink:
         """Leave complete files; a resumed job rewrites this shard's files."""
 
 
-def _decode_shard(decoder: _SampleDecoder, url: str, name: str, outputs: ShardOutputs,
-                  policy: ErrorPolicy, summary: DecodeSummary) -> None:
+def _decode_shard(
+    decoder: _SampleDecoder,
+    url: str,
+    name: str,
+    outputs: ShardOutputs,
+    policy: ErrorPolicy,
+    summary: DecodeSummary,
+) -> None:
     started = time.monotonic()
     sink = ShardWriter(outputs.tar(name)) if outputs.with_tar else _FileSink(outputs.root)
     errors: list[SampleError] = []
@@ -135,8 +161,15 @@ def _decode_shard(decoder: _SampleDecoder, url: str, name: str, outputs: ShardOu
         sink.abort()
         raise
     write_error_log(outputs.errors(name), errors)
-    outputs.mark_done(name, {"shard": name, "count": sink.count, "skipped": len(errors),
-                             "seconds": round(time.monotonic() - started, 3)})
+    outputs.mark_done(
+        name,
+        {
+            "shard": name,
+            "count": sink.count,
+            "skipped": len(errors),
+            "seconds": round(time.monotonic() - started, 3),
+        },
+    )
     summary.shards_decoded += 1
     summary.samples += sink.count
     summary.skipped += len(errors)
@@ -172,14 +205,18 @@ class _SampleDecoder:
     def __call__(self, sample: Sample) -> dict[str, bytes]:
         meta = code_meta(sample.fields)
         if meta.get("model_id") != self.model.model_id:
-            raise UsageError(f"{sample.shard}: codes of {sample.key!r} come from model {meta.get('model_id')}, "
-                             f"not from this checkpoint ({self.model.model_id})")
+            raise UsageError(
+                f"{sample.shard}: codes of {sample.key!r} come from model {meta.get('model_id')}, "
+                f"not from this checkpoint ({self.model.model_id})"
+            )
         codes, _ = unpack_codes(sample.fields, self.prior)
         media = meta["media"]
         pieces = torch.from_numpy(codes.astype(np.int64))
         size = tuple(media["input_size"])
-        decoded = [self.model.decode(chunk.to(self.config.runtime.device), size=size).cpu()
-                   for chunk in pieces.split(self.config.runtime.batch_size)]
+        decoded = [
+            self.model.decode(chunk.to(self.config.runtime.device), size=size).cpu()
+            for chunk in pieces.split(self.config.runtime.batch_size)
+        ]
         ext, data = restore(torch.cat(decoded), media, meta["modality"], self.config.audio_format)
         fields = {ext: data}
         if "cls" in sample.fields:

@@ -1,4 +1,6 @@
-"""VQTokenizer.decode is batch-invariant: a sample decodes to the same bits whatever shares its batch.
+"""VQTokenizer.decode is batch-invariant.
+
+A sample decodes to the same bits whatever shares its batch.
 
 PyTorch picks a convolution algorithm by batch size (on the CPU oneDNN for a batch, im2col +
 GEMM for one small input), and the last-bit differences flip roundings to uint8, which H.264
@@ -22,9 +24,12 @@ def seeded_model(preset: str) -> vqtok.VQTokenizer:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         config = PRESETS[preset]
-        return vqtok.create_model(preset, widths=(8,) * len(config.widths), latent_dim=8,
-                                  quantizer_options={"codebook_size": 32}
-                                  if config.quantizer != "fsq" else {}).eval()
+        return vqtok.create_model(
+            preset,
+            widths=(8,) * len(config.widths),
+            latent_dim=8,
+            quantizer_options={"codebook_size": 32} if config.quantizer != "fsq" else {},
+        ).eval()
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -32,8 +37,9 @@ def test_decode_of_a_batch_equals_decode_of_each_sample_bit_for_bit(preset: str)
     model = seeded_model(preset)
     generator = torch.Generator().manual_seed(1)
     levels = (model.num_levels,) if model.num_levels > 1 else ()
-    codes = torch.randint(0, model.codebook_size, (5, *levels, *LATENT[model.config.modality]),
-                          generator=generator)
+    codes = torch.randint(
+        0, model.codebook_size, (5, *levels, *LATENT[model.config.modality]), generator=generator
+    )
     with torch.inference_mode():
         whole = model.decode(codes)
         for batch in (1, 2, 3):
