@@ -3,14 +3,50 @@
 `prepare` turns one sample's media bytes into `pieces: (N, C, *spatial) float in [-1, 1]`,
 the model inputs for that sample (N = 1 for an image, N windows for audio, N clips for
 video), plus `meta`, a JSON-able dict with what `restore` needs to give back the media at
-its original size and length. Images go through Pillow, audio through soundfile (mixed to
-mono, resampled with torchaudio, cut into fixed windows), video through PyAV (clips of T
-frames at a stride, optionally resized).
+its original size and length. Images go through Pillow, audio through soundfile (resampled
+with torchaudio, cut into fixed windows), video through PyAV (clips of T frames at a stride,
+optionally resized). docs/media.md says the same for users.
+
+Images. Every model input lies on the 256 levels of 8-bit data (x = v / 127.5 - 1,
+v in 0..255), whatever the file held, because the discretized likelihoods and bits per
+dimension assume that grid. EXIF orientation is applied first (`ImageOps.exif_transpose`),
+so a portrait photo stored sideways is tokenized upright and restored upright, with its
+upright width and height. Then, by Pillow mode:
+
+| mode | what vqtok does |
+|---|---|
+| 1 | bilevel: black 0, white 255 |
+| L | grey as is |
+| P | palette expanded to RGB (RGBA when the palette has transparency) |
+| PA, LA, La, RGBA, RGBa | alpha composited over white (`ALPHA_BACKGROUND`); alpha is not kept |
+| RGB, RGBX | as is (RGBX: the padding byte dropped) |
+| CMYK | Pillow's profile-free CMYK -> RGB (ICC print profiles are not applied) |
+| YCbCr | JPEG (JFIF) YCbCr -> RGB |
+| I;16, I;16B, I;16L, I;16N | 16-bit grey, scaled by its range: v = round(v16 * 255 / 65535) |
+| I | 32-bit integer grey, read as 16-bit (0..65535); values outside it are refused |
+| F | 32-bit float grey, read as 0..1; values outside [0, 1], NaN or Inf are refused |
+| other (HSV, LAB, I;16S, ...) | refused |
+
+Grey reaches a 3-channel model as three equal channels; colour reaches a 1-channel model
+as ITU-R 601-2 luma (L = 0.299 R + 0.587 G + 0.114 B, as Pillow's "L"). Models with
+another channel count take no images. 16-bit RGB PNGs are read by Pillow as 8-bit RGB.
+Restored images are 8-bit grey or RGB PNGs.
+
+Audio. A file's channels are kept when the model has as many; a mono file reaches a
+multichannel model as equal channels (and is restored mono). A multichannel file for a
+1-channel model is refused unless `MediaConfig.mono` (`--mono`) asks for the downmix, the
+mean of the channels: a downmix can cancel (opposite channels mix to silence), so it is
+never silent. Other mismatches are refused.
+
+Video. Frames of any pixel format are converted to 8-bit RGB by FFmpeg (10-bit video is
+scaled, not cut). A display rotation (the container's display matrix, e.g. a phone's
+portrait video) is applied, so frames are tokenized and restored upright; flips in the
+matrix are not applied, and rotations that are not a multiple of 90 degrees are refused.
 
 Inputs are untrusted: an image or video frame that declares more than `max_image_pixels`
 is refused before its pixels are decoded (a decompression bomb), and audio with NaN or Inf
-samples is refused rather than turned into meaningless codes; each raises ValueError, which
-the jobs count as a skipped sample.
+samples is refused rather than turned into meaningless codes. Every refusal raises
+ValueError, which the jobs count as a skipped sample (stage "decode") with its message.
 """
 
 from __future__ import annotations
@@ -27,14 +63,14 @@ import soundfile
 import torch
 import torch.nn.functional as F
 import torchaudio.functional
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vqtok.pipelines.config import MAX_IMAGE_PIXELS
 
 Modality = Literal["image", "audio", "video"]
 
 EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "image": ("jpg", "jpeg", "png", "webp"),
+    "image": ("jpg", "jpeg", "png", "webp", "tif", "tiff"),
     "audio": ("wav", "flac", "ogg", "mp3"),
     "video": ("mp4", "webm", "mkv"),
 }
@@ -45,6 +81,11 @@ MAX_DECODED_VALUES = 1 << 30
 # torchaudio's resampling kernel has (rate / gcd) x (other rate / gcd) taps: bound it, as
 # sample rates come from untrusted files and headers (16 kHz <-> 44.1 kHz needs 282 k taps).
 MAX_RESAMPLE_TAPS = 1 << 24
+# Transparent pixels are shown over this grey level (white), as a page or a viewer shows
+# them; their stored colour is often arbitrary (black, or leftovers of an editor).
+ALPHA_BACKGROUND = 255
+# Pillow modes of 16-bit unsigned grey (native, little- and big-endian).
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 @dataclass(frozen=True)
@@ -57,6 +98,8 @@ class MediaConfig:
     Images and frames larger than `max_image_pixels` (H * W) are refused before decoding;
     None leaves only Pillow's own decompression-bomb check. Audio and video that decode to
     more than `max_decoded_values` values are refused while decoding, before they fill memory.
+    `mono` allows mixing multichannel audio down to one channel for a 1-channel model (the
+    mean of the channels); without it such audio is refused, since a downmix can cancel.
     """
 
     modality: Modality
@@ -68,6 +111,7 @@ class MediaConfig:
     frame_size: tuple[int, int] | None = None
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
     max_decoded_values: int = MAX_DECODED_VALUES
+    mono: bool = False
 
     @property
     def window(self) -> int:
@@ -104,12 +148,88 @@ def restore(
 
 
 def _prepare_image(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
+    if config.channels not in (1, 3):
+        raise ValueError(f"images need a model of 1 or 3 channels, not {config.channels}")
     with Image.open(io.BytesIO(data)) as image:  # reads the header only
         _check_pixels(image.width, image.height, config, "image")
-        mode = "RGB" if config.channels == 3 else "L"
-        pixels = np.asarray(image.convert(mode))
-    x = _to_unit_range(pixels.reshape(pixels.shape[0], pixels.shape[1], -1).transpose(2, 0, 1))
+        upright = ImageOps.exif_transpose(image)  # decodes; a copy turned as EXIF says
+        pixels = image_levels(upright, config.channels)
+    x = _to_unit_range(pixels.transpose(2, 0, 1))
     return x.unsqueeze(0), {"height": x.shape[1], "width": x.shape[2]}
+
+
+def image_levels(image: Image.Image, channels: int) -> np.ndarray:
+    """The image as 8-bit levels for a model of ``channels`` (1 or 3), by the table of the
+    module docstring.
+
+    Args:
+        image: A Pillow image of any mode (already upright).
+        channels: 1 (grey) or 3 (RGB).
+
+    Returns:
+        (H, W, channels) uint8.
+
+    Raises:
+        ValueError: For a mode vqtok does not read, or values outside the mode's range.
+    """
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        grey = _wide_grey_levels(np.asarray(image), mode)
+        return np.repeat(grey[..., None], channels, axis=2)
+    if mode == "P":
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    elif mode in ("PA", "RGBa"):
+        image = image.convert("RGBA")  # RGBa: premultiplied alpha, undone by Pillow
+    elif mode == "La":
+        image = image.convert("LA")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode in ("CMYK", "YCbCr", "RGBX"):
+        image = image.convert("RGB")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ValueError(
+            f"image mode {mode} is not read by vqtok (see docs/media.md); convert the file to "
+            "RGB, grey or 16-bit grey first"
+        )
+    if image.mode in ("LA", "RGBA"):
+        image = Image.fromarray(_over_background(np.asarray(image)))
+    if channels == 1 and image.mode == "RGB":
+        image = image.convert("L")  # ITU-R 601-2 luma, rounded to 8 bits
+    levels = np.asarray(image)
+    if levels.ndim == 2:
+        levels = np.repeat(levels[..., None], channels, axis=2)
+    return levels
+
+
+def _wide_grey_levels(values: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit, 32-bit integer or float grey (H, W) -> (H, W) uint8 scaled by the range of
+    the mode (not clipped at 255 as Pillow's conversion to "L" or "RGB" does)."""
+    if mode == "F":
+        if not np.isfinite(values).all():
+            raise ValueError("float image has NaN or Inf pixels")
+        low, high = float(values.min()), float(values.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(
+                f"float image has values in [{low:g}, {high:g}]; vqtok reads float images as "
+                "0..1 (scale it, or save it as 8- or 16-bit)"
+            )
+        return np.rint(values.astype(np.float64) * 255.0).astype(np.uint8)
+    wide = values.astype(np.int64)
+    if mode == "I" and (int(wide.min()) < 0 or int(wide.max()) > 65535):
+        raise ValueError(
+            f"32-bit integer image has values in [{int(wide.min())}, {int(wide.max())}]; vqtok "
+            "reads mode I as 16-bit (0..65535): save it as 8- or 16-bit"
+        )
+    # round(v * 255 / 65535) = round(v / 257), exact in integers: (2v + 257) // 514.
+    return ((2 * wide + 257) // 514).astype(np.uint8)
+
+
+def _over_background(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, C + 1) uint8 colour and alpha -> (H, W, C) uint8 composited over
+    ALPHA_BACKGROUND: a * colour + (1 - a) * background, rounded."""
+    colour, alpha = pixels[..., :-1].astype(np.float32), pixels[..., -1:].astype(np.float32)
+    mixed = np.rint((colour * alpha + ALPHA_BACKGROUND * (255.0 - alpha)) / 255.0)
+    return mixed.astype(np.uint8).squeeze(2) if mixed.shape[2] == 1 else mixed.astype(np.uint8)
 
 
 def _check_pixels(width: int, height: int, config: MediaConfig, what: str) -> None:
@@ -139,23 +259,44 @@ def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     bad = samples.size - int(np.isfinite(samples).sum())
     if bad:
         raise ValueError(f"audio has {bad} NaN or Inf samples")
-    mono = torch.from_numpy(samples).mean(dim=1)
+    waves = _fit_channels(torch.from_numpy(samples).T, config)  # (C, T)
     target = config.sample_rate or rate
     if rate != target:
-        mono = _resample(mono, rate, target)
-    mono = mono.clamp(-1.0, 1.0)  # float files and resampling ringing can leave the model's range
-    window = config.window
-    num_windows = max(1, math.ceil(mono.numel() / window))
-    padded = F.pad(mono, (0, num_windows * window - mono.numel()))
+        waves = _resample(waves, rate, target)
+    waves = waves.clamp(-1.0, 1.0)  # float files and resampling ringing can leave the range
+    window, length = config.window, waves.shape[1]
+    num_windows = max(1, math.ceil(length / window))
+    padded = F.pad(waves, (0, num_windows * window - length))
     meta = {
         "sample_rate": rate,
         "length": samples.shape[0],
+        "channels": samples.shape[1],
         "model_sample_rate": target,
-        "model_length": mono.numel(),
+        "model_length": length,
         "window": window,
         "num_windows": num_windows,
     }
-    return padded.reshape(num_windows, 1, window), meta
+    pieces = padded.reshape(waves.shape[0], num_windows, window).transpose(0, 1).contiguous()
+    return pieces, meta
+
+
+def _fit_channels(waves: torch.Tensor, config: MediaConfig) -> torch.Tensor:
+    """waves: (channels of the file, T) -> (config.channels, T): kept when they match, a mono
+    file repeated, a downmix (mean) only when `config.mono` asks for it; else ValueError."""
+    have, want = waves.shape[0], config.channels
+    if have == want:
+        return waves
+    if have == 1:
+        return waves.expand(want, -1)  # equal channels: nothing is invented or lost
+    if want == 1 and config.mono:
+        return waves.mean(dim=0, keepdim=True)
+    hint = (
+        "pass --mono (MediaConfig.mono) to mix them down to one (their mean), "
+        f"or use a model with {have} channels"
+        if want == 1
+        else f"use a model with {have} channels"
+    )
+    raise ValueError(f"audio has {have} channels and the model takes {want}: {hint}")
 
 
 def _read_audio_bounded(
@@ -177,29 +318,34 @@ def _read_audio_bounded(
 
 
 def _audio_bytes(x: torch.Tensor, meta: dict, audio_format: str) -> bytes:
-    """x: (N, 1, window) float -> mono audio at the original rate and length."""
-    _check_int(meta, "model_length", 1, x.numel())
+    """x: (N, C, window) float -> audio of C channels (one when the file was mono) at the
+    original rate and length."""
+    per_channel = x.shape[0] * x.shape[2]
+    _check_int(meta, "model_length", 1, per_channel)
     rate, model_rate = _check_int(meta, "sample_rate", 1), _check_int(meta, "model_sample_rate", 1)
     _check_int(meta, "length", 1, math.ceil(meta["model_length"] * rate / model_rate) + 1)
-    mono = x.reshape(-1)[: meta["model_length"]].float()
+    waves = x.float().transpose(0, 1).reshape(x.shape[1], per_channel)[:, : meta["model_length"]]
+    if meta.get("channels") == 1 and waves.shape[0] > 1:
+        waves = waves.mean(dim=0, keepdim=True)  # a mono file given to a multichannel model
     if model_rate != rate:
-        mono = _resample(mono, model_rate, rate)
-    mono = F.pad(mono, (0, max(0, meta["length"] - mono.numel())))[: meta["length"]]
+        waves = _resample(waves, model_rate, rate)
+    waves = F.pad(waves, (0, max(0, meta["length"] - waves.shape[1])))[:, : meta["length"]]
     buffer = io.BytesIO()
     soundfile.write(
-        buffer, mono.clamp(-1, 1).numpy(), meta["sample_rate"], format=audio_format.upper()
+        buffer, waves.clamp(-1, 1).T.numpy(), meta["sample_rate"], format=audio_format.upper()
     )
     return buffer.getvalue()
 
 
-def _resample(mono: torch.Tensor, rate: int, target: int) -> torch.Tensor:
+def _resample(waves: torch.Tensor, rate: int, target: int) -> torch.Tensor:
+    """waves: (..., T) -> (..., T * target / rate), resampled along the last axis."""
     divisor = math.gcd(rate, target)
     if (rate // divisor) * (target // divisor) > MAX_RESAMPLE_TAPS:
         raise ValueError(
             f"resampling {rate} Hz to {target} Hz is not supported "
             "(rates too far from a common base)"
         )
-    return torchaudio.functional.resample(mono, rate, target)
+    return torchaudio.functional.resample(waves, rate, target)
 
 
 def _check_int(meta: dict, name: str, low: int, high: int | None = None) -> int:
@@ -266,13 +412,23 @@ def _decode_frames_bounded(
 ) -> list[np.ndarray]:
     frames, values = [], 0
     for frame in container.decode(stream):
-        frames.append(frame.to_ndarray(format="rgb24"))
+        frames.append(_upright(frame.to_ndarray(format="rgb24"), frame.rotation))
         values += frames[-1].size
         if values > max_values:
             raise ValueError(
                 f"video decodes to more than {max_values} values (stopped at frame {len(frames)})"
             )
     return frames
+
+
+def _upright(pixels: np.ndarray, rotation: int) -> np.ndarray:
+    """pixels: (H, W, 3) as stored -> as displayed, turned ``rotation`` degrees
+    counter-clockwise (PyAV's reading of the display matrix; a portrait phone video is
+    stored landscape with -90)."""
+    if rotation % 90:
+        raise ValueError(f"video display rotation of {rotation} degrees is not supported")
+    turns = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(pixels, k=turns)) if turns else pixels
 
 
 def _clip(video: torch.Tensor, start: int, length: int) -> torch.Tensor:
