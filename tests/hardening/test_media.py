@@ -19,7 +19,7 @@ from PIL import Image
 
 from vqtok.pipelines import DecodeConfig, EncodeConfig, decode_shards, encode_shards
 from vqtok.pipelines.config import ErrorOptions
-from vqtok.pipelines.data.media import EXTENSIONS, MediaConfig, prepare
+from vqtok.pipelines.data.media import EXTENSIONS, MediaConfig, prepare, restore
 
 CONFIGS = {
     "image": MediaConfig("image"),
@@ -222,3 +222,83 @@ def test_fuzzed_media_decode_or_fail_cleanly(modality):
 
     decode_or_fail()
 
+
+
+def _sixteen_bit_grey_png(level: int, width: int = 16, height: int = 12) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width), level, np.uint16)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.reliability(
+    input="grey 16-bit PNG (every pixel 0x8080, mid grey)",
+    fault="Pillow's I;16 -> RGB conversion saturates at 255 (user report: 92% white)",
+    expected="mid grey in the model input and in the restored PNG, within 1/255; no white",
+)
+def test_sixteen_bit_png_keeps_its_grey_level(models, tmp_path, observed):
+    level = 0x8080
+    want = level * 255 / 65535  # the 16-bit range mapped onto 8 bits
+    pieces, meta = prepare(_sixteen_bit_grey_png(level), CONFIGS["image"])
+    model_levels = (pieces + 1) * 127.5
+    assert float((model_levels - want).abs().max()) <= 1.0
+    _, png = restore(pieces, meta, "image")
+    restored = np.asarray(Image.open(io.BytesIO(png))).astype(np.float64)
+    assert np.abs(restored - want).max() <= 1.0
+    # Through the jobs, too: encoded, not skipped, and decoded to an image of the same size.
+    summary, logged, codes = _encode(
+        models["image"], [("grey16.png", _sixteen_bit_grey_png(level, 32, 24))], tmp_path, "image"
+    )
+    assert (summary.samples, summary.skipped, logged) == (1, 0, {})
+    white = float((restored == 255).mean())
+    observed(f"model input and restored PNG at level {restored.mean():.1f} "
+             f"(expected {want:.1f}); {white:.0%} white")
+
+
+@pytest.mark.reliability(
+    input="portrait phone photo: a 48x32 JPEG stored landscape with EXIF orientation 6",
+    fault="EXIF orientation ignored: tokenized and decoded sideways",
+    expected="model input and decoded PNG are upright (32 wide, 48 high), top band on top",
+)
+def test_exif_orientation_is_applied_through_encode_and_decode(models, tmp_path, observed):
+    stored = np.zeros((32, 48, 3), np.uint8)
+    stored[:, :16] = 255  # stored left = the top of the picture once turned clockwise
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif, quality=95)
+    pieces, meta = prepare(buffer.getvalue(), CONFIGS["image"])
+    assert (meta["height"], meta["width"]) == (48, 32)
+    top, bottom = float(pieces[0, :, :12].mean()), float(pieces[0, :, 20:].mean())
+    assert top > 0.9 and bottom < -0.9
+    summary, _, codes = _encode(
+        models["image"], [("portrait.jpg", buffer.getvalue())], tmp_path, "image"
+    )
+    assert summary.samples == 1
+    decode_shards(models["image"], str(codes), tmp_path / "media",
+                  DecodeConfig(output_format="files", progress=False))
+    with Image.open(tmp_path / "media" / "portrait.png") as decoded:
+        assert decoded.size == (32, 48)  # (width, height): upright
+    observed(f"model input {meta['width']}x{meta['height']} (W x H), top band mean "
+             f"{top:+.2f}, bottom {bottom:+.2f}; decoded PNG 32x48")
+
+
+@pytest.mark.reliability(
+    input="stereo WAV whose right channel is the left one negated",
+    fault="multichannel audio averaged to mono without a word: encodes to silence",
+    expected="a counted 'decode' skip naming --mono; with MediaConfig.mono the mean "
+    "(silence) as asked",
+)
+def test_cancelling_channels_are_refused_unless_mono_is_asked(models, tmp_path, observed):
+    wave = np.sin(np.arange(1600) / 7.0) * 0.5
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.stack([wave, -wave], axis=1), 16000, format="WAV")
+    summary, logged, _ = _encode(models["audio"], [("cancel.wav", buffer.getvalue())], tmp_path,
+                                 "audio")
+    assert (summary.samples, summary.skipped) == (0, 1)
+    assert logged["cancel"]["stage"] == "decode" and "--mono" in logged["cancel"]["message"]
+    mono = MediaConfig("audio", channels=1, sample_rate=16000, mono=True)
+    pieces, meta = prepare(buffer.getvalue(), mono)
+    assert meta["channels"] == 2 and float(pieces.abs().max()) <= 1 / 32768
+    observed(f"skipped: {logged['cancel']['message'].split(': ', 1)[1]}; with mono: "
+             f"max |x| = {float(pieces.abs().max()):.1g}")
