@@ -90,5 +90,7 @@ class Registry:
 
 MODELS = Registry("model")
 QUANTIZERS = Registry("quantizer")
+LMS = Registry("LM")
 register_model = MODELS.register
 register_quantizer = QUANTIZERS.register
+register_lm = LMS.register
