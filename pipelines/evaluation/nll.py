@@ -9,11 +9,19 @@ terms (reconstruction E_q log p(x|z) and KL, one sample), active units
 likelihood (the usual stochastically binarized test set); a conditional VAE is evaluated
 given each sample's ``.cls`` class or ``.json`` attributes. Everything is in nats per
 input unless named bits.
+
+Bits per dimension are comparable across likelihoods. A discrete likelihood (Bernoulli,
+discretized logistic) gives -log2 P(x) per value. A Gaussian gives a density on [-1, 1],
+whose NLL / (D ln 2) could be negative and means nothing next to 8-bit figures: for it the
+inputs are dequantized (x + u, u uniform over the bin of one 8-bit level, or one 16-bit
+step for audio), every bound is of the dequantized inputs, and bits per dimension are
+(NLL + D ln(1/w)) / (D ln 2), an upper bound on the bits per 8-bit (16-bit) value that is
+not negative in expectation (`vqtok.models.likelihoods`). ``bits_per_dim_basis`` says
+which a report holds.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +30,7 @@ from typing import Any
 import torch
 
 from vqtok.models.bounds import iwae_bound, naive_bound
+from vqtok.models.likelihoods import DATA_BIN_WIDTH, bits_per_dim, dequantize
 from vqtok.models.vae import LatentModel, active_units
 from vqtok.pipelines.config import JobConfig, RuntimeOptions
 from vqtok.pipelines.data.sources import expand_shards
@@ -30,10 +39,35 @@ from vqtok.pipelines.evaluation.vae_pictures import save_vae_pictures
 from vqtok.pipelines.jobs.common import load_model
 from vqtok.pipelines.training.data import CropBatches, epoch_loader, input_options, media_for
 
+DISCRETE_BASIS = "-log2 P(x) per value (discrete likelihood)"
+
+
+DATA_BITS = {"image": 8, "video": 8, "audio": 16}  # the quantization DATA_BIN_WIDTH is of
+
+
+def density_basis(modality: str) -> str:
+    """The report's words for the bits of a density on dequantized inputs of ``modality``.
+
+    Args:
+        modality: "image", "audio" or "video".
+
+    Returns:
+        One line for ``NLLReport.bits_per_dim_basis``.
+    """
+    return (
+        f"bits per {DATA_BITS[modality]}-bit value: a Gaussian density of inputs dequantized "
+        f"over bins of {DATA_BIN_WIDTH[modality]:.3g} on [-1, 1] (an upper bound on -log2 P "
+        "of the quantized data)"
+    )
+
 
 @dataclass
 class NLLReport:
-    """Dataset means in nats per input (``nll`` = -IWAE_K, the tightest estimate)."""
+    """Dataset means in nats per input (``nll`` = -IWAE_K, the tightest estimate).
+
+    For a Gaussian likelihood every bound is of the dequantized inputs (``dequantized``);
+    ``bits_per_dim_basis`` says what ``bits_per_dim`` counts (module docstring).
+    """
 
     model: str
     model_id: str
@@ -49,6 +83,8 @@ class NLLReport:
     active_units: dict[str, int]
     kl_per_layer: dict[str, float] = field(default_factory=dict)
     skipped: int = 0
+    dequantized: bool = False
+    bits_per_dim_basis: str = DISCRETE_BASIS
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready data.
@@ -129,6 +165,11 @@ def evaluate_nll(
         seed=seed,
         **inputs,
     )
+    # A density is evaluated on dequantized inputs (module docstring), with its own seeded
+    # noise so that the report is reproducible.
+    dequantized = not model.likelihood.discrete
+    bin_width = DATA_BIN_WIDTH[model.config.modality]
+    noise = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = defaultdict(float)
     means: dict[str, list[torch.Tensor]] = defaultdict(list)
     count, skipped, dims = 0, 0, 0
@@ -141,6 +182,8 @@ def evaluate_nll(
         x, c = x[keep].to(device), None if c is None else c[keep].to(device)
         if pictures is not None and count == 0:
             save_vae_pictures(model, x, pictures)
+        if dequantized:
+            x = dequantize(x, bin_width, noise)
         _accumulate(model, x, c, samples, sums, means)
         count, dims = count + x.shape[0], x[0].numel()
         if max_inputs is not None and count >= max_inputs:
@@ -168,6 +211,7 @@ def _accumulate(model: LatentModel, x: torch.Tensor, c: torch.Tensor | None, sam
 def _report(model: LatentModel, sums: dict[str, float], means: dict[str, list[torch.Tensor]],
             count: int, samples: int, dims: int, skipped: int) -> NLLReport:
     mean = {name: value / count for name, value in sums.items()}
+    discrete, modality = model.likelihood.discrete, model.config.modality
     units = {
         name: active_units(torch.cat(rows)) if count > 1 else 0 for name, rows in means.items()
     }
@@ -182,8 +226,10 @@ def _report(model: LatentModel, sums: dict[str, float], means: dict[str, list[to
         naive=mean["naive"],
         reconstruction=-mean["nll"],
         kl=mean["kl"],
-        bits_per_dim=-mean["iwae"] / (dims * math.log(2.0)),
+        bits_per_dim=bits_per_dim(-mean["iwae"], dims, discrete, DATA_BIN_WIDTH[modality]),
         active_units=units,
         kl_per_layer={k: v for k, v in mean.items() if k.startswith("kl_layer")},
         skipped=skipped,
+        dequantized=not discrete,
+        bits_per_dim_basis=DISCRETE_BASIS if discrete else density_basis(modality),
     )

@@ -12,6 +12,7 @@ import torch
 import vqtok
 from vqtok.models.bounds import iwae_bound
 from vqtok.models.gaussian import kl_normal
+from vqtok.models.likelihoods import DATA_BIN_WIDTH
 from vqtok.models.vae_presets import VAE_PRESETS
 
 # Small networks so that every preset builds and runs in milliseconds.
@@ -71,8 +72,13 @@ def test_every_preset_gives_shapes_losses_samples_and_bounds(preset: str) -> Non
     # The loss is the (beta-weighted) negative ELBO in nats per sample: no rescaling.
     assert float(losses["kl"].detach()) == pytest.approx(stats["kl_weight"] * stats["kl"], rel=1e-5)
     assert stats["elbo"] == pytest.approx(-(float(losses["nll"].detach()) + stats["kl"]), rel=1e-5)
+    # Bits per value of the data: a density's NLL moves to the scale of its quantized bins.
+    dims = x[0].numel()
+    per_bin = 0.0 if model.likelihood.discrete else -dims * math.log(
+        DATA_BIN_WIDTH[model.config.modality]
+    )
     assert stats["bits_per_dim"] == pytest.approx(
-        -stats["elbo"] / (x[0].numel() * math.log(2)), rel=1e-5
+        (-stats["elbo"] + per_bin) / (dims * math.log(2)), rel=1e-5
     )
     samples = model.sample(3) if c is None else model.sample(3, c)
     assert samples.shape == (3, model.config.channels, *model.config.input_size)
@@ -116,11 +122,11 @@ def test_kl_weight_follows_beta_normalization_warmup_and_free_bits() -> None:
     model = tiny("image-vae-mlp", beta=0.5, beta_normalized=True, kl_warmup_steps=100)
     n, k = 64, 4
     model.set_step(25)
-    assert model.kl_weight(k) == pytest.approx(
+    assert model.kl_weight(k, n) == pytest.approx(
         0.5 * n / k * 0.25
     )  # beta = beta_norm * n / K, ramped
     model.eval()
-    assert model.kl_weight(k) == pytest.approx(0.5 * n / k)  # evaluation reports the full weight
+    assert model.kl_weight(k, n) == pytest.approx(0.5 * n / k)  # evaluation: the full weight
     free = tiny("image-vae-mlp", free_bits=0.5)
     kl = torch.tensor([[0.1, 2.0], [0.3, 1.0]])
     assert float(free.penalized_kl(kl)) == pytest.approx(0.5 + 1.5)

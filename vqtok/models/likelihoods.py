@@ -12,6 +12,21 @@ elementwise, so that the VAE's loss is a true negative ELBO:
 - "logistic": the discretized logistic of PixelCNN++ (Salimans et al. 2017) for 8-bit data:
   the probability mass of the bin of width 2/255 around x, edge bins open to +-infinity;
   its negative log-likelihood divided by (D ln 2) is bits per dimension.
+
+Bits per dimension. For the discrete likelihoods (Bernoulli, discretized logistic) the NLL
+is -log P(x), and bits per dimension are NLL / (D ln 2), in [0, 8] for 8-bit data. A
+Gaussian is a density on the [-1, 1] scale: its NLL can be negative, and NLL / (D ln 2) is
+not comparable with those figures. `bits_per_dim` puts it on the data's own scale instead:
+8-bit data lies on bins of width w = 2/255 of [-1, 1] (one level of 0..255), and
+
+    -log2 P(bin) ~= -log2 (p(x) w^D) = (NLL + D ln(1/w)) / (D ln 2),
+
+i.e. (NLL + D ln 127.5) / (D ln 2) for images, bits per 8-bit value (Theis et al. 2016).
+Evaluated on uniformly dequantized data x + u, u ~ U(-w/2, w/2) (`dequantize`), its
+expectation is an upper bound on the discrete -log2 P(bin) >= 0 (Jensen: E_u[-log p(x+u)]
+>= -log of the bin's mass), so it is comparable with 8-bit figures and not negative; on
+bin centres alone, as in a training batch, it is only the density-times-width
+approximation. Audio uses the bins of 16-bit PCM (w = 1/32768).
 """
 
 from __future__ import annotations
@@ -28,13 +43,20 @@ BIN_HALF_WIDTH = 1.0 / 255.0  # 256 levels spread over [-1, 1]
 MIN_LOG_SCALE = -7.0
 
 
+# The width, on the [-1, 1] scale, of one quantization step of the data a modality's files
+# hold: 8-bit pixels (v / 127.5 - 1) and 16-bit PCM samples (soundfile reads k / 32768).
+DATA_BIN_WIDTH = {"image": 2.0 / 255.0, "video": 2.0 / 255.0, "audio": 1.0 / 32768.0}
+
+
 class Likelihood(nn.Module):
     """Base: ``log_prob(params, x)`` elementwise log p(x|z); ``mean`` and ``sample`` in data space.
 
     params: (B, params_per_channel * C, *spatial) float; x: (B, C, *spatial) float in [-1, 1].
+    ``discrete``: log_prob is a log-probability (True) or a log-density (False).
     """
 
     params_per_channel = 1
+    discrete = True
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -63,6 +85,8 @@ class Bernoulli(Likelihood):
 
 class Gaussian(Likelihood):
     """p(x|z) = N(x; mu(z), sigma^2), sigma fixed (``learned=False``) or one learned scalar."""
+
+    discrete = False
 
     def __init__(self, sigma: float, learned: bool = False) -> None:
         super().__init__()
@@ -126,6 +150,41 @@ class DiscretizedLogistic(Likelihood):
 def quantize_8bit(x: Tensor) -> Tensor:
     """Round values to the nearest of the 256 levels of [-1, 1] (clamped into range)."""
     return torch.round((x.clamp(-1.0, 1.0) + 1.0) * 127.5) / 127.5 - 1.0
+
+
+def bits_per_dim(nll: float, dims: int, discrete: bool, bin_width: float) -> float:
+    """Bits per dimension of an NLL, comparable across likelihoods (see the module docstring).
+
+    Args:
+        nll: -log p(x) in nats for one input of ``dims`` values (a mean over inputs is fine).
+        dims: D, the values per input.
+        discrete: Whether ``nll`` is of a probability (else of a density on [-1, 1]).
+        bin_width: w, the data's quantization step on [-1, 1] (``DATA_BIN_WIDTH``); unused
+            for discrete likelihoods.
+
+    Returns:
+        NLL / (D ln 2) for a discrete likelihood; (NLL - D ln w) / (D ln 2), bits per
+        quantized value, for a density.
+    """
+    if discrete:
+        return nll / (dims * math.log(2.0))
+    return (nll - dims * math.log(bin_width)) / (dims * math.log(2.0))
+
+
+def dequantize(x: Tensor, bin_width: float, generator: torch.Generator | None = None) -> Tensor:
+    """x + u with u ~ U(-w/2, w/2) elementwise: quantized data spread over its bins, so that
+    a density's NLL of it bounds the bits of the quantized data (module docstring).
+
+    Args:
+        x: (B, ...) float, data on bin centres.
+        bin_width: w.
+        generator: Optional source of the noise (CPU), for reproducible evaluations.
+
+    Returns:
+        x's shape and dtype.
+    """
+    u = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)
+    return x + (u - 0.5) * bin_width
 
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "logistic")

@@ -18,7 +18,6 @@ unweighted ELBO, KL and bits per dimension are reported in the stats.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -33,7 +32,7 @@ from vqtok.models.gaussian import (
     reparameterize,
 )
 from vqtok.models.identity import content_hash
-from vqtok.models.likelihoods import make_likelihood
+from vqtok.models.likelihoods import DATA_BIN_WIDTH, bits_per_dim, make_likelihood
 from vqtok.models.vae_config import VAEConfig
 from vqtok.models.vae_nets import build_decoder, build_encoder, latent_shape
 
@@ -83,18 +82,19 @@ class LatentModel(nn.Module):
         """
         self.step = step
 
-    def kl_weight(self, latent_units: int) -> float:
+    def kl_weight(self, latent_units: int, input_values: int) -> float:
         """beta_t: the configured beta (or beta_norm * n / K) times the warm-up ramp.
 
         Args:
             latent_units: K, the number of latent units of one sample.
+            input_values: n, the number of values of the same sample (C * prod(spatial)).
 
         Returns:
             The KL weight for this step (no ramp in eval mode).
         """
         warmup = self.config.kl_warmup_steps
         ramp = min(1.0, self.step / warmup) if warmup and self.training else 1.0
-        return self.config.kl_weight(latent_units) * ramp
+        return self.config.kl_weight(latent_units, input_values) * ramp
 
     def penalized_kl(self, kl: Tensor) -> Tensor:
         """Batch-mean KL in nats with free bits: sum_u max(free_bits, mean_x KL_u).
@@ -138,7 +138,7 @@ class LatentModel(nn.Module):
             Losses {"nll", "kl"} (KL weighted, with free bits) and stats (elbo, kl, nll,
             bits_per_dim, kl_weight).
         """
-        weight = self.kl_weight(units)
+        weight = self.kl_weight(units, x[0].numel())  # n and K of this very input
         nll, kl_nats = -log_px.mean(), flat_sum(kl.detach().float()).mean()
         elbo = -float(nll.detach() + kl_nats)
         losses = {"nll": nll, "kl": weight * self.penalized_kl(kl)}
@@ -147,7 +147,11 @@ class LatentModel(nn.Module):
             "nll": float(nll.detach()),
             "kl": float(kl_nats),
             "kl_weight": weight,
-            "bits_per_dim": -elbo / (x[0].numel() * math.log(2.0)),
+            # Per quantized value of the data for a density too: comparable, see likelihoods.
+            "bits_per_dim": bits_per_dim(
+                -elbo, x[0].numel(), self.likelihood.discrete,
+                DATA_BIN_WIDTH[self.config.modality],
+            ),
         }
         return losses, stats
 

@@ -32,7 +32,9 @@ class VAEConfig(ConvGeometry):
     stage_strides, widths, blocks_per_stage, causal_time: the conv stacks (see TokenizerConfig).
     likelihood, sigma: p(x|z) (see ``vqtok.models.likelihoods``); sigma for the Gaussians.
     beta: weight of the KL term; with ``beta_normalized`` it is Higgins et al. (2017)'s
-        beta_norm = beta K / n, and the KL weight applied is beta_norm * n / K.
+        beta_norm = beta K / n, and the KL weight applied is beta_norm * n / K, with n (input
+        values) and K (latent units) counted on the same, actual input: a conv model fed
+        crops of another size than ``input_size`` keeps its weight per unit of KL.
     kl_warmup_steps: the KL weight ramps linearly from 0 over these training steps.
     free_bits: nats per latent unit below which the KL is not penalized (Kingma et al. 2016);
         with a mixture prior, whose KL does not split by unit, the floor is K * free_bits for
@@ -141,9 +143,21 @@ class VAEConfig(ConvGeometry):
         """n, the number of values in one input of size ``input_size``."""
         return self.channels * math.prod(self.input_size)
 
-    def kl_weight(self, latent_units: int) -> float:
-        """beta, or beta_norm * n / K when ``beta_normalized`` (K = ``latent_units``)."""
-        return self.beta * self.input_dim / latent_units if self.beta_normalized else self.beta
+    def kl_weight(self, latent_units: int, input_values: int) -> float:
+        """The KL weight: beta, or beta_norm * n / K when ``beta_normalized``.
+
+        Args:
+            latent_units: K, the latent units of one input.
+            input_values: n, the values of that same input (C * prod(spatial)). Both come
+                from the input at hand, not from ``input_size``: conv models take any size,
+                and n from the config with K from a larger crop shrank the weight.
+
+        Returns:
+            The weight of the KL term in the loss.
+        """
+        if not self.beta_normalized:
+            return self.beta
+        return self.beta * input_values / latent_units
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists); ``"family"`` marks it as a VAE config."""
