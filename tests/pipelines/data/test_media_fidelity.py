@@ -346,3 +346,25 @@ def test_video_display_rotation_is_applied(rotation):
     with av.open(io.BytesIO(restore(pieces, meta, "video")[1])) as container:
         frame = next(container.decode(video=0))
         assert (frame.height, frame.width, frame.rotation) == (*shown.shape[:2], 0)
+
+
+@pytest.mark.parametrize(
+    "pix_fmt", ["yuv420p", "yuv420p10le", "yuv422p", "yuv444p16le", "gray", "gray16le"]
+)
+def test_video_pixel_formats_are_scaled_to_8_bits(pix_fmt):
+    """8-, 10- and 16-bit, subsampled or grey: FFmpeg's conversion to rgb24 scales them, so a
+    grey ramp comes back as the same ramp (FFV1 keeps each format's values losslessly)."""
+    ramp = np.linspace(0, 255, 32).round().astype(np.uint8)
+    stored = np.broadcast_to(ramp[None, None, :, None], (2, 16, 32, 3)).copy()
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="matroska") as container:
+        stream = container.add_stream("ffv1", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 32, 16, pix_fmt
+        for pixels in stored:
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format=pix_fmt)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    pieces, _ = prepare(buffer.getvalue(), MediaConfig("video", clip_frames=2))
+    got = (pieces[0].permute(1, 2, 3, 0).numpy() + 1) * 127.5
+    # YUV's limited range (16..235) rounds twice, to and from RGB: a level or two, no clipping.
+    assert np.abs(got - stored).max() <= 2
