@@ -365,6 +365,6 @@ def test_video_pixel_formats_are_scaled_to_8_bits(pix_fmt):
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     pieces, _ = prepare(buffer.getvalue(), MediaConfig("video", clip_frames=2))
-    got = (pieces[0].permute(1, 2, 3, 0).numpy() + 1) * 127.5
+    got = np.rint((pieces[0].permute(1, 2, 3, 0).numpy() + 1) * 127.5)
     # YUV's limited range (16..235) rounds twice, to and from RGB: a level or two, no clipping.
     assert np.abs(got - stored).max() <= 2
