@@ -29,7 +29,8 @@ upright width and height. Then, by Pillow mode:
 
 Grey reaches a 3-channel model as three equal channels; colour reaches a 1-channel model
 as ITU-R 601-2 luma (L = 0.299 R + 0.587 G + 0.114 B, as Pillow's "L"). Models with
-another channel count take no images. 16-bit RGB PNGs are read by Pillow as 8-bit RGB.
+another channel count take no images. Pillow reads 16-bit colour PNGs as 8-bit RGB or RGBA
+(their high bytes; grey with alpha as RGBA), and they go on as those modes.
 Restored images are 8-bit grey or RGB PNGs.
 
 Audio. A file's channels are kept when the model has as many; a mono file reaches a

@@ -11,6 +11,8 @@ not by the Pillow conversions the module uses.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from collections.abc import Callable
 
 import av
@@ -142,7 +144,33 @@ def _mode_f() -> tuple[bytes, np.ndarray]:
     return _save(Image.fromarray(grey, mode="F"), "TIFF"), grey.astype(np.float64) * 255.0
 
 
+def _png16(values: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG written by hand (Pillow writes none with colour): (H, W, C) uint16."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    height, width = values.shape[:2]
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def _png16_case(colour_type: int, channels: int) -> Callable[[], tuple[bytes, np.ndarray]]:
+    """16-bit RGB (2), grey + alpha (4) and RGBA (6) PNGs: Pillow reads their high bytes."""
+    def make() -> tuple[bytes, np.ndarray]:
+        values = RNG.integers(0, 65536, (H, W, channels)).astype(np.uint16)
+        high = values >> 8
+        if colour_type == 2:
+            return _png16(values, 2), high.astype(np.float64)
+        return _png16(values, colour_type), _composite(high[..., :-1], high[..., -1]).squeeze()
+    return make
+
+
 MODES: dict[str, Callable[[], tuple[bytes, np.ndarray]]] = {
+    "RGB+16-bit": _png16_case(2, 3), "RGBA+16-bit-grey": _png16_case(4, 2),
+    "RGBA+16-bit": _png16_case(6, 4),
     "1": _mode_1, "L": _mode_l, "LA": _mode_la, "P": _mode_p, "P+transparency": _mode_p_transparent,
     "PA": _mode_pa, "RGB": _mode_rgb, "RGBA": _mode_rgba, "CMYK": _mode_cmyk,
     "YCbCr": _mode_ycbcr, "I;16": _sixteen("I;16"), "I;16B": _sixteen("I;16B"), "I": _mode_i,
