@@ -1,0 +1,131 @@
+"""LM training on exported tokens: outputs, learning, exact resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers.lm import TINY_LM, random_export, write_export
+
+import vqtok.lm
+from vqtok.pipelines.errors import UsageError
+from vqtok.pipelines.evaluation.lm_eval import evaluate_lm
+from vqtok.pipelines.jobs.tokens import TokenDataset
+from vqtok.pipelines.training.lm_config import LMTrainConfig
+from vqtok.pipelines.training.lm_loop import train_lm
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def open_tokens(prefix: str) -> TokenDataset:
+    return TokenDataset(prefix, 1)
+
+
+def config(tmp_path: Path, **changes) -> LMTrainConfig:
+    settings = dict(train=str(tmp_path / "tok" / "train"), layout=[3, 4], out=str(tmp_path / "run"),
+                    steps=12, batch_size=4, warmup_steps=2, log_every=1, checkpoint_every=4,
+                    val_every=6, model_options=TINY_LM, device="cpu")
+    settings.update(changes)
+    return LMTrainConfig(**settings)
+
+
+def test_a_run_writes_its_outputs_and_learns(tmp_path):
+    random_export(tmp_path / "tok" / "train", count=2)  # two pieces: easy to memorize
+    summary = train_lm(config(tmp_path, steps=60, lr=1e-2, val=str(tmp_path / "tok" / "train"),
+                              val_every=60), open_tokens, progress=False)
+    run = tmp_path / "run"
+    for name in ("config.toml", "metrics.jsonl", "summary.json", "final", "best"):
+        assert (run / name).exists(), name
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [line for line in lines if line["split"] == "train"]
+    assert train[0]["bits_per_token"] > 3.5 and train[-1]["bits_per_token"] < 1.0
+    final = vqtok.lm.load_lm(run / "final")
+    assert final.lm_id == summary.lm_id and final.config.layout == (3, 4)
+    assert summary.validation["bits_per_token"] < 1.0
+    report = evaluate_lm(run / "final", tmp_path / "tok" / "train")
+    assert report.lm_bits_per_token < 1.0 < report.static_bits_per_token == 4.0
+
+
+class Crash(Exception):
+    """Stands for a process that dies between two checkpoints."""
+
+
+def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
+    random_export(tmp_path / "tok" / "train", count=6)
+    whole = train_lm(config(tmp_path, out=str(tmp_path / "whole")), open_tokens, progress=False)
+
+    def crash(step, values):
+        if step == 7:  # after the checkpoint of step 4, before that of step 8
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_lm(config(tmp_path), open_tokens, progress=False, callbacks=[crash])
+    resumed = train_lm(config(tmp_path), open_tokens, resume=True, progress=False)
+    assert resumed.steps == 12 and resumed.lm_id == whole.lm_id
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
+    random_export(tmp_path / "tok" / "train", count=6)
+    whole = train_lm(config(tmp_path, out=str(tmp_path / "whole")), open_tokens, progress=False)
+    killed = config(tmp_path)
+    script = textwrap.dedent(f"""
+        import os, signal
+        from vqtok.pipelines.jobs.tokens import TokenDataset
+        from vqtok.pipelines.training.lm_config import LMTrainConfig
+        from vqtok.pipelines.training.lm_loop import train_lm
+        def die(step, values):
+            if step == 7:  # after the checkpoint of step 4, before that of step 8
+                os.kill(os.getpid(), signal.SIGKILL)
+        config = LMTrainConfig.from_dict({killed.to_dict()!r})
+        train_lm(config, lambda p: TokenDataset(p, 1), progress=False, callbacks=[die])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["step-00000004"]
+    resumed = train_lm(killed, open_tokens, resume=True, progress=False)
+    assert resumed.steps == 12
+    assert resumed.lm_id == whole.lm_id  # config and every weight bit equal
+
+
+def test_a_conditional_run_reads_labels_from_code_shards(tmp_path):
+    from vqtok.pipelines.data.tario import ShardWriter
+
+    keys = ["a", "b", "c", "d"]
+    random_export(tmp_path / "tok" / "train", count=4, keys=keys)
+    writer = ShardWriter(tmp_path / "codes" / "codes-000000.tar")
+    for index, key in enumerate(keys):
+        writer.write(key, {"cls": str(index % 3).encode()})
+    writer.commit()
+    summary = train_lm(config(tmp_path, labels=str(tmp_path / "codes"), steps=2),
+                       open_tokens, progress=False)
+    assert vqtok.lm.load_lm(summary.final_model).config.num_classes == 3
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"layout": [5, 5]}, "not a multiple of one piece"),
+    ({"model": "lm-huge"}, "unknown LM"),
+    ({"model_options": {"d_model": 30, "num_heads": 4}}, "multiple of num_heads"),
+    ({"labels": "nowhere/"}, "nowhere"),
+    ({"train": "missing/prefix"}, "cannot read the training tokens"),
+])
+def test_bad_input_is_a_usage_error_before_any_step(tmp_path, changes, message):
+    random_export(tmp_path / "tok" / "train", count=2)
+    with pytest.raises(UsageError, match=message):
+        train_lm(config(tmp_path, **changes), open_tokens, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_existing_run_needs_resume(tmp_path):
+    write_export(tmp_path / "tok" / "train", [list(range(12))] * 2)
+    train_lm(config(tmp_path, steps=4), open_tokens, progress=False)
+    with pytest.raises(UsageError, match="--resume"):
+        train_lm(config(tmp_path, steps=8), open_tokens, progress=False)
