@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from vqtok.cli import bench, compress, data, info, models, train
+from vqtok.cli import bench, compress, data, info, lm, models, train
 from vqtok.cli.common import console
 
 app = typer.Typer(
@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (info, models, data, train, compress, bench):
+for module in (info, models, data, train, lm, compress, bench):
     module.register(app)
 
 
