@@ -64,8 +64,11 @@ def compress(
     ),
     coder: str | None = typer.Option(
         None,
-        help="ans-static, ans-adaptive, or auto, the shorter of the two "
-        f"(default: {default_of(C, 'coder')}).",
+        help="ans-static, ans-adaptive, auto (the shorter of the two), or lm (a token LM's "
+        f"next-code distributions; needs --lm) (default: {default_of(C, 'coder')}).",
+    ),
+    lm: Path | None = typer.Option(
+        None, help="Token LM directory (vqtok lm train) for --coder lm."
     ),
 ) -> None:
     """Compress one media file to .vqt.
@@ -87,7 +90,7 @@ def compress(
             },
             set_,
         )
-        return compress_file(checkpoint, source, target, options)
+        return compress_file(checkpoint, source, target, options, lm=lm)
 
     print_summary(run_job(job))
 
@@ -110,11 +113,14 @@ def decompress(
         None,
         help=f"Code pieces per decoder call (default: {default_of(RuntimeOptions, 'batch_size')}).",
     ),
+    lm: Path | None = typer.Option(
+        None, help="Token LM of an LM-coded file (default: the one the file records)."
+    ),
 ) -> None:
     """Decompress a .vqt file back to media."""
     def job():
         runtime = RuntimeOptions.load(config, {"device": device, "batch_size": batch_size}, set_)
-        return decompress_file(source, target, checkpoint, runtime)
+        return decompress_file(source, target, checkpoint, runtime, lm=lm)
 
     run_job(job)
     typer.echo(f"wrote {target}", err=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vqtok.checkpoint import CheckpointError
 from vqtok.entropy import (
     CODERS,
     ContainerError,
@@ -29,6 +31,8 @@ from vqtok.entropy import (
     prior_id,
     unpack,
 )
+from vqtok.entropy.lm_coder import LM_CODER, decode_lm, encode_tables, lm_tables, table_bits
+from vqtok.lm import TokenLM, load_lm
 from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions
 from vqtok.pipelines.data.media import prepare, restore
 from vqtok.pipelines.errors import UsageError
@@ -54,6 +58,8 @@ class CompressConfig(JobConfig):
     `coder` is one of `vqtok.entropy.CODERS`, or "auto": code with each and keep the
     shortest payload (the file's header names the one used), since the adaptive model wins
     on images and can lose to the static prior on short, flat code streams such as speech.
+    `coder = "lm"` codes with a token LM's next-code distributions
+    (`vqtok.entropy.lm_coder`); it needs the LM and keeps every residual level.
     """
 
     media: MediaOptions = field(default_factory=MediaOptions)
@@ -67,10 +73,9 @@ class CompressConfig(JobConfig):
             if self.levels is None or self.levels >= 1
             else [f"levels must be at least 1, got {self.levels}"]
         )
-        if self.coder not in (*CODERS, AUTO_CODER):
-            found.append(
-                f"coder must be one of {', '.join(CODERS)} or {AUTO_CODER}, got {self.coder!r}"
-            )
+        if self.coder not in (*CODERS, LM_CODER, AUTO_CODER):
+            found.append(f"coder must be one of {', '.join(CODERS)}, {LM_CODER} or {AUTO_CODER}, "
+                         f"got {self.coder!r}")
         return found
 
 
@@ -120,23 +125,31 @@ def encode_media(model, data: bytes, config: CompressConfig) -> tuple[np.ndarray
 
 
 def compress_bytes(
-    model, data: bytes, config: CompressConfig | None = None, checkpoint: str | None = None
+    model, data: bytes, config: CompressConfig | None = None, checkpoint: str | None = None,
+    lm: TokenLM | None = None, lm_checkpoint: str | None = None,
 ) -> tuple[bytes, Rates]:
     """Compress media bytes with `model`; returns (.vqt bytes, rates).
 
-    `checkpoint`, when given, is recorded as a hint for decompressing without --checkpoint.
+    `checkpoint` and `lm_checkpoint`, when given, are recorded as hints for decompressing
+    without --checkpoint and --lm. `lm` is the token LM of `coder = "lm"`.
     """
     config = config or CompressConfig()
     config.check()  # before the model runs
     levels = _levels_kept(model, config.levels)
+    _check_lm_use(model, config, lm, levels)
     codes, meta = encode_media(model, data, config)
     if model.num_levels > 1:
         codes = codes[:, :levels]
     prior = model_prior(model)
-    tried = CODERS if config.coder == AUTO_CODER else (config.coder,)
-    payload, coder = min(
-        ((encode_payload(codes, prior[:levels], c), c) for c in tried), key=lambda pc: len(pc[0])
-    )
+    if config.coder == LM_CODER:
+        symbols, tables = lm_tables(lm, codes, config.runtime.batch_size)
+        payload, coder = encode_tables(symbols, tables), LM_CODER
+        coded_bits = table_bits(symbols, tables)
+    else:
+        tried = CODERS if config.coder == AUTO_CODER else (config.coder,)
+        payload, coder = min(((encode_payload(codes, prior[:levels], c), c) for c in tried),
+                             key=lambda pc: len(pc[0]))
+        coded_bits = ideal_bits(codes, prior[:levels], coder)
     header = {
         "model": model.model_id,
         "prior": prior_id(prior),
@@ -146,6 +159,7 @@ def compress_bytes(
         "codes": list(codes.shape),
         "media": _stored_media(meta, model.config.modality),
         **({"checkpoint": checkpoint} if checkpoint else {}),
+        **(_lm_header(lm, codes, lm_checkpoint) if coder == LM_CODER else {}),
     }
     vqt = pack(header, payload)
     rates = Rates(
@@ -153,12 +167,67 @@ def compress_bytes(
         uniform_bits=codes.size * math.log2(model.codebook_size),
         entropy_bits=empirical_entropy_bits(codes, levels),
         prior_bits=ideal_bits(codes, prior[:levels]),
-        coded_bits=ideal_bits(codes, prior[:levels], coder),
+        coded_bits=coded_bits,
         payload_bytes=len(payload),
         header_bytes=len(vqt) - len(payload),
         written_bytes=len(vqt),
     )
     return vqt, rates
+
+
+def _check_lm_use(model, config: CompressConfig, lm: TokenLM | None, levels: int) -> None:
+    """UsageError unless an LM is given exactly for `coder = "lm"` and fits `model`."""
+    if config.coder != LM_CODER:
+        if lm is not None:
+            raise UsageError(f"--lm is used by --coder {LM_CODER} only, not {config.coder}")
+        return
+    if lm is None:
+        raise UsageError(f"--coder {LM_CODER} needs --lm, a token LM trained on this "
+                         "tokenizer's codes")
+    check_lm_fits(model, lm)
+    if levels != model.num_levels:
+        raise UsageError(f"--coder {LM_CODER} codes every residual level; drop --levels")
+
+
+def check_lm_fits(model, lm: TokenLM) -> None:
+    """UsageError unless `lm` was trained on the codes of the tokenizer `model`."""
+    if lm.config.tokenizer_id != model.model_id:
+        raise UsageError(
+            f"the LM models the codes of tokenizer {lm.config.tokenizer_id or 'unknown'}, not "
+            f"of this checkpoint ({model.model_id}); pass the LM trained on its tokens"
+        )
+    if (lm.config.codebook_size, lm.config.num_levels) != (model.codebook_size,
+                                                           model.num_levels):
+        raise UsageError("the LM's codebook or levels do not match the tokenizer's")
+
+
+def codes_crc(codes: np.ndarray) -> int:
+    """CRC32 of the codes as little-endian int64: catches an LM that decodes differently."""
+    return zlib.crc32(np.ascontiguousarray(codes, dtype="<i8").tobytes())
+
+
+def _lm_header(lm: TokenLM, codes: np.ndarray, lm_checkpoint: str | None) -> dict:
+    return {"lm": lm.lm_id, "codes_crc": codes_crc(codes),
+            **({"lm_checkpoint": lm_checkpoint} if lm_checkpoint else {})}
+
+
+def load_lm_for_coding(path: str | Path, device: str = "cpu") -> TokenLM:
+    """The LM checkpoint at `path`; UsageError when it is missing or corrupt.
+
+    Args:
+        path: The LM directory.
+        device: Where it runs.
+
+    Returns:
+        The LM in eval mode.
+
+    Raises:
+        UsageError: The directory is not a readable LM checkpoint.
+    """
+    try:
+        return load_lm(path, device)
+    except CheckpointError as error:
+        raise UsageError(f"cannot load the LM: {error}") from None
 
 
 def _stored_media(meta: dict, modality: str) -> dict:
@@ -209,16 +278,19 @@ def _check_header_fields(header: dict) -> None:
     shape = header["codes"]
     if not shape or not all(isinstance(n, int) and n > 0 for n in shape):
         raise UsageError(f"cannot read .vqt: bad codes shape {shape}")
-    if header["coder"] not in CODERS:
-        raise UsageError(
-            f"cannot read .vqt: coder {header['coder']!r} is not one of {', '.join(CODERS)}"
-        )
+    if header["coder"] not in (*CODERS, LM_CODER):
+        raise UsageError(f"cannot read .vqt: coder {header['coder']!r} is not one of "
+                         f"{', '.join(CODERS)}, {LM_CODER}")
+    if header["coder"] == LM_CODER and not (isinstance(header.get("lm"), str)
+                                            and isinstance(header.get("codes_crc"), int)):
+        raise UsageError("cannot read .vqt: an LM-coded file lacks its 'lm' or 'codes_crc'")
 
 
-def decode_codes(model, header: dict, payload: bytes) -> np.ndarray:
+def decode_codes(model, header: dict, payload: bytes, lm: TokenLM | None = None,
+                 batch_size: int = 16) -> np.ndarray:
     """The codes int64 of shape `header["codes"]` of a parsed .vqt.
 
-    Checks first that `model` made them.
+    Checks first that `model` made them (and for an LM-coded file, that `lm` is its LM).
     """
     if header["model"] != model.model_id:
         raise UsageError(
@@ -242,10 +314,31 @@ def decode_codes(model, header: dict, payload: bytes) -> np.ndarray:
             f"cannot read .vqt: codes shape {list(shape)} with {levels} level(s) "
             f"does not fit a {model.config.modality} model with {model.num_levels}"
         )
+    if header["coder"] == LM_CODER:
+        return _decode_with_lm(model, header, payload, lm, batch_size)
     try:
         return decode_payload(payload, prior[:levels], shape, header["coder"])
     except PayloadError as error:
         raise UsageError(f"cannot read .vqt: {error}") from None
+
+
+def _decode_with_lm(model, header: dict, payload: bytes, lm: TokenLM | None,
+                    batch_size: int) -> np.ndarray:
+    if lm is None:
+        raise UsageError(f"the .vqt was coded with token LM {header['lm']}; pass --lm with "
+                         "that LM's directory")
+    if lm.lm_id != header["lm"]:
+        raise UsageError(f"the .vqt was coded with token LM {header['lm']}, not with this one "
+                         f"({lm.lm_id}); pass the LM it was compressed with")
+    check_lm_fits(model, lm)
+    try:
+        codes = decode_lm(lm, payload, tuple(header["codes"]), batch_size)
+    except ValueError as error:
+        raise UsageError(f"cannot read .vqt: {error}") from None
+    if codes_crc(codes) != header["codes_crc"]:
+        raise UsageError("cannot read .vqt: the LM-decoded codes fail their checksum (the file "
+                         "is corrupt, or this machine computes the LM differently)")
+    return codes
 
 
 def media_meta(model, header: dict) -> dict:
@@ -277,11 +370,12 @@ def media_meta(model, header: dict) -> dict:
 
 @torch.inference_mode()
 def decompress_bytes(
-    model, data: bytes, audio_format: str = "wav", device: str = "cpu", batch_size: int = 16
+    model, data: bytes, audio_format: str = "wav", device: str = "cpu", batch_size: int = 16,
+    lm: TokenLM | None = None,
 ) -> tuple[str, bytes]:
     """Inverse of `compress_bytes`: .vqt bytes -> (extension, media bytes)."""
     header, payload = read_vqt(data)
-    codes = torch.from_numpy(decode_codes(model, header, payload))
+    codes = torch.from_numpy(decode_codes(model, header, payload, lm, batch_size))
     try:
         media = media_meta(model, header)
         size = tuple(media["input_size"])
@@ -300,13 +394,19 @@ def compress_file(
     source: str | Path,
     target: str | Path,
     config: CompressConfig | None = None,
+    lm: str | Path | None = None,
 ) -> Rates:
-    """Compress the media file `source` into the .vqt file `target` with the checkpoint's model."""
+    """Compress the media file `source` into the .vqt file `target` with the checkpoint's model
+    (and, for `coder = "lm"`, the token LM at `lm`)."""
     config = config or CompressConfig()
     config.check()
     model = load_model(checkpoint, config.runtime.device)
+    language_model = None if lm is None else load_lm_for_coding(lm, config.runtime.device)
     data = _read(Path(source))
-    vqt, rates = compress_bytes(model, data, config, checkpoint=str(Path(checkpoint).resolve()))
+    vqt, rates = compress_bytes(
+        model, data, config, checkpoint=str(Path(checkpoint).resolve()), lm=language_model,
+        lm_checkpoint=None if lm is None else str(Path(lm).resolve()),
+    )
     _write_atomic(Path(target), vqt)
     return rates
 
@@ -316,8 +416,11 @@ def decompress_file(
     target: str | Path,
     checkpoint: str | Path | None = None,
     runtime: RuntimeOptions | None = None,
+    lm: str | Path | None = None,
 ) -> Path:
     """Decompress the .vqt `source` to `target`; without `checkpoint`, use the one it records.
+
+    An LM-coded file needs its token LM: `lm`, or the one it records when that exists here.
 
     The media format follows the model's modality (PNG, MP4, or WAV/FLAC by `target`'s
     suffix). Returns `target`.
@@ -333,12 +436,25 @@ def decompress_file(
                 "the .vqt does not name a checkpoint that exists here; pass --checkpoint"
             )
     model = load_model(checkpoint, runtime.device)
+    language_model = _lm_for(header, lm, runtime.device)
     audio_format = "flac" if Path(target).suffix.lower() == ".flac" else "wav"
     _, media = decompress_bytes(
-        model, data, audio_format=audio_format, device=runtime.device, batch_size=runtime.batch_size
+        model, data, audio_format=audio_format, device=runtime.device,
+        batch_size=runtime.batch_size, lm=language_model,
     )
     _write_atomic(Path(target), media)
     return Path(target)
+
+
+def _lm_for(header: dict, lm: str | Path | None, device: str) -> TokenLM | None:
+    """The LM given, else the one an LM-coded header records if it exists here."""
+    if lm is None and header.get("coder") == LM_CODER:
+        hint = header.get("lm_checkpoint")
+        if not isinstance(hint, str) or not Path(hint).is_dir():
+            raise UsageError(f"the .vqt was coded with token LM {header.get('lm')}, and the "
+                             "LM it records is not here; pass --lm")
+        lm = hint
+    return None if lm is None else load_lm_for_coding(lm, device)
 
 
 def _read(path: Path) -> bytes:

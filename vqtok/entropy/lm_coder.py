@@ -84,8 +84,9 @@ def codes_grid(shape: tuple[int, ...], num_levels: int) -> tuple[int, ...]:
     return tuple(shape[2:] if num_levels > 1 else shape[1:])
 
 
-def encode_lm(lm: TokenLM, codes: np.ndarray, batch_size: int = 16) -> bytes:
-    """Entropy-code ``codes`` with the LM's next-code distributions.
+def lm_tables(lm: TokenLM, codes: np.ndarray, batch_size: int = 16
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The codes in stream order and the integer table each is coded with.
 
     Args:
         lm: The LM of the tokenizer that made the codes.
@@ -93,7 +94,7 @@ def encode_lm(lm: TokenLM, codes: np.ndarray, batch_size: int = 16) -> bytes:
         batch_size: Pieces per LM call (does not change the output).
 
     Returns:
-        The ANS stream as little-endian 32-bit words.
+        symbols int32 (M,) in (chunk, position, piece) order, and tables int64 (M, K).
 
     Raises:
         ValueError: The codes do not fit the LM (levels, axes, code range).
@@ -112,12 +113,46 @@ def encode_lm(lm: TokenLM, codes: np.ndarray, batch_size: int = 16) -> bytes:
         ])  # (N, count, K)
         tables.append(frequencies.transpose(1, 0, 2).reshape(-1, config.codebook_size))
         symbols.append(tokens[:, start : start + count].T.reshape(-1).numpy())
+    if not symbols:
+        return np.zeros(0, np.int32), np.zeros((0, config.codebook_size), np.int64)
+    return np.concatenate(symbols).astype(np.int32), np.concatenate(tables)
+
+
+def encode_tables(symbols: np.ndarray, tables: np.ndarray) -> bytes:
+    """ANS-code ``symbols`` (M,), each with its row of ``tables`` (M, K) int64.
+
+    Returns:
+        The stream as little-endian 32-bit words.
+    """
     coder = _stack().AnsCoder()
-    if symbols:
-        table = np.concatenate(tables)
-        coder.encode_reverse(np.concatenate(symbols).astype(np.int32), _family(),
-                             table / table.sum(axis=1, keepdims=True, dtype=np.float64))
+    if symbols.size:
+        coder.encode_reverse(symbols, _family(), _probabilities(tables))
     return coder.get_compressed().astype("<u4").tobytes()
+
+
+def table_bits(symbols: np.ndarray, tables: np.ndarray) -> float:
+    """The ideal code length of ``symbols`` under ``tables``: sum of -log2 p, in bits."""
+    if not symbols.size:
+        return 0.0
+    chosen = tables[np.arange(symbols.size), symbols]
+    return float(-np.log2(chosen / tables.sum(axis=1)).sum())
+
+
+def encode_lm(lm: TokenLM, codes: np.ndarray, batch_size: int = 16) -> bytes:
+    """Entropy-code ``codes`` with the LM's next-code distributions.
+
+    Args:
+        lm: The LM of the tokenizer that made the codes.
+        codes: integer (N, [Q,] *grid) codes in [0, K), Q the LM's levels.
+        batch_size: Pieces per LM call (does not change the output).
+
+    Returns:
+        The ANS stream as little-endian 32-bit words; ``decode_lm`` needs the shape.
+
+    Raises:
+        ValueError: The codes do not fit the LM (levels, axes, code range).
+    """
+    return encode_tables(*lm_tables(lm, codes, batch_size))
 
 
 def decode_lm(lm: TokenLM, payload: bytes, shape: tuple[int, ...],
@@ -169,17 +204,12 @@ def lm_bits(lm: TokenLM, codes: np.ndarray, batch_size: int = 16) -> float:
     Returns:
         The sum of -log2 p(code | codes before it).
     """
-    model, config = _float64(lm), lm.config
-    grid = _check_codes(lm, codes.shape)
-    tokens = torch.from_numpy(as_tokens(np.asarray(codes), config.num_levels))
-    bits = 0.0
-    for start, count in chunk_starts(tokens.shape[1], config.max_len, config.num_levels):
-        positions = slot_positions(config.layout, grid, config.num_levels, start, count)
-        for rows in tokens.split(batch_size):
-            table = _chunk_frequencies(model, rows[:, start : start + count - 1], positions)
-            chosen = np.take_along_axis(table, rows[:, start : start + count, None].numpy(), 2)
-            bits -= float(np.log2(chosen[..., 0] / table.sum(axis=2)).sum())
-    return bits
+    return table_bits(*lm_tables(lm, codes, batch_size))
+
+
+def _probabilities(tables: np.ndarray) -> np.ndarray:
+    """Rows of integer frequencies as float64 probabilities: exact sums, IEEE divisions."""
+    return tables / tables.sum(axis=1, keepdims=True, dtype=np.float64)
 
 
 def _decode_chunk(model: TokenLM, coder, tokens: Tensor, positions: Tensor, start: int,
@@ -197,9 +227,7 @@ def _decode_chunk(model: TokenLM, coder, tokens: Tensor, positions: Tensor, star
             with torch.inference_mode():
                 logits = model(previous, positions[step : step + 1], cache)[:, -1]
             tables.append(quantized_frequencies(logits[:, : model.config.codebook_size]))
-        table = np.concatenate(tables)
-        decoded = coder.decode(_family(), table / table.sum(axis=1, keepdims=True,
-                                                              dtype=np.float64))
+        decoded = coder.decode(_family(), _probabilities(np.concatenate(tables)))
         tokens[:, start + step] = torch.from_numpy(np.asarray(decoded, dtype=np.int64))
 
 
