@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,16 @@ from torch import Tensor, nn
 from vqtok.models.config import TokenizerConfig
 from vqtok.models.conv import Decoder, Encoder, crop, pad_to_multiple, padded_shape
 from vqtok.models.identity import content_hash
+from vqtok.models.memory import plan
+from vqtok.models.receptive import AxisField, fields
+from vqtok.models.tiling import (
+    AxisPiece,
+    decoder_axis,
+    encoder_axis,
+    read_volume,
+    replicate_read,
+    tiles,
+)
 from vqtok.registry import QUANTIZERS
 
 
@@ -146,15 +157,240 @@ class VQTokenizer(nn.Module):
         x_hat = self.decoder(self.quantizer.decode(codes))
         return x_hat if size is None else crop(x_hat, tuple(size))
 
+    def receptive_fields(self) -> tuple[tuple[AxisField, ...], tuple[AxisField, ...]]:
+        """The encoder's and the decoder's receptive fields per spatial axis, from the layers.
+
+        Returns:
+            (encoder, decoder): the encoder's in input units (jump = stride), the decoder's
+            in latent units (jump = 1 / stride); see ``vqtok.models.receptive``.
+        """
+        dims = self.config.dims
+        return fields(self.encoder, dims), fields(self.decoder, dims)
+
+    @torch.no_grad()
+    def encode_tiled(
+        self, x: Tensor, piece: int | Sequence[int | None], samples: int | None = None
+    ) -> Tensor:
+        """``encode(x)`` computed piece by piece: time chunks and spatial tiles.
+
+        Each piece covers ``piece`` latent positions per axis and reads the input with the
+        halo its receptive field needs, starting on a multiple of the stride; the trailing
+        replicate padding is applied per piece as ``encode`` applies it to the whole. Peak
+        memory follows the piece, not the input.
+
+        Equality with ``encode``: the network computes the same sums over the same inputs,
+        but convolution backends (oneDNN on the CPU) block and vectorize them differently
+        for other input sizes, so fp32 latents may differ from the whole input's by a few
+        ulps (measured: at most ~1e-6 relative to the latent's scale; bit-exact in fp64, and
+        often bit-exact in fp32). Codes are therefore equal wherever the nearest code wins
+        by more than that noise; a code may differ only where the whole input's two nearest
+        codes are tied to within float rounding, and the two codes then decode to vectors
+        equally close to the latent. Decode what you encode with the same entry point and
+        the result does not depend on the piece size beyond that.
+
+        Args:
+            x: (B, C, *spatial) float in [-1, 1].
+            piece: Latent positions per piece on each axis (None: the whole axis), or one
+                int for every axis. On a causal time axis a chunk of n latent frames reads
+                n * s_t new frames.
+            samples: Samples per pass through the network (default all B).
+
+        Returns:
+            codes int64 as ``encode`` returns them: (B, *latent) or (B, Q, *latent).
+
+        Raises:
+            ValueError: Bad input (see ``encode``), or a piece size below 1.
+            TypeError: ``x`` is not floating point.
+        """
+        self._check_input(x)
+        spatial = tuple(x.shape[2:])
+        axes = self._encoder_pieces(spatial, piece)
+        out: Tensor | None = None
+        step = samples or x.shape[0]
+        for b in range(0, x.shape[0], step):
+            for tile in tiles(axes):
+                clip = replicate_read(x[b : b + step], [p.read for p in tile])
+                codes = self.quantizer.encode(self.encoder(clip))
+                if out is None:
+                    out = codes.new_empty(
+                        (x.shape[0], *codes.shape[1 : -len(tile)], *self.latent_shape(spatial))
+                    )
+                keep = tuple(slice(*p.keep) for p in tile)
+                write = tuple(slice(*p.write) for p in tile)
+                out[(slice(b, b + step), Ellipsis, *write)] = codes[(Ellipsis, *keep)]
+        assert out is not None
+        return out
+
+    @torch.no_grad()
+    def decode_tiled(
+        self,
+        codes: Tensor,
+        piece: int | Sequence[int | None],
+        size: Sequence[int] | None = None,
+    ) -> Tensor:
+        """``decode(codes, size)`` computed piece by piece; see ``decode_slabs``.
+
+        Args:
+            codes: int64 as ``encode`` returns them.
+            piece: Latent positions' worth of output per piece on each axis (None: whole).
+            size: The spatial size to crop to; without it the padded size is kept.
+
+        Returns:
+            (B, C, *size) float, equal to ``decode(codes, size)`` up to the float noise of
+            other conv blocking (bit-exact in fp64; see ``encode_tiled``).
+
+        Raises:
+            ValueError: A piece size below 1, or bad residual-VQ codes (see ``decode``).
+        """
+        return torch.cat(list(self.decode_slabs(codes, piece, size)), dim=2)
+
+    @torch.no_grad()
+    def decode_slabs(
+        self,
+        codes: Tensor,
+        piece: int | Sequence[int | None],
+        size: Sequence[int] | None = None,
+    ) -> Iterator[Tensor]:
+        """Decode slab by slab along the first spatial axis (time for audio and video), so
+        that a writer can stream the output without holding all of it.
+
+        Each tile decodes the codes its output's receptive field needs and keeps the outputs
+        whose field it covered. Samples are decoded one at a time, as ``decode`` does, so
+        the result is batch-invariant.
+
+        Args:
+            codes: int64 (B, *latent) or (B, q, *latent), as ``decode`` takes them.
+            piece: Latent positions' worth of output per piece on each axis (None: whole).
+            size: The spatial size to crop to; without it the padded size is kept.
+
+        Yields:
+            (B, C, t, *size[1:]) float slabs, in order along axis 0; together ``size``.
+
+        Raises:
+            ValueError: A piece size below 1.
+        """
+        latent = tuple(codes.shape[-self.config.dims :])
+        full = self.output_shape(latent)
+        size = full if size is None else tuple(min(n, f) for n, f in zip(size, full, strict=True))
+        axes = self._decoder_pieces(latent, piece, size)
+        channels = self.config.channels
+        dtype = next(self.decoder.parameters()).dtype
+        for first in axes[0]:
+            rows = first.write[1] - first.write[0]
+            shape = (codes.shape[0], channels, rows, *size[1:])
+            slab = torch.empty(shape, dtype=dtype, device=codes.device)
+            for tile in tiles([[first], *axes[1:]]):
+                read = tuple(slice(*p.read) for p in tile)
+                keep = tuple(slice(*p.keep) for p in tile)
+                write = tuple(slice(*p.write) for p in tile[1:])
+                for b, one in enumerate(codes.split(1)):
+                    part = self.decoder(self.quantizer.decode(one[(Ellipsis, *read)]))
+                    slab[(slice(b, b + 1), slice(None), slice(None), *write)] = part[
+                        (Ellipsis, *keep)
+                    ]
+            yield slab
+
+    def output_shape(self, latent: Sequence[int]) -> tuple[int, ...]:
+        """The decoder's spatial output shape for codes of spatial shape ``latent``.
+
+        Args:
+            latent: The codes' spatial sizes.
+
+        Returns:
+            The padded size: latent * stride, or 1 + (latent - 1) * stride on a causal
+            time axis.
+        """
+        out = []
+        for axis, (n, s) in enumerate(zip(latent, self.config.strides, strict=True)):
+            out.append(1 + (n - 1) * s if axis == 0 and self.config.causal_time else n * s)
+        return tuple(out)
+
+    def halo_ratio(
+        self, shape: Sequence[int], piece: int | Sequence[int | None], part: str = "encode"
+    ) -> float:
+        """Compute of a tiled pass over the whole-input pass: 1.0 means no halo.
+
+        Every layer's work is proportional to the positions it is given, and a piece's
+        positions are proportional to what it reads, so the ratio is the read volume over
+        the whole input's (per encode: padded input positions; per decode: code positions).
+
+        Args:
+            shape: The input's spatial shape (for "decode", too: the media's shape).
+            piece: As ``encode_tiled`` and ``decode_tiled`` take it.
+            part: "encode" or "decode".
+
+        Returns:
+            The ratio, >= 1.
+
+        Raises:
+            ValueError: ``part`` is neither, or a piece size below 1.
+        """
+        shape = tuple(shape)
+        if part == "encode":
+            axes = self._encoder_pieces(shape, piece)
+            whole = padded_shape(shape, self.config.strides, self.config.causal_time)
+        elif part == "decode":
+            whole = self.latent_shape(shape)
+            axes = self._decoder_pieces(whole, piece, shape)
+        else:
+            raise ValueError(f"part must be 'encode' or 'decode', got {part!r}")
+        return read_volume(axes) / math.prod(whole)
+
+    @torch.no_grad()
+    def encode_within(self, x: Tensor, max_bytes: int) -> Tensor:
+        """``encode(x)`` with the pass's extra memory planned to stay under ``max_bytes``.
+
+        Inputs whose whole pass fits go through ``encode`` unchanged (in as many passes of
+        whole samples as the budget needs); larger ones through ``encode_tiled`` with the
+        pieces ``vqtok.models.memory.plan`` picks.
+
+        Args:
+            x: (B, C, *spatial) float in [-1, 1].
+            max_bytes: Budget for activations on top of ``x`` and the codes.
+
+        Returns:
+            codes int64 as ``encode`` returns them.
+
+        Raises:
+            BudgetError: Not even the smallest piece of one sample fits.
+            ValueError: Bad input (see ``encode``).
+            TypeError: ``x`` is not floating point.
+        """
+        self._check_input(x)
+        chosen = plan(self, tuple(x.shape), max_bytes, "encode", x.dtype)
+        if chosen.whole and chosen.samples >= x.shape[0]:
+            return self.encode(x)
+        return self.encode_tiled(x, chosen.piece, chosen.samples)
+
+    @torch.no_grad()
+    def decode_within(
+        self, codes: Tensor, max_bytes: int, size: Sequence[int] | None = None
+    ) -> Tensor:
+        """``decode(codes, size)`` with the pass's extra memory planned under ``max_bytes``.
+
+        Args:
+            codes: int64 as ``encode`` returns them.
+            max_bytes: Budget for activations on top of the codes and the decoded result.
+            size: The spatial size to crop to; without it the padded size is kept.
+
+        Returns:
+            (B, C, *size) float.
+
+        Raises:
+            BudgetError: Not even the smallest piece fits.
+        """
+        latent = tuple(codes.shape[-self.config.dims :])
+        media = self.output_shape(latent) if size is None else tuple(size)
+        dtype = next(self.decoder.parameters()).dtype
+        shape = (codes.shape[0], self.config.channels, *media)
+        chosen = plan(self, shape, max_bytes, "decode", dtype)
+        if chosen.whole:
+            return self.decode(codes, size)
+        return self.decode_tiled(codes, chosen.piece, size)
+
     @torch.no_grad()
     def encode_chunked(self, x: Tensor, chunk_frames: int) -> Tensor:
-        """Video only: ``encode(x)`` computed a chunk at a time, with identical codes.
-
-        Each chunk codes ``chunk_frames`` new frames (the first chunk also codes frame 0) and
-        re-reads enough earlier frames to cover the encoder's causal receptive field, so peak
-        memory follows the chunk length rather than T. The context is
-        ``encoder.time_receptive_field() - 1`` frames rounded up to the stride (76 for
-        video-vq-t4s8), so chunks of 64 frames or more keep the extra work under about 2x.
+        """Video only: ``encode(x)`` computed a chunk of time at a time; see ``encode_tiled``.
 
         Args:
             x: (B, C, T, H, W) float in [-1, 1].
@@ -170,19 +406,7 @@ class VQTokenizer(nn.Module):
             TypeError: ``x`` is not floating point.
         """
         step = self._check_chunking(x, chunk_frames)
-        x = self._pad(x)
-        s = self.config.strides[0]
-        total = self.latent_shape(x.shape[2:])[0]
-        context = -(-(self.encoder.time_receptive_field() - 1) // s)
-        time_axis = -3
-        bounds = [0, *range(step + 1, total, step), total]
-        pieces = []
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-            first = max(0, start - context)
-            clip = x[:, :, first * s : (stop - 1) * s + 1]
-            codes = self.quantizer.encode(self.encoder(clip))
-            pieces.append(codes.narrow(time_axis, start - first, stop - start))
-        return torch.cat(pieces, dim=time_axis)
+        return self.encode_tiled(x, (step, None, None))
 
     def _check_chunking(self, x: Tensor, chunk_frames: int) -> int:
         """Validate encode_chunked's arguments; returns latent frames per chunk.
@@ -200,6 +424,39 @@ class VQTokenizer(nn.Module):
                 f"got {chunk_frames}"
             )
         return chunk_frames // s
+
+    def _pieces(self, piece: int | Sequence[int | None], shape: Sequence[int]) -> list[int]:
+        """Latent positions per piece on each axis, from ``piece`` (None: the whole axis)."""
+        sizes = [piece] * self.config.dims if isinstance(piece, int) else list(piece)
+        if len(sizes) != self.config.dims:
+            raise ValueError(f"piece needs {self.config.dims} sizes, got {piece!r}")
+        out = [max(n, 1) if p is None else p for p, n in zip(sizes, shape, strict=True)]
+        if min(out) < 1:
+            raise ValueError(f"piece sizes must be >= 1 latent position, got {piece!r}")
+        return out
+
+    def _encoder_pieces(
+        self, spatial: Sequence[int], piece: int | Sequence[int | None]
+    ) -> list[list[AxisPiece]]:
+        strides, causal = self.config.strides, self.config.causal_time
+        padded = padded_shape(tuple(spatial), strides, causal)
+        sizes = self._pieces(piece, self.latent_shape(spatial))
+        field = fields(self.encoder, self.config.dims)
+        return [
+            encoder_axis(padded[a], strides[a], causal and a == 0, field[a], sizes[a])
+            for a in range(self.config.dims)
+        ]
+
+    def _decoder_pieces(
+        self, latent: Sequence[int], piece: int | Sequence[int | None], size: Sequence[int]
+    ) -> list[list[AxisPiece]]:
+        strides, causal = self.config.strides, self.config.causal_time
+        sizes = self._pieces(piece, latent)
+        field = fields(self.decoder, self.config.dims)
+        return [
+            decoder_axis(latent[a], strides[a], causal and a == 0, field[a], sizes[a], size[a])
+            for a in range(self.config.dims)
+        ]
 
     def _pad(self, x: Tensor) -> Tensor:
         return pad_to_multiple(x, self.config.strides, self.config.causal_time)
