@@ -57,6 +57,9 @@ def train(
     labels: str | None = typer.Option(
         None, help="Code shards with .cls classes: trains a class-conditional LM."
     ),
+    val_labels: str | None = typer.Option(
+        None, help="Code shards with the .cls classes of the --val samples."
+    ),
     layout: str | None = typer.Option(
         None, help="Latent grid of one piece, e.g. 7x7 (default: each sample one 1-D piece)."
     ),
@@ -73,8 +76,9 @@ def train(
     """Train a token LM; writes config.toml, metrics.jsonl, checkpoints/, final/ and best/."""
     def job() -> Any:
         flags = {"train": tokens, "out": out_dir, "model": model, "steps": steps, "val": val,
-                 "labels": labels, "layout": parse_grid(layout, "--layout"),
-                 "batch_size": batch_size, "lr": lr, "device": device}
+                 "labels": labels, "val_labels": val_labels,
+                 "layout": parse_grid(layout, "--layout"), "batch_size": batch_size, "lr": lr,
+                 "device": device}
         options = LMTrainConfig.load(config, flags, set_)
         try:
             return train_lm(options, open_tokens, resume=resume, progress=progress is not False)

@@ -69,6 +69,12 @@ _EXPORTS = {
     "pack_codes": "jobs.codes",
     "read_samples": "data.tario",
     "unpack_codes": "jobs.codes",
+    "LMTrainConfig": "training.lm_config",
+    "train_lm": "training.lm_loop",
+    "LMEvalConfig": "evaluation.lm_eval",
+    "evaluate_lm": "evaluation.lm_eval",
+    "SampleConfig": "jobs.sample",
+    "sample_media": "jobs.sample",
 }
 
 __all__ = sorted(_EXPORTS)
