@@ -107,8 +107,7 @@ def sample_media(lm_path: str | Path, tokenizer: str | Path, out: str | Path,
         label = labels[index]
         codes = _sample(lm, pieces, grid, label, config, generator)
         tokens += codes.numel()
-        media = model.decode(codes, size=meta.get("input_size"))
-        extension, data = restore(media.cpu(), meta, lm.config.modality)
+        extension, data = _decode(model, codes, meta, lm.config.modality)
         name = f"{'' if label is None else f'class{label}-'}{index:04d}.{extension}"
         _write_atomic(folder / name, data)
         files.append(str(folder / name))
@@ -170,11 +169,10 @@ def _shape(lm: TokenLM, model: VQTokenizer, config: SampleConfig
     size = [g * s for g, s in zip(grid, strides, strict=True)]
     if config.size:
         size[-2:] = config.size
-    meta = {"input_size": size}
-    if modality == "video":
-        meta |= {"clip_starts": [0], "frames": size[0], "height": size[1], "width": size[2],
-                 "fps": model.config.fps}
-    return grid, 1, meta
+    if modality == "video":  # frames and size follow from the decoded clip (see _decode)
+        return grid, 1, {"clip_starts": [0], "fps": model.config.fps,
+                         **({"height": size[1], "width": size[2]} if config.size else {})}
+    return grid, 1, {"input_size": size}
 
 
 def _sample(lm: TokenLM, pieces: int, grid: tuple[int, ...], label: int | None,
@@ -185,6 +183,17 @@ def _sample(lm: TokenLM, pieces: int, grid: tuple[int, ...], label: int | None,
                       guidance=config.guidance, generator=generator)
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+@torch.inference_mode()
+def _decode(model: VQTokenizer, codes: torch.Tensor, meta: dict, modality: str
+            ) -> tuple[str, bytes]:
+    """Codes (pieces, [Q,] *grid) -> (extension, media bytes) through the tokenizer."""
+    media = model.decode(codes, size=meta.get("input_size")).cpu()
+    if modality == "video":  # a causal clip of t latent frames decodes to its own frame count
+        meta = {"frames": media.shape[2], "height": media.shape[3], "width": media.shape[4],
+                **meta}
+    return restore(media, meta, modality)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
