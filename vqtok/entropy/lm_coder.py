@@ -13,9 +13,10 @@ depends on blocking and threads), so a table is made in three steps:
    once with exact decimal arithmetic, at least 1 so every code stays codable.
 
 Machines then disagree only when a float64 logit lands within ~1e-13 of a rounding
-boundary, about 1e-11 per logit: some 1e-5 per 4096-code image with 1024 codes. Such a
-disagreement is caught, not silent: the .vqt header stores a CRC of the codes, and
-decoding reports the mismatch. Rounding logits to 1/16 nat costs under 1e-3 bits per code.
+boundary (1/16 apart): a few 1e-12 per logit, some 1e-5 per image of 4096 codes of 1024.
+This is not a proof of exactness, so a disagreement is caught, not silent: the .vqt header
+stores a CRC of the codes, and decoding reports a mismatch. Rounding logits to 1/16 nat
+costs under 1e-3 bits per code.
 
 Codes are coded piece by piece in fixed chunks (``vqtok.lm.layout.chunk_starts``), and the
 stream order is (chunk, position, piece) whatever ``batch_size`` is, which only splits the
