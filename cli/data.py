@@ -147,8 +147,14 @@ def encode(
         help="Skip images or video frames larger than this many pixels "
         f"(default: {default_of(E, 'media.max_image_pixels')}).",
     ),
+    mono: bool | None = typer.Option(
+        None,
+        "--mono",
+        help="Mix multichannel audio down to one channel for a 1-channel model (refused "
+        "otherwise, so that no channel is lost without a word).",
+    ),
     engine: EngineChoice = typer.Option(
-        EngineChoice.local, help="Run here, or on a Ray cluster (pip install 'vqtok\\[ray]')."
+        EngineChoice.local, help="Run here, or on a Ray cluster (pip install 'vqtok[ray]')."
     ),
     ray_address: str | None = typer.Option(
         None, help="Ray: cluster to join, e.g. auto (default: $RAY_ADDRESS or a local Ray)."
@@ -189,6 +195,7 @@ def encode(
                 "progress": progress,
                 "compress": compress,
                 "media.max_image_pixels": max_image_pixels,
+                "media.mono": mono,
             },
             set_,
         )
@@ -286,6 +293,9 @@ def export_tokens_command(
     checkpoint: Path | None = typer.Option(
         None, help="The checkpoint the codes were encoded with; needed for compressed shards only."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace token files that exist at OUT_PREFIX."
+    ),
 ) -> None:
     """Export codes as a flat token file for language-model training."""
     manifest = run_job(
@@ -297,6 +307,7 @@ def export_tokens_command(
             order=order.value,
             on_error=on_error.value,
             checkpoint=checkpoint,
+            overwrite=overwrite,
         )
     )
     summary = {k: v for k, v in vars(manifest).items() if k != "keys"}

@@ -220,13 +220,15 @@ class MediaOptions(JobConfig):
     window_seconds: audio window length. clip_stride: video frames between clip starts (None:
     the clip length, no overlap). frame_size: resize video frames to (H, W) (None: native).
     max_image_pixels: refuse images and frames larger than this many pixels before decoding
-    them (None leaves only Pillow's own decompression-bomb check).
+    them (None leaves only Pillow's own decompression-bomb check). mono: mix multichannel
+    audio down for a 1-channel model (without it such files are refused, not averaged).
     """
 
     window_seconds: float = 2.0
     clip_stride: int | None = None
     frame_size: tuple[int, int] | None = None
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
+    mono: bool = False
 
     def problems(self) -> list[str]:
         """Positive window, stride, frame size and pixel limit.

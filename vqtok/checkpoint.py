@@ -65,9 +65,11 @@ def save(model: VQTokenizer | LatentModel, path: str | Path) -> Path:
     tensors = dict(state)
     if getattr(model, "code_prior", None) is not None:
         tensors[PRIOR_KEY] = model.code_prior.detach().cpu().to(torch.int64).contiguous()
-    save_file(
-        tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model_id": model_id}
-    )
+    weights = directory / WEIGHTS_FILE
+    try:
+        save_file(tensors, str(weights), metadata={"format": "pt", "model_id": model_id})
+    except SafetensorError as exc:  # an I/O failure in the Rust writer, not an OSError
+        raise OSError(f"cannot write {weights}: {exc}") from None
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -21,9 +21,10 @@ from vqtok.entropy import entropy, fit_prior, prior_id, smoothed_prior
 from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions
 from vqtok.pipelines.data.batches import MediaBatches, PreparedBatch, identity
 from vqtok.pipelines.data.sources import expand_shards
-from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
+from vqtok.pipelines.errors import PipelineError, SampleError
 from vqtok.pipelines.jobs.common import load_model
 from vqtok.pipelines.jobs.encode import media_config
+from vqtok.pipelines.jobs.preflight import check_all, check_media_input, check_output_folder
 
 FOLDS = 5
 
@@ -86,16 +87,20 @@ def fit_prior_shards(
         and per level the code entropy (bits per code) and the weight of the uniform mix.
 
     Raises:
-        UsageError: For bad options, an unloadable checkpoint or device, or no matching
-            shards.
+        UsageError: Before any work, for bad options, an unloadable checkpoint or device,
+            no matching shards, code shards or shards of another modality, or a checkpoint
+            folder that cannot be written.
         PipelineError: When no sample of the shards could be read.
     """
     config = config or FitPriorConfig()
     config.check()
     model = load_model(checkpoint, config.runtime.device)
     urls = expand_shards(shards)
-    if not urls:
-        raise UsageError(f"no shards match {shards!r}")
+    target = Path(output if output is not None else checkpoint)
+    check_all([
+        lambda: check_media_input(urls, model.config.modality),
+        lambda: check_output_folder(target, "checkpoint folder"),
+    ])
     dataset = MediaBatches(urls, media_config(model, config.media), config.runtime.batch_size)
     loader = DataLoader(dataset, batch_size=None, num_workers=min(config.workers, len(urls)),
                         collate_fn=identity)
@@ -124,7 +129,7 @@ def fit_prior_shards(
     prior, weights = smoothed_prior(fold_counts)
     counts = fold_counts.sum(axis=0)
     model.code_prior = torch.from_numpy(prior)
-    target = vqtok.save(model.cpu(), output if output is not None else checkpoint)
+    target = vqtok.save(model.cpu(), target)
     return PriorSummary(
         checkpoint=str(target), prior_id=prior_id(prior), samples=samples, codes=int(counts.sum()),
         skipped=len(errors), errors=[error.describe() for error in errors],

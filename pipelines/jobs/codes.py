@@ -19,6 +19,7 @@ import json
 import numpy as np
 
 from vqtok.entropy import CODER, PRIOR_TOTAL, decode_payload, encode_payload, prior_id
+from vqtok.pipelines.data.media import EXTENSIONS
 from vqtok.pipelines.errors import UsageError
 
 PLAIN_FIELD = "npy"
@@ -49,6 +50,9 @@ def _json(header: dict) -> bytes:
     return json.dumps(header, sort_keys=True).encode()
 
 
+_MEDIA_EXTENSIONS = {ext for exts in EXTENSIONS.values() for ext in exts}
+
+
 def is_compressed(fields: dict[str, bytes]) -> bool:
     """Whether a code sample holds entropy-coded codes (and so needs the model's prior)."""
     return COMPRESSED_FIELD in fields
@@ -57,7 +61,13 @@ def is_compressed(fields: dict[str, bytes]) -> bool:
 def code_meta(fields: dict[str, bytes]) -> dict:
     """The sample's JSON metadata; raises KeyError/ValueError when it is missing or malformed."""
     if "json" not in fields:
-        raise KeyError("code sample lacks json")
+        media = sorted(ext for ext in fields if ext.lower() in _MEDIA_EXTENSIONS)
+        if media:
+            raise KeyError(
+                f"this is a media sample ({', '.join(media)}), not codes: decode and "
+                "export-tokens read the code shards that `vqtok encode` writes"
+            )
+        raise KeyError(f"code sample lacks json (fields: {', '.join(sorted(fields)) or 'none'})")
     meta = json.loads(fields["json"])
     if not isinstance(meta, dict):
         raise ValueError("code sample json is not an object")

@@ -10,13 +10,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 import vqtok
 from vqtok import VQTokenizer
 from vqtok.pipelines.data.sources import shard_name
 from vqtok.pipelines.data.tario import partial_path
 from vqtok.pipelines.errors import UsageError
+from vqtok.pipelines.jobs.preflight import check_device
 
 
 class ShardOutputs:
@@ -87,10 +86,7 @@ def load_model(
 ) -> VQTokenizer:
     """A model in eval mode on `device`, from a model or a checkpoint path. With `tokenizer`
     (the code jobs) anything without discrete codes is refused."""
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise UsageError(f"bad --device {device!r}: {exc}") from None
+    check_device(device)
     if isinstance(model_or_path, (str, Path)):
         try:
             model_or_path = vqtok.load(model_or_path)

@@ -25,8 +25,16 @@ from vqtok.pipelines.data.media import restore
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.data.tario import Sample, ShardWriter, read_samples
 from vqtok.pipelines.errors import ErrorPolicy, SampleError, UsageError, write_error_log
+from vqtok.pipelines.folder_lock import FolderLock
 from vqtok.pipelines.jobs.codes import code_meta, unpack_codes
 from vqtok.pipelines.jobs.common import ShardOutputs, load_model, shard_names, write_summary
+from vqtok.pipelines.jobs.preflight import (
+    check_all,
+    check_code_input,
+    check_output_folder,
+    check_resume,
+    read_json,
+)
 from vqtok.pipelines.progress import ShardProgress
 
 
@@ -69,7 +77,25 @@ def decode_shards(
 ) -> DecodeSummary:
     """Decode every sample of this rank's `code_shards` with `model`.
 
-    `model` is a VQTokenizer or a checkpoint path.
+    Args:
+        model: A VQTokenizer or its checkpoint path.
+        code_shards: Code shards written by `encode_shards`: a folder, file, brace pattern
+            or URL, or a list of them.
+        out_dir: Folder for the media (shards or loose files), stats, error logs, the
+            resolved config and the summary.
+        config: Output format, error policy, batch size, device and resume.
+        placement: This rank's share of the shards (default: from the environment).
+
+    Returns:
+        What this rank did: shards and samples decoded or skipped, and the time.
+
+    Raises:
+        UsageError: For bad arguments, found before anything is written: options, device,
+            checkpoint, media shards or codes of another model, an `out_dir` that is a
+            file, not writable, in use by another job, holding output without `resume`, or
+            (with `resume`) holding another model's or other options' output.
+        PipelineError: For failures: a bad sample under `on_error="raise"`, or more skips
+            than `max_error_rate` allows.
     """
     config = config or DecodeConfig()
     config.check()
@@ -77,23 +103,47 @@ def decode_shards(
     placement = placement or Placement.from_env()
     urls = placement.select(expand_shards(code_shards))
     names = shard_names(urls)
-    outputs = ShardOutputs(Path(out_dir), with_tar=config.output_format == "shards")
-    todo = outputs.prepare(urls, names, resume=config.resume)
     model = load_model(model, config.runtime.device)
-    outputs.save_config(
-        "decode_config.json", {**config.to_dict(), "model_id": model.model_id, "shards": urls}
-    )
-    summary = DecodeSummary(
-        rank=placement.rank,
-        shards_total=len(urls),
-        shards_already_done=len(urls) - len(todo),
-        out_dir=str(outputs.root),
-    )
+    out_dir = Path(out_dir)
+    check_all([
+        lambda: check_output_folder(out_dir),
+        lambda: check_code_input(urls, model.model_id, "decode"),
+        lambda: check_resume(out_dir, "decode_config.json", config.to_dict(), model.model_id,
+                             config.resume),
+    ])
+    with FolderLock(out_dir, "decode", placement.rank):
+        outputs = ShardOutputs(out_dir, with_tar=config.output_format == "shards")
+        todo = outputs.prepare(urls, names, resume=config.resume)
+        outputs.save_config(
+            "decode_config.json", {**config.to_dict(), "model_id": model.model_id, "shards": urls}
+        )
+        summary = DecodeSummary(
+            rank=placement.rank,
+            shards_total=len(urls),
+            shards_already_done=len(urls) - len(todo),
+            out_dir=str(outputs.root),
+        )
+        _decode_all(model, todo, names, outputs, config, policy, summary)
+    policy.check_rate(summary.skipped, summary.samples + summary.skipped)
+    return summary
+
+
+def _decode_all(
+    model: VQTokenizer,
+    todo: list[str],
+    names: dict[str, str],
+    outputs: ShardOutputs,
+    config: DecodeConfig,
+    policy: ErrorPolicy,
+    summary: DecodeSummary,
+) -> None:
+    """Decode the shards still to do, then write the summary."""
     start = time.monotonic()
     decoder = _SampleDecoder(model, model_prior(model), config)
+    claims = _FileClaims.from_done(outputs, names) if not outputs.with_tar else None
     with ShardProgress(len(todo), label="decode", enabled=config.progress) as progress:
         for url in todo:
-            _decode_shard(decoder, url, names[url], outputs, policy, summary)
+            _decode_shard(decoder, url, names[url], outputs, policy, summary, claims)
             progress.advance(
                 samples=summary.samples - progress.samples,
                 errors=summary.skipped - progress.errors,
@@ -101,19 +151,50 @@ def decode_shards(
             )
     summary.seconds = round(time.monotonic() - start, 3)
     write_summary(outputs.root, "decode", summary.to_dict())
-    policy.check_rate(summary.skipped, summary.samples + summary.skipped)
-    return summary
+
+
+class _FileClaims:
+    """Which sample wrote each loose output file of this job: no two samples share a file.
+
+    Keys are unique within a shard but not across shards, and a key's file name could
+    match another's (`a/b` and `a/b.png` with another extension); the second sample is
+    refused rather than overwriting the first. Done shards record their files in their
+    stats, so that a resumed job knows them too.
+    """
+
+    def __init__(self) -> None:
+        self.owner: dict[str, str] = {}
+
+    @classmethod
+    def from_done(cls, outputs: ShardOutputs, names: dict[str, str]) -> _FileClaims:
+        claims = cls()
+        for name in names.values():
+            stats = read_json(outputs.stats(name)) if outputs.is_done(name) else None
+            for path in (stats or {}).get("files", []):
+                claims.owner[path] = f"shard {name}"
+        return claims
+
+    def claim(self, paths: list[str], owner: str) -> None:
+        taken = [p for p in paths if self.owner.get(p, owner) != owner]
+        if taken:
+            raise ValueError(
+                f"output file {taken[0]} was already written by {self.owner[taken[0]]}"
+            )
+        self.owner.update(dict.fromkeys(paths, owner))
 
 
 class _FileSink:
     """Writes decoded samples as `root/<key>.<ext>` (via a temporary name).
 
-    Paths outside root are refused.
+    Paths outside root are refused, and so are paths another sample of the job wrote.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, shard: str, claims: _FileClaims) -> None:
         self.root = root.resolve()
+        self.shard = shard
+        self.claims = claims
         self.count = 0
+        self.files: list[str] = []
 
     def target(self, key: str, ext: str) -> Path:
         path = (self.root / f"{key}.{ext}").resolve()
@@ -122,12 +203,16 @@ class _FileSink:
         return path
 
     def write(self, key: str, fields: dict[str, bytes]) -> None:
+        paths = {ext: self.target(key, ext) for ext in fields}
+        names = [str(p.relative_to(self.root)) for p in paths.values()]
+        self.claims.claim(names, f"sample {key!r} of shard {self.shard}")
         for ext, data in fields.items():
-            path = self.target(key, ext)
+            path = paths[ext]
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(path.name + ".partial")
             partial.write_bytes(data)
             os.replace(partial, path)
+        self.files += names
         self.count += 1
 
     def commit(self) -> None:
@@ -144,9 +229,12 @@ def _decode_shard(
     outputs: ShardOutputs,
     policy: ErrorPolicy,
     summary: DecodeSummary,
+    claims: _FileClaims | None,
 ) -> None:
     started = time.monotonic()
-    sink = ShardWriter(outputs.tar(name)) if outputs.with_tar else _FileSink(outputs.root)
+    sink = ShardWriter(outputs.tar(name)) if claims is None else _FileSink(
+        outputs.root, name, claims
+    )
     errors: list[SampleError] = []
     try:
         for item in read_samples(url, name):
@@ -161,15 +249,15 @@ def _decode_shard(
         sink.abort()
         raise
     write_error_log(outputs.errors(name), errors)
-    outputs.mark_done(
-        name,
-        {
-            "shard": name,
-            "count": sink.count,
-            "skipped": len(errors),
-            "seconds": round(time.monotonic() - started, 3),
-        },
-    )
+    stats = {
+        "shard": name,
+        "count": sink.count,
+        "skipped": len(errors),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    if claims is not None:
+        stats["files"] = sink.files
+    outputs.mark_done(name, stats)
     summary.shards_decoded += 1
     summary.samples += sink.count
     summary.skipped += len(errors)
@@ -185,7 +273,9 @@ def _write_sample(decoder: _SampleDecoder, sample: Sample, sink) -> SampleError 
         raise
     except Exception as exc:  # one bad sample must not sink the shard
         stage = "keys" if isinstance(exc, KeyError) else "model"
-        return SampleError(sample.shard, sample.key, stage, str(exc))
+        # str() of a KeyError is the repr of its message, quotes and all.
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        return SampleError(sample.shard, sample.key, stage, message)
     try:
         sink.write(sample.key, fields)
     except (ValueError, OSError) as exc:

@@ -37,8 +37,15 @@ from vqtok.pipelines.data.media import MediaConfig
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.data.tario import ShardWriter
 from vqtok.pipelines.errors import ErrorPolicy, SampleError, write_error_log
+from vqtok.pipelines.folder_lock import FolderLock
 from vqtok.pipelines.jobs.codes import code_dtype, pack_codes
 from vqtok.pipelines.jobs.common import ShardOutputs, load_model, shard_names, write_summary
+from vqtok.pipelines.jobs.preflight import (
+    check_all,
+    check_media_input,
+    check_output_folder,
+    check_resume,
+)
 from vqtok.pipelines.progress import ShardProgress
 
 
@@ -153,8 +160,10 @@ def encode_shards(
         What this rank did: shards and samples encoded or skipped, time and the model id.
 
     Raises:
-        UsageError: For bad arguments: options, device, checkpoint, or an `out_dir` that
-            already holds output without `resume`.
+        UsageError: For bad arguments, found before anything is written: options, device,
+            checkpoint, shards of another modality or code shards, an `out_dir` that is a
+            file, not writable, in use by another job, holding output without `resume`, or
+            (with `resume`) holding another model's or other options' output.
         PipelineError: For failures: a bad sample under `on_error="raise"`, or more skips
             than `max_error_rate` allows.
     """
@@ -165,30 +174,45 @@ def encode_shards(
     all_urls = expand_shards(shards)
     urls = placement.select(all_urls)
     names = shard_names(urls)
-    # Loaded before OUT_DIR is touched.
+    # Everything is checked before OUT_DIR is touched: a refused job writes nothing.
     loaded = load_model(model, config.runtime.device if engine is None else "cpu")
-    outputs = ShardOutputs(Path(out_dir))
-    todo = outputs.prepare(urls, names, resume=config.resume)
-    if config.compress and getattr(loaded, "code_prior", None) is None:
-        warnings.warn(UNIFORM_PRIOR_WARNING, stacklevel=2)
-    summary = EncodeSummary(
-        rank=placement.rank,
-        shards_total=len(urls),
-        shards_already_done=len(urls) - len(todo),
-        model_id=loaded.model_id,
-        out_dir=str(outputs.root),
-    )
-    outputs.save_config(
-        "encode_config.json", {**config.to_dict(), "model_id": loaded.model_id, "shards": all_urls}
-    )
+    out_dir = Path(out_dir)
+    check_all([
+        lambda: check_output_folder(out_dir),
+        lambda: check_media_input(urls, loaded.config.modality),
+        lambda: check_resume(out_dir, "encode_config.json", config.to_dict(), loaded.model_id,
+                             config.resume),
+    ])
+    with FolderLock(out_dir, "encode", placement.rank):
+        outputs = ShardOutputs(out_dir)
+        todo = outputs.prepare(urls, names, resume=config.resume)
+        job = EncodeJob(model, loaded, todo, names, outputs, config, policy, EncodeSummary(
+            rank=placement.rank,
+            shards_total=len(urls),
+            shards_already_done=len(urls) - len(todo),
+            model_id=loaded.model_id,
+            out_dir=str(outputs.root),
+        ))
+        outputs.save_config(
+            "encode_config.json",
+            {**config.to_dict(), "model_id": loaded.model_id, "shards": all_urls},
+        )
+        _run_job(job, engine)
+    policy.check_rate(job.summary.skipped, job.summary.samples + job.summary.skipped)
+    return job.summary
+
+
+def _run_job(job: EncodeJob, engine: Engine | None) -> None:
+    """Run `job` on `engine` and write its summary."""
+    if job.config.compress and getattr(job.model, "code_prior", None) is None:
+        warnings.warn(UNIFORM_PRIOR_WARNING, stacklevel=3)
     start = time.monotonic()
-    if todo:
-        (engine or _run)(EncodeJob(model, loaded, todo, names, outputs, config, policy, summary))
+    if job.todo:
+        (engine or _run)(job)
+    summary = job.summary
     summary.seconds = round(time.monotonic() - start, 3)
     summary.samples_per_second = round(summary.samples / max(summary.seconds, 1e-9), 2)
-    write_summary(outputs.root, "encode", summary.to_dict())
-    policy.check_rate(summary.skipped, summary.samples + summary.skipped)
-    return summary
+    write_summary(job.outputs.root, "encode", summary.to_dict())
 
 
 def media_config(model: VQTokenizer, options: MediaOptions) -> MediaConfig:
@@ -196,7 +220,8 @@ def media_config(model: VQTokenizer, options: MediaOptions) -> MediaConfig:
 
     Args:
         model: The tokenizer; its config gives modality, channels, sample rate and clip.
-        options: The job's media options (window, clip stride, frame size, pixel limit).
+        options: The job's media options (window, clip stride, frame size, pixel limit,
+            downmix).
 
     Returns:
         The MediaConfig the shard readers decode with.
@@ -211,6 +236,7 @@ def media_config(model: VQTokenizer, options: MediaOptions) -> MediaConfig:
         clip_stride=options.clip_stride,
         frame_size=tuple(options.frame_size) if options.frame_size else None,
         max_image_pixels=options.max_image_pixels,
+        mono=options.mono,
     )
 
 

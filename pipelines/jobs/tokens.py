@@ -12,7 +12,9 @@ they were encoded with, for its prior.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,9 +38,13 @@ from vqtok.pipelines.errors import (
 )
 from vqtok.pipelines.jobs.codes import is_compressed, unpack_codes
 from vqtok.pipelines.jobs.common import load_model
+from vqtok.pipelines.jobs.preflight import check_all, check_code_input, check_output_file
 
 Order = Literal["interleaved", "level-major"]
 
+
+# What `export_tokens` writes at its prefix (the error log only when samples were skipped).
+TOKEN_FILES = (".bin", ".idx", ".json", ".errors.jsonl")
 
 @dataclass
 class TokenManifest:
@@ -83,7 +89,8 @@ def flatten_codes(codes: np.ndarray, num_levels: int, order: Order = "interleave
 
 def export_tokens(code_shards: str | Sequence[str], out_prefix: str | Path, *, bos: bool = False,
                   eos: bool = False, order: Order = "interleaved", on_error: OnError = "raise",
-                  checkpoint: VQTokenizer | str | Path | None = None) -> TokenManifest:
+                  checkpoint: VQTokenizer | str | Path | None = None,
+                  overwrite: bool = False) -> TokenManifest:
     """Write `<out_prefix>.bin/.idx/.json` from code shards, samples in shard then key order.
 
     With `bos`/`eos`, ids `codebook_size` and `codebook_size + 1` (or `codebook_size` alone)
@@ -98,26 +105,75 @@ def export_tokens(code_shards: str | Sequence[str], out_prefix: str | Path, *, b
         on_error: "raise" to stop on a bad sample, "skip" to log it and go on.
         checkpoint: A VQTokenizer or checkpoint path giving the prior of compressed
             shards; needed only when there are some.
+        overwrite: Replace token files that exist at `out_prefix` (refused otherwise).
 
     Returns:
         The manifest written to `<out_prefix>.json`: model, vocabulary, ids, counts.
 
     Raises:
-        UsageError: For a bad `order` or checkpoint, shards of different models, or
-            compressed shards without their checkpoint.
+        UsageError: Before anything is written, for a bad `order` or checkpoint, media
+            shards or codes of another model, token files that exist (without `overwrite`)
+            or cannot be written, or a prefix in use by another export; later, for shards
+            of different models or compressed shards without their checkpoint.
         PipelineError: When no code sample is found, or for a bad sample under
             `on_error="raise"`.
     """
     if order not in ("interleaved", "level-major"):
         raise UsageError(f"--order must be 'interleaved' or 'level-major', not {order!r}")
-    prior = None if checkpoint is None else model_prior(load_model(checkpoint, "cpu"))
+    policy = ErrorPolicy(on_error)
+    model = None if checkpoint is None else load_model(checkpoint, "cpu")
+    urls = expand_shards(code_shards)
     prefix = Path(out_prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    outputs = [prefix.with_name(prefix.name + ext) for ext in TOKEN_FILES]
+    check_all([
+        lambda: check_code_input(urls, model.model_id if model else "", "export-tokens"),
+        *(lambda path=path: check_output_file(path, "token file") for path in outputs),
+        lambda: _check_not_there(outputs, overwrite),
+    ])
+    return _export(urls, prefix, _TokenWriter(
+        None, policy, None if model is None else model_prior(model), bos, eos, order
+    ))
+
+
+def _check_not_there(outputs: list[Path], overwrite: bool) -> None:
+    found = [str(path) for path in outputs if path.exists()]
+    if found and not overwrite:
+        raise UsageError(
+            f"{found[0]} already exists; pass --overwrite to replace the token files, or "
+            "choose another prefix"
+        )
+
+
+def _export(urls: list[str], prefix: Path, writer: _TokenWriter) -> TokenManifest:
+    """Stream the samples of `urls` into the token files at `prefix`.
+
+    The partial token file is also the job's lock: a second export to the same prefix
+    finds it locked and stops, and the kernel drops the lock of a killed export.
+
+    Raises:
+        UsageError: Another export is writing the same prefix.
+    """
     bin_partial = prefix.with_name(prefix.name + ".bin.partial")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(bin_partial, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        with bin_partial.open("wb") as out:
-            writer = _TokenWriter(out, ErrorPolicy(on_error), prior, bos, eos, order)
-            for url in expand_shards(code_shards):
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise UsageError(f"another export-tokens is writing {prefix}; wait for it") from None
+    try:  # the lock is held until the files are in place
+        return _write_tokens(urls, prefix, writer, bin_partial, lock)
+    finally:
+        os.close(lock)
+
+
+def _write_tokens(
+    urls: list[str], prefix: Path, writer: _TokenWriter, bin_partial: Path, lock: int
+) -> TokenManifest:
+    try:
+        os.ftruncate(lock, 0)
+        with os.fdopen(os.dup(lock), "wb") as writer.out:
+            for url in urls:
                 for item in read_samples(url, shard_name(url)):
                     writer.add(item)
     except BaseException:
@@ -148,7 +204,7 @@ class _TokenWriter:
     Keeps their offsets, errors and the manifest.
     """
 
-    out: BinaryIO
+    out: BinaryIO | None  # set once the token file is open
     policy: ErrorPolicy
     prior: np.ndarray | None  # (Q, K) int64, for compressed samples
     bos: bool
