@@ -11,7 +11,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from vqtok.cli.common import CONFIG_HELP, SET_HELP, default_of, out, run_job, write_json
+from vqtok.cli.common import (
+    CONFIG_HELP,
+    SET_HELP,
+    default_of,
+    out,
+    print_table,
+    run_job,
+    write_json,
+)
 from vqtok.pipelines.bench.kernels import KernelsBenchConfig
 from vqtok.pipelines.bench.pipeline import PipelineBenchConfig
 from vqtok.pipelines.bench.quantizer import QuantizerBenchConfig
@@ -32,7 +40,7 @@ def print_rows(rows: list[dict], title: str) -> None:
     table = Table(*columns, title=title)
     for r in rows:
         table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
-    out.print(table)
+    print_table(table)
 
 
 @bench_app.command("kernels")

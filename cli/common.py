@@ -11,6 +11,9 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 
 from vqtok.pipelines import PipelineError, UsageError
 
@@ -22,8 +25,30 @@ out = Console()
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error and exit: 2 for bad input or usage, 1 for a failed job."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+interrupt_reported = False  # whether a command said why it stopped on Ctrl-C
+
+
+def exit_interrupted(message: str) -> NoReturn:
+    """Say in one line what Ctrl-C left behind, and exit 130."""
+    global interrupt_reported
+    typer.echo(message, err=True)
+    interrupt_reported = True
+    raise typer.Exit(130)
+
+
+def print_table(table: Table) -> None:
+    """Print `table` on stdout whole, at its natural width even when piped or narrow.
+
+    Rich otherwise fits tables to 80 columns on a pipe and cuts cells (preset names users
+    must copy among them); a terminal narrower than the table wraps its lines instead.
+    """
+    options = out.options.update(max_width=1 << 16)
+    width = Measurement.get(out, options, table).maximum
+    Console(width=max(width, out.width), soft_wrap=False, highlight=False).print(table)
 
 
 def write_json(path: Path | None, payload: object) -> None:
@@ -45,11 +70,28 @@ def run_job(job: Callable[[], T]) -> T:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted; partial outputs removed", err=True)
-        raise typer.Exit(130) from None
+        exit_interrupted("interrupted; partial outputs removed")
+    except (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        # A path the user gave cannot be used as asked: their input, not a failed job.
+        typer.echo(f"error: {describe_os_error(exc)}", err=True)
+        raise typer.Exit(2) from None
     except OSError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {describe_os_error(exc)}", err=True)
         raise typer.Exit(1) from None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line naming the path and the condition, e.g. "out: exists and is a file"."""
+    reasons = {
+        PermissionError: "permission denied (not writable or not readable by this user)",
+        FileExistsError: "exists and is a file, where a folder is needed",
+        NotADirectoryError: "a part of this path is a file, not a folder",
+        IsADirectoryError: "is a folder, where a file is needed",
+    }
+    reason = next((text for kind, text in reasons.items() if isinstance(exc, kind)), None)
+    if exc.filename is None:
+        return str(exc)
+    return f"{exc.filename}: {reason or exc.strerror or exc}"
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from vqtok.cli.common import out
+from vqtok.cli.common import out, print_table
 from vqtok.pipelines.environment import environment_report
 
 
@@ -21,18 +21,18 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print the report as
     table = Table("package", "version", title="packages")
     for name, version in report["packages"].items():
         table.add_row(name, version or "[dim]not installed[/]")
-    out.print(table)
+    print_table(table)
     devices = Table("device", "name", "details", title="devices")
     for d in report["devices"]:
         details = f"{d['threads']} threads" if d["device"] == "cpu" else f"{d['memory_gib']} GiB"
         devices.add_row(str(d["device"]), str(d["name"]), details)
-    out.print(devices)
+    print_table(devices)
     kernels = Table(
         "kernel", *report["kernel_backend_auto"].keys(), title="kernel backends (backend='auto')"
     )
     for op in ("nearest_code", "ema_update"):
         kernels.add_row(op, *report["kernel_backend_auto"].values())
-    out.print(kernels)
+    print_table(kernels)
     out.print(f"available backends: {', '.join(report['kernel_backends_available'])}")
     for key, value in report["env"].items():
         out.print(f"{key}={value}")

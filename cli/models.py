@@ -1,12 +1,16 @@
-"""`vqtok models`: the registered tokenizer presets."""
+"""`vqtok models`: the registered model presets, as a table or as JSON."""
 
 from __future__ import annotations
 
+import json
+
 import typer
-from rich.console import Console
 from rich.table import Table
 
 import vqtok
+from vqtok.cli.common import print_table
+
+COLUMNS = ("name", "modality", "strides", "quantizer", "codebook", "params", "rate")
 
 
 def _rate(config: vqtok.TokenizerConfig) -> str:
@@ -17,17 +21,30 @@ def _rate(config: vqtok.TokenizerConfig) -> str:
     return "-"
 
 
-def presets_table() -> Table:
-    """One row per preset: modality, strides per axis, codebook, parameter count."""
-    table = Table(title="vqtok model presets")
-    for column in ("name", "modality", "strides", "quantizer", "codebook", "params", "rate"):
-        table.add_column(
-            column, no_wrap=True, justify="right" if column in ("codebook", "params") else "left"
-        )
+def preset_rows() -> list[dict[str, str]]:
+    """One row per preset: modality, strides per axis, codebook, parameter count, rate.
+
+    Returns:
+        Rows keyed by `COLUMNS`, in the registry's order.
+    """
+    rows = []
     for name in vqtok.list_models():
         model = vqtok.create_model(name)
         params = f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
-        table.add_row(name, *_geometry(model), params, _rate(model.config))
+        rate = _rate(model.config) if isinstance(model.config, vqtok.TokenizerConfig) else "-"
+        rows.append(dict(zip(COLUMNS, (name, *_geometry(model), params, rate), strict=True)))
+    return rows
+
+
+def presets_table(rows: list[dict[str, str]]) -> Table:
+    """The rows as a Rich table whose names never wrap or get cut."""
+    table = Table(title="vqtok model presets")
+    for column in COLUMNS:
+        table.add_column(
+            column, no_wrap=True, justify="right" if column in ("codebook", "params") else "left"
+        )
+    for row in rows:
+        table.add_row(*row.values())
     return table
 
 
@@ -45,6 +62,12 @@ def _geometry(model) -> tuple[str, str, str, str]:
 
 def register(app: typer.Typer) -> None:
     @app.command("models")
-    def models() -> None:
-        """List the tokenizer presets usable with `vqtok.create_model(name)`."""
-        Console().print(presets_table())
+    def models(
+        as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+    ) -> None:
+        """List the model presets usable with `vqtok.create_model(name)`."""
+        rows = preset_rows()
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        print_table(presets_table(rows))

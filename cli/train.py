@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from vqtok.cli.common import print_summary, run_job
+from vqtok.cli.common import exit_interrupted, print_summary, run_job
 from vqtok.pipelines.training import TrainConfig, TrainingInterrupted, train
 
 
@@ -66,8 +66,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool) -> Any:
     try:
         return train(config, resume=resume, progress=progress)
     except TrainingInterrupted as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(130) from None
+        exit_interrupted(str(exc))
 
 
 def register(app: typer.Typer) -> None:

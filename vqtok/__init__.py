@@ -9,15 +9,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import vqtok.quantizers  # noqa: F401  (registers the quantizers)
-from vqtok.checkpoint import CheckpointError, load, save
-from vqtok.models import TokenizerConfig, VQTokenizer
-from vqtok.models.vae import LatentModel
-from vqtok.registry import MODELS
+if TYPE_CHECKING:
+    from vqtok.models import TokenizerConfig, VQTokenizer
+    from vqtok.models.vae import LatentModel
 
 __version__ = "0.1.0"
+
+# The public names load on first use (PEP 562), so that `import vqtok` costs nothing until a
+# model is needed: the command line installs its Ctrl-C handling before torch loads, and
+# `vqtok --help` does not wait for it.
+_EXPORTS = {
+    "CheckpointError": "vqtok.checkpoint",
+    "load": "vqtok.checkpoint",
+    "save": "vqtok.checkpoint",
+    "TokenizerConfig": "vqtok.models",
+    "VQTokenizer": "vqtok.models",
+    "LatentModel": "vqtok.models.vae",
+    "MODELS": "vqtok.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        _register_all()
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    try:
+        return importlib.import_module(f"vqtok.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"vqtok.{name}":
+            raise
+        raise AttributeError(f"module 'vqtok' has no attribute {name!r}") from None
+
+
+def _register_all() -> None:
+    """Import the modules whose import registers the quantizers and model presets."""
+    importlib.import_module("vqtok.quantizers")
+    importlib.import_module("vqtok.models")
 
 
 def create_model(name: str, **overrides: Any) -> VQTokenizer | LatentModel:
@@ -36,6 +68,9 @@ def create_model(name: str, **overrides: Any) -> VQTokenizer | LatentModel:
         KeyError: ``name`` is not a registered preset.
         ValueError: An override names no config field or gives it an invalid value.
     """
+    _register_all()
+    from vqtok.registry import MODELS
+
     return MODELS.create(name, **overrides)
 
 
@@ -45,6 +80,9 @@ def list_models() -> list[str]:
     Returns:
         The names ``create_model`` accepts, sorted.
     """
+    _register_all()
+    from vqtok.registry import MODELS
+
     return MODELS.names()
 
 
