@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -203,22 +203,37 @@ class VQTokenizer(nn.Module):
             TypeError: ``x`` is not floating point.
         """
         self._check_input(x)
+        if x.shape[0] == 0:
+            return self.encode(x)
+        return self._encode_tiles(x, piece, samples, self.quantizer.encode)
+
+    def _encode_tiles(
+        self,
+        x: Tensor,
+        piece: int | Sequence[int | None],
+        samples: int | None,
+        head: Callable[[Tensor], Tensor],
+    ) -> Tensor:
+        """``head(encoder(pad(x)))`` tile by tile; ``head`` maps (b, D, *latent) to
+        (b, ..., *latent) position by position (the quantizer, or the identity in tests)."""
         spatial = tuple(x.shape[2:])
         axes = self._encoder_pieces(spatial, piece)
+        step = x.shape[0] if samples is None else samples
+        if step < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
         out: Tensor | None = None
-        step = samples or x.shape[0]
         for b in range(0, x.shape[0], step):
             for tile in tiles(axes):
                 clip = replicate_read(x[b : b + step], [p.read for p in tile])
-                codes = self.quantizer.encode(self.encoder(clip))
+                result = head(self.encoder(clip))
                 if out is None:
-                    out = codes.new_empty(
-                        (x.shape[0], *codes.shape[1 : -len(tile)], *self.latent_shape(spatial))
-                    )
+                    lead = result.shape[1 : result.dim() - len(tile)]
+                    shape = (x.shape[0], *lead, *self.latent_shape(spatial))
+                    out = result.new_empty(shape)
                 keep = tuple(slice(*p.keep) for p in tile)
                 write = tuple(slice(*p.write) for p in tile)
-                out[(slice(b, b + step), Ellipsis, *write)] = codes[(Ellipsis, *keep)]
-        assert out is not None
+                out[(slice(b, b + step), Ellipsis, *write)] = result[(Ellipsis, *keep)]
+        assert out is not None  # x has at least one sample and one tile
         return out
 
     @torch.no_grad()
