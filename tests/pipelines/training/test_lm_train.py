@@ -129,3 +129,28 @@ def test_an_existing_run_needs_resume(tmp_path):
     train_lm(config(tmp_path, steps=4), open_tokens, progress=False)
     with pytest.raises(UsageError, match="--resume"):
         train_lm(config(tmp_path, steps=8), open_tokens, progress=False)
+
+
+@pytest.mark.slow  # three Python processes start and import torch
+def test_torchrun_matches_one_process_with_the_doubled_batch(tmp_path):
+    """Rank r of W takes block r of each global batch, so 2 ranks x 2 sequences see what one
+    process sees with 4; the ranks end bit-equal and the losses agree to float rounding."""
+    random_export(tmp_path / "tok" / "train", count=8)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    losses = {}
+    for name, batch, launcher in (
+        ("single", 4, [sys.executable, "-m", "vqtok.cli.main"]),
+        ("ddp", 2, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node=2", "-m", "vqtok.cli.main"]),
+    ):
+        path = config(tmp_path, out=str(tmp_path / name), batch_size=batch, steps=4,
+                      val_every=100).save(tmp_path / f"{name}.toml")
+        result = subprocess.run([*launcher, "lm", "train", "--config", str(path),
+                                 "--no-progress"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        records = map(json.loads, (tmp_path / name / "metrics.jsonl").read_text().splitlines())
+        losses[name] = [r["loss"] for r in records if r["split"] == "train"]
+    hashes = json.loads((tmp_path / "ddp" / "summary.json").read_text())["replica_hashes"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    assert losses["ddp"] == pytest.approx(losses["single"], rel=1e-4)

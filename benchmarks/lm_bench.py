@@ -1,0 +1,173 @@
+"""Token-LM benchmark (issue 21): LM coding against `--coder auto`, and LM speed on this CPU.
+
+    OMP_NUM_THREADS=1 python benchmarks/lm_bench.py --demo demo-out --out /tmp/lm-bench
+
+Needs the tokenizers of a demo run (`python -m vqtok.pipelines.demo --out demo-out`):
+`demo-out/runs/image/final` and `demo-out/runs/audio/final`.
+
+**Compression.** Held out as in `rd_benchmark.py`: the photos chelsea and rocket and the
+sentences harbour and rainbow of demo/data. The LM is trained on the codes of the other
+six files of each modality only (the demo's tokenizers saw all eight: the tokenizer is not
+what is measured). Each held-out file is compressed with `--coder auto` and with
+`--coder lm` (`compress_bytes`, the code of `vqtok compress`); reported are payload bits
+per code, whole-file bytes and, for photos, whole-file bits per pixel.
+
+**Speed.** Training tokens per second (from the runs above) and sampling tokens per second
+with and without the KV cache, for lm-tiny and lm-small, one sequence of 256 tokens.
+
+**Generation on Fashion-MNIST** (a class-conditional LM over a 28x28 tokenizer, recognized
+by the CVAE benchmark's classifier) is not part of this script yet: it needs the Debian
+`dataset-fashion-mnist` package and hours of CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import vqtok
+import vqtok.lm
+from vqtok.entropy import unpack
+from vqtok.pipelines.compression.vqt import (
+    CompressConfig,
+    compress_bytes,
+    decompress_bytes,
+    encode_media,
+)
+from vqtok.pipelines.jobs.tokens import TokenManifest
+from vqtok.pipelines.training.lm_config import LMTrainConfig
+from vqtok.pipelines.training.lm_loop import train_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+HELD_OUT = {"image": ("chelsea.png", "rocket.png"), "audio": ("harbour.flac", "rainbow.flac")}
+FOLDERS = {"image": "images", "audio": "audio"}
+
+
+@dataclass
+class MemorySource:
+    """Code pieces held in memory, with the interface ``train_lm`` reads (as TokenDataset)."""
+
+    manifest: TokenManifest
+    samples: list[torch.Tensor]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.samples)
+
+    def sample(self, index: int) -> torch.Tensor:
+        return self.samples[index]
+
+
+def file_codes(model, path: Path) -> np.ndarray:
+    """(N, *latent) codes of one media file, cut as `vqtok compress` cuts it."""
+    codes, _ = encode_media(model, path.read_bytes(), CompressConfig())
+    return codes
+
+
+def source_of(model, paths: list[Path]) -> tuple[MemorySource, tuple[int, ...]]:
+    """The files' codes as one sample each, and the latent grid of a piece."""
+    codes = [file_codes(model, path) for path in paths]
+    manifest = TokenManifest(model.model_id, model.config.modality, model.codebook_size,
+                             model.num_levels, model.codebook_size, None, None, "interleaved",
+                             "", "uint16", keys=[p.name for p in paths])
+    grid = codes[0].shape[1:] if model.num_levels == 1 else codes[0].shape[2:]
+    return MemorySource(manifest, [torch.from_numpy(c.reshape(-1)) for c in codes]), grid
+
+
+def compression(modality: str, tokenizer: Path, out: Path, steps: int, context: int) -> dict:
+    """Train an LM on six files' codes; code the two held-out files with auto and with lm."""
+    model = vqtok.load(tokenizer)
+    files = sorted((ROOT / "demo" / "data" / FOLDERS[modality]).iterdir())
+    train = [f for f in files if f.name not in HELD_OUT[modality]]
+    held = [f for f in files if f.name in HELD_OUT[modality]]
+    source, grid = source_of(model, train)
+    pieces = sum(s.numel() for s in source.samples) // int(np.prod(grid))
+    config = LMTrainConfig(
+        train="memory", out=str(out / f"lm-{modality}"), layout=list(grid), steps=steps,
+        batch_size=8, lr=2e-3, warmup_steps=20, checkpoint_every=steps, log_every=25,
+        device="cpu", model_options={"d_model": 96, "num_heads": 4, "num_layers": 3,
+                                     "max_len": min(context, int(np.prod(grid))
+                                                    * model.num_levels + 1),
+                                     "dropout": 0.1},
+    )
+    summary = train_lm(config, lambda prefix: source, progress=False)
+    lm = vqtok.lm.load_lm(summary.final_model)
+    rows = []
+    for path in held:
+        data = path.read_bytes()
+        auto, auto_rates = compress_bytes(model, data, CompressConfig(coder="auto"))
+        started = time.monotonic()
+        coded, lm_rates = compress_bytes(model, data, CompressConfig(coder="lm"), lm=lm)
+        seconds = time.monotonic() - started
+        started = time.monotonic()
+        decompress_bytes(model, coded, lm=lm)
+        decode_seconds = time.monotonic() - started
+        row = {"file": path.name, "codes": auto_rates.codes,
+               "auto_coder": unpack(auto).header["coder"],
+               "auto_payload_bits_per_code": 8 * auto_rates.payload_bytes / auto_rates.codes,
+               "lm_payload_bits_per_code": 8 * lm_rates.payload_bytes / lm_rates.codes,
+               "auto_file_bytes": len(auto), "lm_file_bytes": len(coded),
+               "lm_compress_seconds": round(seconds, 2),
+               "lm_decompress_seconds": round(decode_seconds, 2)}
+        if modality == "image":
+            pixels = 256 * 256
+            row |= {"auto_bpp": 8 * len(auto) / pixels, "lm_bpp": 8 * len(coded) / pixels}
+        rows.append(row)
+    auto_bits = sum(r["auto_payload_bits_per_code"] * r["codes"] for r in rows)
+    lm_bits = sum(r["lm_payload_bits_per_code"] * r["codes"] for r in rows)
+    return {"tokenizer": str(tokenizer), "train_files": [f.name for f in train],
+            "train_pieces": pieces, "grid": list(grid), "lm_steps": steps,
+            "lm_train_seconds": summary.seconds,
+            "lm_train_tokens_per_second": summary.tokens_per_second,
+            "held_out": rows, "payload_saving_vs_auto": 1 - lm_bits / auto_bits}
+
+
+def sampling_speed(preset: str, tokens: int = 256) -> dict:
+    """Tokens per second sampling one sequence, with and without the KV cache."""
+    lm = vqtok.lm.create_lm(preset, codebook_size=1024, layout=(tokens,),
+                            max_len=tokens + 1).eval()
+    rates = {}
+    for cached in (True, False):
+        started = time.monotonic()
+        vqtok.lm.sample(lm, 1, generator=torch.Generator().manual_seed(0), use_cache=cached)
+        rates["kv_cache" if cached else "no_cache"] = tokens / (time.monotonic() - started)
+    return {"preset": preset, "tokens": tokens,
+            **{f"{k}_tokens_per_second": round(v, 1) for k, v in rates.items()},
+            "speedup": round(rates["kv_cache"] / rates["no_cache"], 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--demo", type=Path, default=Path("demo-out"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/lm-bench"))
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--context", type=int, default=257,
+                        help="LM context in tokens (an image's 32x32 codes are cut in chunks)")
+    parser.add_argument("--only", choices=("compression", "speed"), default=None)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    report = {"machine": f"{platform.processor() or platform.machine()}, "
+                         f"{torch.get_num_threads()} torch thread(s)",
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if args.only in (None, "compression"):
+        for modality in ("image", "audio"):
+            report[f"compression_{modality}"] = compression(
+                modality, args.demo / "runs" / modality / "final", args.out, args.steps,
+                args.context)
+            print(json.dumps(report[f"compression_{modality}"], indent=1), flush=True)
+    if args.only in (None, "speed"):
+        report["sampling"] = [sampling_speed(p) for p in ("lm-tiny", "lm-small")]
+        print(json.dumps(report["sampling"], indent=1), flush=True)
+    (args.out / "lm-bench.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
