@@ -200,3 +200,26 @@ def test_a_corrupted_lm_payload_is_a_usage_error(setup, tmp_path):
     vqt.write_bytes(pack(container.header, bytes(payload)))  # valid CRCs, wrong stream
     with pytest.raises(UsageError, match="cannot read .vqt"):
         decompress_file(vqt, tmp_path / "a.png", setup / "tokenizer", lm=setup / "lm")
+
+
+def test_residual_levels_round_trip_interleaved(tmp_path):
+    """A 2-level residual tokenizer: the LM codes both levels of each position in turn."""
+    import torch
+
+    torch.manual_seed(0)
+    rvq = vqtok.create_model("image-rvq-f8", widths=[8, 8, 8, 8], quantizer_options={
+        "codebook_size": 64, "num_levels": 2, "codebook_dim": 8})
+    vqtok.save(rvq, tmp_path / "rvq")
+    rvq = vqtok.load(tmp_path / "rvq")
+    vqtok.lm.save_lm(tiny_lm(rvq, num_levels=2, max_len=12), tmp_path / "lm")
+    photo = photos(tmp_path / "photos", 32)[0]
+    compress_file(tmp_path / "rvq", photo, tmp_path / "a.vqt", lm_config(), lm=tmp_path / "lm")
+    compress_file(tmp_path / "rvq", photo, tmp_path / "b.vqt", CompressConfig(coder="ans-static"))
+    assert unpack((tmp_path / "a.vqt").read_bytes()).header["codes"] == [1, 2, 4, 4]
+    for name in ("a", "b"):
+        decompress_file(tmp_path / f"{name}.vqt", tmp_path / f"{name}.png", tmp_path / "rvq",
+                        lm=tmp_path / "lm" if name == "a" else None)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    with pytest.raises(UsageError, match="drop --levels"):
+        compress_file(tmp_path / "rvq", photo, tmp_path / "c.vqt", lm_config(levels=1),
+                      lm=tmp_path / "lm")

@@ -15,7 +15,7 @@ from helpers.lm import TINY_LM, random_export, write_export
 
 import vqtok.lm
 from vqtok.pipelines.errors import UsageError
-from vqtok.pipelines.evaluation.lm_eval import evaluate_lm
+from vqtok.pipelines.evaluation.lm_eval import LMEvalConfig, evaluate_lm
 from vqtok.pipelines.jobs.tokens import TokenDataset
 from vqtok.pipelines.training.lm_config import LMTrainConfig
 from vqtok.pipelines.training.lm_loop import train_lm
@@ -108,6 +108,12 @@ def test_a_conditional_run_reads_labels_from_code_shards(tmp_path):
     summary = train_lm(config(tmp_path, labels=str(tmp_path / "codes"), steps=2),
                        open_tokens, progress=False)
     assert vqtok.lm.load_lm(summary.final_model).config.num_classes == 3
+    prefix = tmp_path / "tok" / "train"
+    with pytest.raises(UsageError, match="pass --labels"):
+        evaluate_lm(summary.final_model, prefix)
+    report = evaluate_lm(summary.final_model, prefix,
+                         LMEvalConfig(labels=str(tmp_path / "codes"), limit=3))
+    assert report.samples == 3 and report.code_tokens == 36
 
 
 @pytest.mark.parametrize("changes,message", [
