@@ -42,6 +42,9 @@ class RVQConfig(VQConfig):
             raise ValueError(f"quantizer_dropout must be in [0, 1], got {self.quantizer_dropout}")
         if self.metric != "l2":
             raise ValueError("residual VQ needs metric='l2'")
+        if self.center:
+            # Each level would centre its own residual and lose the mean from z_q.
+            raise ValueError("residual VQ does not centre latents (center=True)")
 
     def level_config(self) -> VQConfig:
         """The config of one level: this one's VQ options, in the shared lookup space."""
@@ -131,7 +134,7 @@ def _combine_stats(per_level: list[dict[str, float]]) -> dict[str, float]:
     combined: dict[str, float] = {}
     for name in per_level[0]:
         values = [s[name] for s in per_level]
-        summed = name in ("dead_codes", "restarted_codes")
+        summed = name in ("dead_codes", "restarted_codes", "restarted_total")
         combined[name] = sum(values) if summed else sum(values) / len(values)
     for i, s in enumerate(per_level):
         combined[f"perplexity/level{i}"] = s["perplexity"]

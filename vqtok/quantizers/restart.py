@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from vqtok.quantizers.distributed import broadcast_from_rank0, is_rank0
+from vqtok.quantizers.kmeans import at_least_k_rows
 
 
 @torch.no_grad()
@@ -21,16 +22,16 @@ def draw_replacements(
 
     Returns (count, D) fp32.
 
-    Rows are drawn without replacement while there are enough of them.
+    Rows are drawn without replacement. When fewer rows than ``count`` are at hand (audio
+    at 50 tokens per second can bring 200 latents to re-seed 1000 dead codes), jittered
+    copies make up the rest: exact copies would be tied codes, of which the nearest-code
+    search always picks the first, so they would stay dead.
     """
     out = torch.empty(count, recent.shape[1], dtype=torch.float32, device=recent.device)
     if is_rank0():
-        n = recent.shape[0]
-        if count <= n:
-            rows = torch.randperm(n, generator=generator, device="cpu")[:count]
-        else:
-            rows = torch.randint(n, (count,), generator=generator, device="cpu")
-        out.copy_(recent[rows.to(recent.device)].float())
+        pool = at_least_k_rows(recent.float(), count, generator)
+        rows = torch.randperm(pool.shape[0], generator=generator, device="cpu")[:count]
+        out.copy_(pool[rows.to(pool.device)])
     return broadcast_from_rank0(out)
 
 
