@@ -129,3 +129,9 @@ def test_lm_coding_round_trips_across_batch_sizes(batch_sizes):
     assert payload == encode_lm(model, codes, batch_size=batch_sizes[1])
     assert np.array_equal(decode_lm(model, payload, codes.shape, batch_size=batch_sizes[1]), codes)
     assert abs(8 * len(payload) - lm_bits(model, codes)) < 64 + 32  # within the ANS overhead
+
+
+def test_a_payload_cannot_announce_more_codes_than_it_can_hold():
+    model = tiny().eval()
+    with pytest.raises(ValueError, match="cannot hold"):
+        decode_lm(model, b"\0" * 8, (10**9, 3, 4))

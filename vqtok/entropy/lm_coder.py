@@ -170,14 +170,16 @@ def decode_lm(lm: TokenLM, payload: bytes, shape: tuple[int, ...],
         int64 codes of ``shape``.
 
     Raises:
-        ValueError: The shape does not fit the LM, or the payload does not decode to
-            exactly the announced codes.
+        ValueError: The shape does not fit the LM, announces more codes than the payload
+            can hold, or the payload does not decode to exactly the announced codes.
     """
     if len(payload) % 4:
         raise ValueError(f"payload of {len(payload)} bytes is not a whole number of words")
     model, config = _float64(lm), lm.config
     grid = _check_codes(lm, shape)
     total = math.prod(grid) * config.num_levels
+    if shape[0] * total > _max_codes(len(payload), config.codebook_size):
+        raise ValueError(f"{len(payload)} payload bytes cannot hold codes of shape {list(shape)}")
     tokens = torch.zeros(shape[0], total, dtype=torch.int64)
     coder = _stack().AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     try:
@@ -206,6 +208,17 @@ def lm_bits(lm: TokenLM, codes: np.ndarray, batch_size: int = 16) -> float:
         The sum of -log2 p(code | codes before it).
     """
     return table_bits(*lm_tables(lm, codes, batch_size))
+
+
+def _max_codes(payload_bytes: int, codebook_size: int) -> float:
+    """An upper bound on the codes a payload can hold, which guards decoding time.
+
+    Every code costs at least -log2 of the largest probability the coder can give, at most
+    1 - (K - 1) / 2**24 since each other code keeps one unit of its 24-bit mass; the coder's
+    64-bit state is the only other content.
+    """
+    min_bits = -math.log2(1 - (codebook_size - 1) / 2**FREQUENCY_BITS)
+    return (8 * payload_bytes + 64) / min_bits if min_bits > 0 else math.inf
 
 
 def _probabilities(tables: np.ndarray) -> np.ndarray:
