@@ -385,7 +385,16 @@ def _type_problems(config: Any, prefix: str) -> list[str]:
             found.append(
                 f"{prefix}{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"
             )
+        elif _too_large(value):
+            found.append(f"{prefix}{name} is out of range: {value}")
     return found
+
+
+def _too_large(value: Any) -> bool:
+    """Integers that torch, numpy and the file formats cannot hold (beyond int64)."""
+    if isinstance(value, list | tuple):
+        return any(_too_large(v) for v in value)
+    return isinstance(value, int) and not -(2**63) <= value < 2**63
 
 
 def _value_problems(config: Any, prefix: str) -> list[str]:

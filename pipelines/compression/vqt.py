@@ -38,6 +38,7 @@ from vqtok.pipelines.data.media import prepare, restore
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.jobs.common import load_model
 from vqtok.pipelines.jobs.encode import media_config
+from vqtok.pipelines.jobs.preflight import check_output_file
 
 # What restore() needs but the header does not store, because the model or the codes say it
 # (see media_meta); video stores clip_stride instead of the list of clip starts.
@@ -400,6 +401,11 @@ def compress_file(
     (and, for `coder = "lm"`, the token LM at `lm`)."""
     config = config or CompressConfig()
     config.check()
+    target = Path(target)
+    if target.suffix.lower() != ".vqt":
+        raise UsageError(f"{target}: compressed files are named .vqt (e.g. "
+                         f"{target.with_suffix('.vqt').name}); the name says what the bytes are")
+    check_output_file(target, "the .vqt file")
     model = load_model(checkpoint, config.runtime.device)
     language_model = None if lm is None else load_lm_for_coding(lm, config.runtime.device)
     data = _read(Path(source))
@@ -429,6 +435,7 @@ def decompress_file(
     runtime.check()
     data = _read(Path(source))
     header, _ = read_vqt(data)
+    _check_media_target(Path(target), header.get("modality"))
     if checkpoint is None:
         checkpoint = header.get("checkpoint")
         if not isinstance(checkpoint, str) or not Path(checkpoint).is_dir():
@@ -444,6 +451,26 @@ def decompress_file(
     )
     _write_atomic(Path(target), media)
     return Path(target)
+
+
+# The media files a .vqt decodes to, by modality: the suffix of TARGET chooses among them.
+MEDIA_SUFFIXES = {"image": (".png",), "audio": (".wav", ".flac"), "video": (".mp4",)}
+
+
+def _check_media_target(target: Path, modality: object) -> None:
+    """TARGET's suffix names a format this modality is written in, and it can be written.
+
+    Raises:
+        UsageError: The suffix is missing or names another format (the bytes would not be
+            what the name says), or the path cannot be written.
+    """
+    suffixes = MEDIA_SUFFIXES.get(str(modality))
+    if suffixes is not None and target.suffix.lower() not in suffixes:
+        raise UsageError(
+            f"{target}: a .vqt of {modality} decodes to {' or '.join(suffixes)}; name the "
+            f"output so (e.g. {target.with_suffix(suffixes[0]).name})"
+        )
+    check_output_file(target, "the output file")
 
 
 def _lm_for(header: dict, lm: str | Path | None, device: str) -> TokenLM | None:

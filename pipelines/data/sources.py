@@ -1,7 +1,8 @@
 """Which shards to read, and which of them this process reads.
 
 Shard specs are local paths or directories, brace patterns (`data-{000..099}.tar`), globs,
-`pipe:` commands and http(s) URLs. Work is split first by rank (`RANK`/`WORLD_SIZE`, or
+`pipe:` commands and http(s) URLs; a local path that exists is taken as written, before
+any pattern. Work is split first by rank (`RANK`/`WORLD_SIZE`, or
 SLURM's `SLURM_PROCID`/`SLURM_NTASKS`), then by DataLoader worker, so that every shard is
 read exactly once across all processes.
 """
@@ -27,7 +28,10 @@ def expand_shards(specs: str | Sequence[str]) -> list[str]:
     specs = [specs] if isinstance(specs, str) else list(specs)
     urls: list[str] = []
     for spec in specs:
-        for url in braceexpand.braceexpand(str(spec)):
+        # A path that exists is read as written: `shards{1}` or `run[2]` made by another
+        # command must read back, not expand to names that do not exist.
+        literal = not str(spec).startswith(REMOTE_PREFIXES) and Path(spec).exists()
+        for url in [str(spec)] if literal else braceexpand.braceexpand(str(spec)):
             urls.extend(_local_or_remote(url))
     if not urls:
         raise UsageError(f"no shards found in {', '.join(map(str, specs))}")
@@ -40,7 +44,7 @@ def expand_shards(specs: str | Sequence[str]) -> list[str]:
 def _local_or_remote(url: str) -> list[str]:
     if url.startswith(REMOTE_PREFIXES):
         return [url]
-    if glob.has_magic(url):  # a quoted `shards/*.tar`, expanded here as a shell would
+    if glob.has_magic(url) and not Path(url).exists():  # a quoted `shards/*.tar`, expanded here as a shell would
         matches = sorted(glob.glob(url))
         if not matches:
             raise UsageError(f"no shard matches {url}")

@@ -27,7 +27,7 @@ def _start_encode(checkpoint, shards, out, *extra):
     command = [
         sys.executable,
         "-m",
-        "vqtok.cli.app",
+        "vqtok.cli.main",
         "encode",
         str(checkpoint),
         str(shards),

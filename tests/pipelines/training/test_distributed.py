@@ -46,10 +46,10 @@ def test_torchrun_matches_single_process_with_doubled_batch(tmp_path):
                   val_every=100, checkpoint_every=100, lr=3e-3)
     single = tiny_config(tmp_path / "shards", tmp_path / "single", batch_size=4, **common)
     ddp = tiny_config(tmp_path / "shards", tmp_path / "ddp", batch_size=2, **common)
-    cli = [sys.executable, "-m", "vqtok.cli.app", "train"]
+    cli = [sys.executable, "-m", "vqtok.cli.main", "train"]
     _run([*cli, str(single.save(tmp_path / "single.toml")), "--no-progress"])
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-          "-m", "vqtok.cli.app", "train", str(ddp.save(tmp_path / "ddp.toml")), "--no-progress"])
+          "-m", "vqtok.cli.main", "train", str(ddp.save(tmp_path / "ddp.toml")), "--no-progress"])
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     hashes = summary["replica_hashes"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]  # parameters and codebooks agree bit for bit
