@@ -11,7 +11,7 @@ import typer.core
 from rich.markup import escape
 
 from vqtok.cli import bench, compress, data, info, lm, models, train
-from vqtok.cli.common import console
+from vqtok.cli.common import PATH_ERRORS, console, describe_os_error
 
 
 class QuietHelpGroup(typer.core.TyperGroup):
@@ -68,6 +68,9 @@ def run() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except OSError as exc:  # a path or device problem met outside a job's own guard
+        sys.stderr.write(f"error: {describe_os_error(exc)}\n")
+        sys.exit(2 if exc.errno in PATH_ERRORS else 1)
     except Exception as exc:  # the last guard: a bug reads as one line, not a traceback
         if os.environ.get("VQTOK_DEBUG"):
             raise

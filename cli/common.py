@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import warnings
 from collections.abc import Callable, Iterator
@@ -71,27 +72,36 @@ def run_job(job: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         exit_interrupted("interrupted; partial outputs removed")
-    except (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-        # A path the user gave cannot be used as asked: their input, not a failed job.
-        typer.echo(f"error: {describe_os_error(exc)}", err=True)
-        raise typer.Exit(2) from None
     except OSError as exc:
+        if exc.errno in PATH_ERRORS:  # a path the user gave cannot be used as asked
+            typer.echo(f"error: {describe_os_error(exc)}", err=True)
+            raise typer.Exit(2) from None
         typer.echo(f"error: {describe_os_error(exc)}", err=True)
         raise typer.Exit(1) from None
 
 
+# OS errors that mean a path given by the user cannot be used as asked (exit 2, bad input),
+# with the words that say why; other OS errors (a full disk, a failing device) are exit 1.
+PATH_ERRORS = {
+    errno.EACCES: "permission denied (not writable or not readable by this user)",
+    errno.EPERM: "operation not permitted",
+    errno.EEXIST: "exists and is a file, where a folder is needed",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.EISDIR: "is a folder, where a file is needed",
+    errno.ENAMETOOLONG: "the name is too long for the file system",
+    errno.ELOOP: "too many symbolic links",
+    errno.EROFS: "the file system is read-only",
+}
+
+
 def describe_os_error(exc: OSError) -> str:
-    """One line naming the path and the condition, e.g. "out: exists and is a file"."""
-    reasons = {
-        PermissionError: "permission denied (not writable or not readable by this user)",
-        FileExistsError: "exists and is a file, where a folder is needed",
-        NotADirectoryError: "a part of this path is a file, not a folder",
-        IsADirectoryError: "is a folder, where a file is needed",
-    }
-    reason = next((text for kind, text in reasons.items() if isinstance(exc, kind)), None)
+    """One line naming the path and the condition, e.g. "out: the file system is read-only"."""
+    reason = PATH_ERRORS.get(exc.errno) or exc.strerror or str(exc)
     if exc.filename is None:
-        return str(exc)
-    return f"{exc.filename}: {reason or exc.strerror or exc}"
+        return reason
+    name = str(exc.filename)
+    shown = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]}"
+    return f"{shown}: {reason}"
 
 
 @contextmanager

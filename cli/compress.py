@@ -15,9 +15,9 @@ from vqtok.cli.common import (
     CONFIG_HELP,
     SET_HELP,
     default_of,
-    out,
     parse_size,
     print_summary,
+    print_table,
     run_job,
     write_json,
 )
@@ -53,6 +53,9 @@ def compress(
         None,
         help=f"Audio window length in seconds (default: {default_of(C, 'media.window_seconds')}).",
     ),
+    mono: bool | None = typer.Option(
+        None, "--mono", help="Mix multichannel audio down for a 1-channel model."
+    ),
     clip_stride: int | None = typer.Option(
         None, help="Video: frames between clip starts (default: the clip length)."
     ),
@@ -83,6 +86,7 @@ def compress(
                 "runtime.device": device,
                 "runtime.batch_size": batch_size,
                 "media.window_seconds": window_seconds,
+                "media.mono": mono,
                 "media.clip_stride": clip_stride,
                 "media.frame_size": parse_size(frame_size),
                 "levels": levels,
@@ -149,6 +153,9 @@ def fit_prior(
         None,
         help=f"Audio window length in seconds (default: {default_of(P, 'media.window_seconds')}).",
     ),
+    mono: bool | None = typer.Option(
+        None, "--mono", help="Mix multichannel audio down for a 1-channel model."
+    ),
     frame_size: str | None = typer.Option(
         None, help="Video: resize frames to HxW before encoding (default: native size)."
     ),
@@ -162,6 +169,7 @@ def fit_prior(
                 "workers": workers,
                 "runtime.device": device,
                 "media.window_seconds": window_seconds,
+                "media.mono": mono,
                 "media.frame_size": parse_size(frame_size),
             },
             set_,
@@ -208,6 +216,9 @@ def rd(
         help="Audio window length in seconds for the models "
         f"(default: {default_of(RDConfig, 'media.window_seconds')}).",
     ),
+    mono: bool | None = typer.Option(
+        None, "--mono", help="Mix multichannel audio down for a 1-channel model."
+    ),
     device: str | None = typer.Option(
         None,
         help=f"Torch device for the models (default: {default_of(RDConfig, 'runtime.device')}).",
@@ -231,6 +242,7 @@ def rd(
                 "baselines": codecs,
                 "sweeps": parse_sweeps(sweep) if sweep else None,
                 "media.window_seconds": window_seconds,
+                "media.mono": mono,
                 "runtime.device": device,
             },
             set_,
@@ -287,7 +299,7 @@ def nll(
 
     report = run_job(job)
     write_json(json_out, report.to_dict())
-    out.print(nll_table(report.to_dict()))
+    print_table(nll_table(report.to_dict()))
 
 
 def nll_table(report: dict) -> Table:
@@ -305,7 +317,7 @@ def nll_table(report: dict) -> Table:
         ("naive -log mean_K p(x|z), z ~ p(z) (nats)", -report["naive"]),
         ("reconstruction E_q log p(x|z) (nats)", report["reconstruction"]),
         ("KL (nats)", report["kl"]),
-        ("bits per dim (from NLL)", report["bits_per_dim"]),
+        (f"bits per dim ({report['bits_per_dim_basis']})", report["bits_per_dim"]),
     ]
     rows += [
         (f"KL {name.removeprefix('kl_')} (nats)", value)

@@ -1,4 +1,4 @@
-"""`vqtok models`: the registered model presets, as a table or as JSON."""
+"""`vqtok models`: the registered presets (tokenizers, VAE baselines, token LMs)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import vqtok
 from vqtok.cli.common import print_table
 
 COLUMNS = ("name", "modality", "strides", "quantizer", "codebook", "params", "rate")
+LM_COLUMNS = ("name", "width", "layers", "heads", "context", "params")
 
 
 def _rate(config: vqtok.TokenizerConfig) -> str:
@@ -36,13 +37,31 @@ def preset_rows() -> list[dict[str, str]]:
     return rows
 
 
-def presets_table(rows: list[dict[str, str]]) -> Table:
+def lm_rows() -> list[dict[str, str]]:
+    """One row per token-LM preset (``vqtok.lm.create_lm``): size and context.
+
+    Returns:
+        Rows keyed by `LM_COLUMNS`, sorted by name.
+    """
+    import vqtok.lm  # the LM presets register on import
+
+    rows = []
+    for name in vqtok.lm.list_lms():
+        lm = vqtok.lm.create_lm(name)
+        config = lm.config
+        params = f"{sum(p.numel() for p in lm.parameters()) / 1e6:.2f}M"
+        values = (name, config.d_model, config.num_layers, config.num_heads, config.max_len,
+                  params)
+        rows.append(dict(zip(LM_COLUMNS, map(str, values), strict=True)))
+    return rows
+
+
+def presets_table(rows: list[dict[str, str]], title: str = "vqtok model presets") -> Table:
     """The rows as a Rich table whose names never wrap or get cut."""
-    table = Table(title="vqtok model presets")
-    for column in COLUMNS:
-        table.add_column(
-            column, no_wrap=True, justify="right" if column in ("codebook", "params") else "left"
-        )
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column, no_wrap=True, justify="left" if column in (
+            "name", "modality", "strides", "quantizer", "rate") else "right")
     for row in rows:
         table.add_row(*row.values())
     return table
@@ -65,9 +84,10 @@ def register(app: typer.Typer) -> None:
     def models(
         as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     ) -> None:
-        """List the model presets usable with `vqtok.create_model(name)`."""
-        rows = preset_rows()
+        """List the presets: models for `vqtok train` and token LMs for `vqtok lm train`."""
+        rows, lms = preset_rows(), lm_rows()
         if as_json:
-            typer.echo(json.dumps(rows, indent=2))
+            typer.echo(json.dumps({"models": rows, "lms": lms}, indent=2))
             return
         print_table(presets_table(rows))
+        print_table(presets_table(lms, "token LM presets (vqtok lm train --model)"))

@@ -10,6 +10,7 @@ import typer.main
 from typer.testing import CliRunner
 
 import vqtok
+import vqtok.lm
 from vqtok.cli.app import app
 
 runner = CliRunner()
@@ -50,11 +51,12 @@ def test_models_table_keeps_whole_names_at_any_width(columns):
     assert result.exit_code == 0, result.output
     names = {line.split("│")[1].strip() for line in result.output.splitlines()
              if line.startswith("│")}
-    assert names == set(vqtok.list_models())
+    assert names == set(vqtok.list_models()) | set(vqtok.lm.list_lms())
 
 
 def test_models_json_lists_every_preset():
     result = runner.invoke(app, ["models", "--json"])
-    rows = json.loads(result.output)
-    assert [row["name"] for row in rows] == vqtok.list_models()
-    assert {"modality", "codebook", "params"} <= set(rows[0])
+    listing = json.loads(result.output)
+    assert [row["name"] for row in listing["models"]] == vqtok.list_models()
+    assert {"modality", "codebook", "params"} <= set(listing["models"][0])
+    assert [row["name"] for row in listing["lms"]] == vqtok.lm.list_lms()
