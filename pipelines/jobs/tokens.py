@@ -46,6 +46,7 @@ Order = Literal["interleaved", "level-major"]
 # What `export_tokens` writes at its prefix (the error log only when samples were skipped).
 TOKEN_FILES = (".bin", ".idx", ".json", ".errors.jsonl")
 
+
 @dataclass
 class TokenManifest:
     """What `<prefix>.json` records about an export."""
