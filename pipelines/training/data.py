@@ -54,14 +54,16 @@ def resolve_crop(model: TokenizerConfig, crop: Sequence[int]) -> list[int]:
     return [DEFAULT_IMAGE, DEFAULT_IMAGE]
 
 
-def media_for(model: TokenizerConfig, crop: Sequence[int]) -> MediaConfig:
+def media_for(model: TokenizerConfig, crop: Sequence[int], mono: bool = False) -> MediaConfig:
     """How to decode samples.
 
-    Audio windows and video clips then already have the crop's length.
+    Audio windows and video clips then already have the crop's length. `mono` mixes
+    multichannel audio down for a 1-channel model (refused otherwise, as in every job).
     """
     if model.modality == "audio":
         rate = model.sample_rate or 16000
-        return MediaConfig("audio", channels=1, sample_rate=rate, window_seconds=crop[0] / rate)
+        return MediaConfig("audio", channels=model.channels, sample_rate=rate,
+                           window_seconds=crop[0] / rate, mono=mono)
     if model.modality == "video":
         return MediaConfig("video", channels=model.channels, clip_frames=crop[0])
     return MediaConfig("image", channels=model.channels)
