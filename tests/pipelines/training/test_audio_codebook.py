@@ -7,8 +7,10 @@ usage window of 16,384 tokens needs 82 steps of demo audio to fill before a rest
 help, and by then the encoder has collapsed too. The preset now centres the latents
 (``center``) and judges dead codes over a window that fills in ~20 demo steps.
 
-Both tests train through the real trainer, at the demo's settings (learning rate 1e-3
-after a 5-step warm-up, the harshest the project uses), on shards of the demo's speech.
+Both tests train through the real trainer on shards of the demo's speech at the demo's
+learning rate (1e-3, constant after the warm-up): the fast one on a small model after a
+5-step warm-up (the demo's old one, the harshest setting), the slow one on the preset
+itself with the demo's warm-up.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from vqtok.models.presets import PRESETS
 from vqtok.pipelines.data.media import EXTENSIONS
 from vqtok.pipelines.data.shards import make_shards
 from vqtok.pipelines.demo import DATA_DIR
+from vqtok.pipelines.demo.run import DEMO_WARMUP_STEPS
 from vqtok.pipelines.training import TrainConfig, train
 
 AUDIO = DATA_DIR / "audio"
@@ -36,8 +39,10 @@ def demo_shards(tmp_path):
     return tmp_path / "shards"
 
 
-def train_audio(tmp_path, *, steps: int, crop: int, batch_size: int, **model_options):
-    """Train audio-vq-16k with ``model_options``; returns (final model, last step's stats)."""
+def train_audio(tmp_path, *, steps: int, crop: int, batch_size: int, warmup_steps: int = 5,
+                **model_options):
+    """Train audio-vq-16k with ``model_options`` at the demo's constant learning rate after
+    ``warmup_steps``; returns (final model, last step's stats)."""
     logged: list[dict[str, float]] = []
     config = TrainConfig(
         model="audio-vq-16k",
@@ -49,7 +54,7 @@ def train_audio(tmp_path, *, steps: int, crop: int, batch_size: int, **model_opt
         shuffle_buffer=16,
         steps=steps,
         lr=1e-3,
-        warmup_steps=5,
+        warmup_steps=warmup_steps,
         min_lr_ratio=1.0,
         device="cpu",
         checkpoint_every=10 * steps,
@@ -98,8 +103,11 @@ def test_small_audio_codebook_stays_in_use_at_the_demo_learning_rate(tmp_path):
 
 
 @pytest.mark.slow
-def test_audio_preset_uses_its_codebook_after_a_few_hundred_demo_steps(tmp_path):
-    model, last = train_audio(tmp_path, steps=300, crop=8000, batch_size=8)
+def test_audio_preset_keeps_its_codebook_at_the_demo_settings(tmp_path):
+    # Measured (80 steps, the demo's batch and crop and warm-up): 315 of 1024 codes on the
+    # sentences, perplexity 81, 916 codes restarted; before the fix 1-5 codes, perplexity 1.0.
+    model, last = train_audio(tmp_path, steps=80, crop=8000, batch_size=8,
+                              warmup_steps=DEMO_WARMUP_STEPS)
     used, perplexity = speech_usage(model)
     assert last["restarted_total"] > 0
-    assert used >= 300 and perplexity >= 64, (used, perplexity)
+    assert used >= 200 and perplexity >= 48, (used, perplexity)
