@@ -75,6 +75,10 @@ class FolderLock:
         os.write(fd, json.dumps(_whoami(self.job)).encode() + b"\n")
         self._fd = fd
 
+    def __del__(self) -> None:
+        # A job whose set-up fails after taking the lock may never reach its release.
+        self.release()
+
     def release(self) -> None:
         """Drop the lock (the file stays: removing it could let two jobs in at once)."""
         if self._fd is not None:

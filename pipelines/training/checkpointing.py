@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vqtok.pipelines.errors import PipelineError
+from vqtok.pipelines.errors import PipelineError, UsageError
 from vqtok.pipelines.training.data import DataPosition
 from vqtok.quantizers.usage import CodeUsage
 
@@ -143,6 +144,33 @@ def save_checkpoint(
     return final
 
 
+def check_resumable(run_dir: Path, model: str, model_options: dict[str, Any]) -> None:
+    """A resumed run builds the model its folder was trained with.
+
+    Checked before anything is written, so that a refused resume leaves the run folder
+    (its config.toml among them) as it was.
+
+    Args:
+        run_dir: The run folder, holding the config.toml its first start saved.
+        model: The registry name this start would build.
+        model_options: Its config overrides.
+
+    Raises:
+        UsageError: The folder's run used another model or other model options.
+    """
+    try:
+        saved = tomllib.loads((run_dir / "config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return  # nothing to compare; the checkpoint itself is checked when it loads
+    then = (saved.get("model"), saved.get("model_options", {}))
+    if then != (model, dict(model_options)):
+        raise UsageError(
+            f"--resume: {run_dir} trains {then[0]} with model_options {then[1]}, not {model} "
+            f"with {dict(model_options)}; resume with the run's own model, or choose another "
+            "--out"
+        )
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, ema: nn.Module | None,
                     rank: int, world_size: int) -> RunState:
@@ -174,7 +202,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         mine = {k.removeprefix(prefix): v for k, v in rng.items() if k.startswith(prefix)}
         set_rng_state({**record["rng"][rank], **mine})
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise PipelineError(f"cannot resume from {path}: {exc}") from None
+        # load_state_dict lists every missing and unexpected key: kilobytes; the first
+        # line says what happened.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"cannot resume from {path}: {first[:300]}") from None
     positions = [DataPosition(*p) for p in record["positions"]]
     return RunState(step=record["step"], positions=positions, best=record["best"])
 

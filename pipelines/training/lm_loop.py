@@ -190,12 +190,12 @@ class LMTrainer(Trainer):
     def run(self, callbacks: Sequence[StepCallback] = ()) -> LMTrainSummary:
         """Train to the last step, logging, validating and checkpointing on the way."""
         start = time.monotonic()
-        if self.rank0:
-            self.config.save(self.out / "config.toml")
         if self.resume_from is not None:
             self.state = load_checkpoint(self.resume_from, self.model, self.optimizer,
                                          self.scheduler, None, self.placement.rank,
                                          self.placement.world_size)
+        if self.rank0:  # only once the checkpoint loaded: a failed resume keeps the old one
+            self.config.save(self.out / "config.toml")
         self.model.train()
         values: dict[str, float] = {}
         with (self._sigint_sets_stop(),

@@ -35,8 +35,10 @@ from torch.nn.parallel import DistributedDataParallel
 import vqtok
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
+from vqtok.pipelines.folder_lock import FolderLock
 from vqtok.pipelines.training.checkpointing import (
     RunState,
+    check_resumable,
     list_checkpoints,
     load_checkpoint,
     rng_state,
@@ -241,10 +243,20 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
 
     def _checkpoint_to_resume(self, resume: bool) -> Path | None:
+        """The checkpoint to continue, once the run folder is checked and locked.
+
+        Everything that can refuse the start is checked before the folder is touched; then
+        this process holds the folder (`FolderLock`) until `close`.
+        """
         existing = list_checkpoints(self.out)
         if existing and not resume:
             raise UsageError(f"{self.out} already holds checkpoints; pass --resume to continue "
                              "that run, or choose another --out")
+        if existing:
+            check_resumable(self.out, self.config.model,
+                            getattr(self.config, "model_options", {}))
+        self.folder_lock = FolderLock(self.out, "train", self.placement.rank)
+        self.folder_lock.acquire()
         return existing[-1] if resume and existing else None
 
     def _build_optimization(self) -> None:
@@ -295,8 +307,6 @@ class Trainer:
             TrainingInterrupted: After Ctrl-C, once the checkpoint is written.
         """
         start = time.monotonic()
-        if self.rank0:
-            self.config.save(self.out / "config.toml")
         if self.resume_from is not None:
             self.state = load_checkpoint(
                 self.resume_from,
@@ -307,6 +317,8 @@ class Trainer:
                 self.placement.rank,
                 self.placement.world_size,
             )
+        if self.rank0:  # only once the checkpoint loaded: a failed resume keeps the old one
+            self.config.save(self.out / "config.toml")
         self.model.train()
         values: dict[str, float] = {}
         last_checkpoint = self.resume_from
@@ -565,7 +577,11 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
     def close(self) -> None:
-        """Close the run log and leave the process group, if one was joined."""
-        self.logger.close()
+        """Close the run log, free the run folder and leave the process group, if joined."""
+        lock = getattr(self, "folder_lock", None)
+        if lock is not None:
+            lock.release()
+        if hasattr(self, "logger"):
+            self.logger.close()
         if self.placement.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()

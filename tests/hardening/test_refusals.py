@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.media import save_small_model
+from helpers.training import thumbnail_shards, tiny_config
 from typer.testing import CliRunner
 
 from vqtok.cli.app import app
 from vqtok.pipelines.folder_lock import FolderLock
+from vqtok.pipelines.training import train
 
 runner = CliRunner()
 
@@ -235,4 +237,43 @@ def test_export_tokens_does_not_overwrite(encoded, tmp_path, observed):
     result = invoke("export-tokens", encoded, prefix, "--eos", "--overwrite")
     assert result.exit_code == 0, result.output
     assert json.loads(prefix.with_suffix(".json").read_text())["eos_id"] is not None
+    observed(message)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("run")
+    shards = thumbnail_shards(root)
+    config = tiny_config(shards, root / "run")
+    train(config, progress=False)
+    return config.save(root / "run.toml"), root / "run"
+
+
+@pytest.mark.reliability(
+    input="train --resume of an image run with another model",
+    fault="--model audio-vq-16k on the run folder of image-vq-f8",
+    expected="exit 2 naming both models, run folder byte-identical (config.toml kept)",
+)
+def test_train_resume_with_another_model(trained_run, audio_shards, observed):
+    config, run = trained_run
+    message = refused(["train", config, "--model", "audio-vq-16k", "--train", audio_shards,
+                       "--set", "model_options={}", "--set", "crop=[16000]", "--resume",
+                       "--no-progress"], run)
+    assert "image-vq-f8" in message and "audio-vq-16k" in message
+    # The run still resumes as it was.
+    result = invoke("train", config, "--resume", "--steps", "7", "--no-progress")
+    assert result.exit_code == 0, result.output
+    observed(message)
+
+
+@pytest.mark.reliability(
+    input="a second train on a run folder in use",
+    fault="two trainings writing one run folder",
+    expected="exit 2 naming the first job, folder unchanged",
+)
+def test_train_on_a_busy_run_folder(trained_run, observed):
+    config, run = trained_run
+    with FolderLock(run, "train"):
+        message = refused(["train", config, "--resume", "--steps", "9", "--no-progress"], run)
+    assert "in use by another job" in message
     observed(message)
