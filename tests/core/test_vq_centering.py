@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+import socket
+from pathlib import Path
+
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
 
 import vqtok.quantizers  # noqa: F401  (registers the quantizers)
 from vqtok.quantizers.restart import draw_replacements
@@ -96,3 +104,32 @@ def test_replacements_from_fewer_rows_than_dead_codes_are_distinct():
     assert torch.unique(out, dim=0).shape[0] == 100  # tied copies would stay dead
     # Every replacement lies next to a real latent.
     assert float(torch.cdist(out, recent).min(dim=1).values.max()) < 1.0
+
+
+def _run_rank(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
+    )
+    torch.set_num_threads(1)
+    torch.manual_seed(100 + rank)  # different data (and offsets) per rank
+    q = centred_vq(usage_window=48, dead_code_threshold=2.0)
+    for _ in range(4):
+        out = q((torch.randn(4, 8, 12) + rank).requires_grad_())
+        (out.z_q.square().mean() + sum(out.losses.values(), torch.zeros(()))).backward()
+    state = {k: v.detach().clone() for k, v in q.named_buffers()}
+    save_file(state, str(Path(out_dir) / f"rank{rank}.safetensors"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_ranks_keep_the_same_running_mean(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_run_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    first, second = (load_file(tmp_path / f"rank{r}.safetensors") for r in range(2))
+    differing = [k for k in first if not torch.equal(first[k], second[k])]
+    assert not differing, f"ranks disagree on {differing}"
+    # The mean is over both ranks' latents: between rank 0's (about 0) and rank 1's (about 1).
+    assert 0.2 < float(first["latent_mean"].mean()) < 0.8
