@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from vqtok.models.conv import PaddedConv, ResidualBlock, Upsample
+from vqtok.models.cropped import regions, steps
 from vqtok.models.receptive import axis_field
 
 # Headroom on the computed live values (which already cover every measured peak).
@@ -59,9 +60,32 @@ class Plan:
         return all(p is None for p in self.piece)
 
 
+def layer_live(stack: nn.Module, dims: int) -> list[tuple[Fraction, Fraction]]:
+    """Per top-level layer of ``stack``: (values alive at once while it runs, per input
+    position of the stack; the product of its output's jumps, i.e. stack input positions
+    per output position).
+
+    Args:
+        stack: A module with a ``layers`` sequence of the conv-stack layers.
+        dims: Number of spatial axes.
+
+    Returns:
+        One pair per layer, in order.
+    """
+    jump = [Fraction(1)] * dims
+    density = Fraction(_first_channels(stack))
+    out = []
+    for layer in stack.layers:
+        before = math.prod(jump)
+        jump = [j * axis_field(layer, a).jump for a, j in enumerate(jump)]
+        live, density = _layer_live(layer, density, before, math.prod(jump))
+        out.append((live, math.prod(jump)))
+    return out
+
+
 def values_per_position(stack: nn.Module, dims: int) -> float:
-    """Peak live values per input position of ``stack`` (an Encoder or Decoder), before
-    ``LIVE_FACTOR``: the largest, over its layers, of what a layer holds at once.
+    """Peak live values per input position of ``stack`` (an Encoder or Decoder) run over a
+    whole input, before ``LIVE_FACTOR``: the largest over its layers (see ``layer_live``).
 
     Args:
         stack: A module with a ``layers`` sequence of the conv-stack layers.
@@ -70,15 +94,7 @@ def values_per_position(stack: nn.Module, dims: int) -> float:
     Returns:
         Values per input position (per code position for a decoder).
     """
-    jump = [Fraction(1)] * dims
-    density = Fraction(_first_channels(stack))
-    peak = Fraction(0)
-    for layer in stack.layers:
-        before = math.prod(jump)
-        jump = [j * axis_field(layer, a).jump for a, j in enumerate(jump)]
-        live, density = _layer_live(layer, density, before, math.prod(jump))
-        peak = max(peak, live)
-    return float(peak)
+    return float(max(live for live, _ in layer_live(stack, dims)))
 
 
 def _layer_live(
@@ -188,7 +204,10 @@ def plan(
     piece = list(latent)
     while True:
         reads = _read_shape(model, part, spatial, piece)
-        need = pass_bytes(model, part, reads, 1, dtype)
+        if part == "encode":
+            need = pass_bytes(model, part, reads, 1, dtype)
+        else:
+            need = _decode_bytes(model, spatial, piece, dtype)
         if need <= max_bytes:
             return Plan(tuple(piece), 1, need)
         cuttable = [a for a in range(len(piece)) if piece[a] > 1]
@@ -211,3 +230,27 @@ def _read_shape(
     else:
         axes = model._decoder_pieces(model.latent_shape(spatial), piece, spatial)
     return [max(p.read[1] - p.read[0] for p in axis) for axis in axes]
+
+
+def _decode_bytes(
+    model: nn.Module, spatial: Sequence[int], piece: Sequence[int | None], dtype: torch.dtype
+) -> int:
+    """Peak extra bytes of decoding the largest tile, layer by layer as ``decode_tile``
+    crops it (see ``vqtok.models.cropped``)."""
+    dims = model.config.dims
+    latent = model.latent_shape(spatial)
+    axes = model._decoder_pieces(latent, piece, spatial)
+    # Axes are independent: the largest tile takes each axis's widest piece.
+    tile = [max(axis, key=lambda p: p.read[1] - p.read[0]) for axis in axes]
+    spans = regions(
+        steps(model.decoder, dims),
+        [p.read[0] for p in tile],
+        [p.read[1] for p in tile],
+        latent,
+        [p.write for p in tile],
+    )
+    peak = Fraction(0)
+    for (live, jump), kept in zip(layer_live(model.decoder, dims), spans, strict=True):
+        peak = max(peak, live * jump * math.prod(hi - lo for lo, hi in kept))
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    return int(LIVE_FACTOR * peak * itemsize)

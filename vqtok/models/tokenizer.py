@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from vqtok.models.config import TokenizerConfig
 from vqtok.models.conv import Decoder, Encoder, crop, pad_to_multiple, padded_shape
+from vqtok.models.cropped import compute_ratio, decode_tile, steps
 from vqtok.models.identity import content_hash
 from vqtok.models.memory import plan
 from vqtok.models.receptive import AxisField, fields
@@ -288,6 +289,7 @@ class VQTokenizer(nn.Module):
         full = self.output_shape(latent)
         size = full if size is None else tuple(min(n, f) for n, f in zip(size, full, strict=True))
         axes = self._decoder_pieces(latent, piece, size)
+        layers = steps(self.decoder, self.config.dims)
         channels = self.config.channels
         dtype = next(self.decoder.parameters()).dtype
         for first in axes[0]:
@@ -296,13 +298,13 @@ class VQTokenizer(nn.Module):
             slab = torch.empty(shape, dtype=dtype, device=codes.device)
             for tile in tiles([[first], *axes[1:]]):
                 read = tuple(slice(*p.read) for p in tile)
-                keep = tuple(slice(*p.keep) for p in tile)
                 write = tuple(slice(*p.write) for p in tile[1:])
+                starts = [p.read[0] for p in tile]
+                want = [p.write for p in tile]
                 for b, one in enumerate(codes.split(1)):
-                    part = self.decoder(self.quantizer.decode(one[(Ellipsis, *read)]))
-                    slab[(slice(b, b + 1), slice(None), slice(None), *write)] = part[
-                        (Ellipsis, *keep)
-                    ]
+                    z = self.quantizer.decode(one[(Ellipsis, *read)])
+                    part = decode_tile(layers, z, starts, latent, want)
+                    slab[(slice(b, b + 1), slice(None), slice(None), *write)] = part
             yield slab
 
     def output_shape(self, latent: Sequence[int]) -> tuple[int, ...]:
@@ -325,9 +327,11 @@ class VQTokenizer(nn.Module):
     ) -> float:
         """Compute of a tiled pass over the whole-input pass: 1.0 means no halo.
 
-        Every layer's work is proportional to the positions it is given, and a piece's
-        positions are proportional to what it reads, so the ratio is the read volume over
-        the whole input's (per encode: padded input positions; per decode: code positions).
+        Encode: every layer's work is proportional to the positions it is given, and a
+        piece's positions are proportional to what it reads, so the ratio is the padded
+        input volume the pieces read over the whole input's. Decode: tiles cut every layer
+        down to what their outputs need (``vqtok.models.cropped``), so the ratio counts each
+        layer's multiply-adds over the positions it keeps.
 
         Args:
             shape: The input's spatial shape (for "decode", too: the media's shape).
@@ -335,7 +339,7 @@ class VQTokenizer(nn.Module):
             part: "encode" or "decode".
 
         Returns:
-            The ratio, >= 1.
+            The ratio (>= 1, except a decode cropped to less than its padded size).
 
         Raises:
             ValueError: ``part`` is neither, or a piece size below 1.
@@ -344,12 +348,13 @@ class VQTokenizer(nn.Module):
         if part == "encode":
             axes = self._encoder_pieces(shape, piece)
             whole = padded_shape(shape, self.config.strides, self.config.causal_time)
-        elif part == "decode":
-            whole = self.latent_shape(shape)
-            axes = self._decoder_pieces(whole, piece, shape)
-        else:
-            raise ValueError(f"part must be 'encode' or 'decode', got {part!r}")
-        return read_volume(axes) / math.prod(whole)
+            return read_volume(axes) / math.prod(whole)
+        if part == "decode":
+            latent = self.latent_shape(shape)
+            axes = self._decoder_pieces(latent, piece, shape)
+            plan = steps(self.decoder, self.config.dims)
+            return compute_ratio(plan, axes, latent, self.output_shape(latent))
+        raise ValueError(f"part must be 'encode' or 'decode', got {part!r}")
 
     @torch.no_grad()
     def encode_within(self, x: Tensor, max_bytes: int) -> Tensor:
