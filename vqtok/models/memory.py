@@ -21,6 +21,7 @@ latter). Model weights are not counted.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-from vqtok.models.conv import PaddedConv, ResidualBlock, Upsample
+from vqtok.models.conv import PaddedConv, ResidualBlock, Upsample, padded_shape
 from vqtok.models.cropped import regions, steps
 from vqtok.models.receptive import axis_field
 
@@ -201,6 +202,10 @@ def plan(
     if one <= max_bytes:
         samples = max(1, min(batch, max_bytes // max(one, 1)))
         return Plan((None,) * len(latent), samples, one * samples)
+    if part == "encode":
+        best = _least_halo(model, spatial, latent, max_bytes, dtype)
+        if best is not None:
+            return best
     piece = list(latent)
     while True:
         reads = _read_shape(model, part, spatial, piece)
@@ -219,6 +224,46 @@ def plan(
             )
         axis = max(cuttable, key=lambda a: reads[a])
         piece[axis] = -(-piece[axis] // 2)
+
+
+def _least_halo(
+    model: nn.Module,
+    spatial: Sequence[int],
+    latent: Sequence[int],
+    max_bytes: int,
+    dtype: torch.dtype,
+) -> Plan | None:
+    """The encoder pieces that fit with the least halo compute, among whole axes and
+    halvings of them (at most 4096 pieces per axis); None when none fits.
+
+    Axes are independent, so each axis's pieces are laid out once per candidate size and
+    combined: the widest read per axis sets the memory, the reads' sums the compute.
+    """
+    padded = padded_shape(tuple(spatial), model.config.strides, model.config.causal_time)
+    options = []
+    for axis, n in enumerate(latent):
+        sizes = sorted({-(-n // 2**k) for k in range(n.bit_length() + 1)} - {0})
+        per_axis = []
+        for size in sizes:
+            if -(-n // size) > 4096:
+                continue
+            piece = [None] * len(latent)
+            piece[axis] = size
+            pieces = model._encoder_pieces(spatial, piece)[axis]
+            reads = [p.read[1] - p.read[0] for p in pieces]
+            per_axis.append((size, max(reads), sum(reads) / padded[axis], len(pieces)))
+        options.append(per_axis)
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    per_position = LIVE_FACTOR * values_per_position(model.encoder, len(latent)) * itemsize
+    best: tuple[float, int, Plan] | None = None
+    for combo in itertools.product(*options):
+        need = int(per_position * math.prod(c[1] for c in combo))
+        if need > max_bytes:
+            continue
+        key = (math.prod(c[2] for c in combo), math.prod(c[3] for c in combo))
+        if best is None or key < best[:2]:
+            best = (*key, Plan(tuple(c[0] for c in combo), 1, need))
+    return None if best is None else best[2]
 
 
 def _read_shape(
