@@ -37,7 +37,8 @@ DOCUMENTED := vqtok/__init__.py vqtok/checkpoint.py vqtok/registry.py vqtok/mode
 	vqtok/models/vae.py vqtok/entropy kernels/__init__.py kernels/dispatch.py kernels/reference.py \
 	pipelines/config.py pipelines/data/shards.py pipelines/compression/fit_prior.py \
 	pipelines/evaluation/nll.py pipelines/evaluation/rd.py pipelines/jobs/encode.py \
-	pipelines/jobs/tokens.py pipelines/jobs/ray_engine.py pipelines/training/loop.py
+	pipelines/jobs/tokens.py pipelines/jobs/ray_engine.py pipelines/training/loop.py \
+	pipelines/jobs/preflight.py pipelines/folder_lock.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -23,7 +23,15 @@ from vqtok.pipelines.errors import UsageError
 
 
 def lock_path(folder: Path, rank: int = 0) -> Path:
-    """The lock file of `rank` in `folder`."""
+    """The lock file of `rank` in `folder`.
+
+    Args:
+        folder: A job's output folder.
+        rank: The process's rank in its job.
+
+    Returns:
+        `.vqtok.lock` for rank 0, `.vqtok-rank<N>.lock` for the others.
+    """
     return folder / (".vqtok.lock" if rank == 0 else f".vqtok-rank{rank}.lock")
 
 

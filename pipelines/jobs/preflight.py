@@ -128,13 +128,27 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
 
 
 def shard_folder(urls: Iterable[str]) -> Path | None:
-    """The local folder that holds all of `urls`, or None (remote or scattered shards)."""
+    """The local folder that holds all of `urls`.
+
+    Args:
+        urls: Shard URLs.
+
+    Returns:
+        The folder, or None for remote shards or shards in several folders.
+    """
     folders = {Path(url).parent for url in urls if "://" not in url and not url.startswith("pipe:")}
     return folders.pop() if len(folders) == 1 else None
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object at `path`, or None when it is missing or not an object."""
+    """The JSON object at `path`.
+
+    Args:
+        path: A JSON file.
+
+    Returns:
+        The object, or None when the file is missing, unreadable or not an object.
+    """
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -247,6 +247,10 @@ class Trainer:
 
         Everything that can refuse the start is checked before the folder is touched; then
         this process holds the folder (`FolderLock`) until `close`.
+
+        Raises:
+            UsageError: The folder holds checkpoints and `resume` is off, holds a run of
+                another model, or is in use by another job.
         """
         existing = list_checkpoints(self.out)
         if existing and not resume:
