@@ -13,10 +13,12 @@ from safetensors.torch import load_file, save_file
 import vqtok.quantizers  # noqa: F401  (registers the quantizers)
 from vqtok.kernels import nearest_code
 from vqtok.pipelines.bench.memory import cpu_peak_supported, measure_peak
-from vqtok.quantizers import FSQ, ResidualVQ, VectorQuantizer, usage_stats
+from vqtok.quantizers import FSQ, LFQ, ResidualVQ, SimVQ, VectorQuantizer, usage_stats
 from vqtok.registry import QUANTIZERS
 
 SPATIAL = {"1d": (12,), "2d": (4, 5), "3d": (2, 3, 4)}
+# Options under which a quantizer of dim=8 looks codes up in 4 dimensions, between projections.
+PROJECTED = {"fsq": {}, "lfq": {"codebook_size": 16}}
 
 
 def make(name: str, dim: int = 8, **options):
@@ -36,13 +38,13 @@ def mean_distortion(x: torch.Tensor, codebook: torch.Tensor) -> float:
     return float(nearest_code(x, codebook)[1].mean())
 
 
-def test_registry_lists_the_three_quantizers():
-    assert {"vq", "rvq", "fsq"} <= set(QUANTIZERS.names())
+def test_registry_lists_the_quantizers():
+    assert {"vq", "rvq", "fsq", "lfq", "simvq"} <= set(QUANTIZERS.names())
 
 
 @pytest.mark.parametrize("name", QUANTIZERS.names())
 def test_config_round_trips_through_json_and_the_builder(name):
-    q = make(name, codebook_dim=4) if name != "fsq" else make(name)
+    q = make(name, **PROJECTED.get(name, {"codebook_dim": 4}))
     rebuilt = QUANTIZERS.create(name, **json.loads(json.dumps(dataclasses.asdict(q.config))))
     assert rebuilt.config == q.config
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
@@ -69,11 +71,13 @@ def test_shapes_and_code_range(name, layout):
     assert torch.allclose(q.decode(q.encode(z)), q(z).z_q, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["vq", "rvq"])
+@pytest.mark.parametrize("name", ["vq", "rvq", "simvq", "lfq"])
 def test_gradient_at_z_q_is_copied_to_z_e(name):
-    q = make(name, beta=0.0)  # no commitment term: z's gradient is the decoder's alone
-    z = torch.randn(2, 8, 6, requires_grad=True)
-    upstream = torch.randn(2, 8, 6)
+    # dim 5 = log2(32): LFQ needs no projection either. No commitment term: z's gradient is
+    # the decoder's alone.
+    q = make(name, dim=5, beta=0.0)
+    z = torch.randn(2, 5, 6, requires_grad=True)
+    upstream = torch.randn(2, 5, 6)
     (q(z).z_q * upstream).sum().backward()
     assert torch.allclose(z.grad, upstream)
 
@@ -122,8 +126,9 @@ def test_ema_step_follows_the_vq_vae_paper_formulas():
 
 
 @pytest.mark.parametrize("mode", ["eval", "no_grad"])
-def test_inference_leaves_codebook_state_alone(mode):
-    q = make("vq", dead_code_threshold=0.0)
+@pytest.mark.parametrize("name", QUANTIZERS.names())
+def test_inference_leaves_codebook_state_alone(name, mode):
+    q = make(name, **({} if name in ("fsq", "lfq", "simvq") else {"dead_code_threshold": 0.0}))
     if mode == "eval":
         q.eval()
     before = {k: v.clone() for k, v in q.state_dict().items()}
@@ -289,10 +294,33 @@ def test_state_survives_a_safetensors_round_trip(tmp_path):
     assert bool(fresh.initialized) and torch.equal(fresh.encode(z), q.encode(z))
 
 
+@pytest.mark.parametrize("name", QUANTIZERS.names())
+def test_trained_state_survives_a_safetensors_round_trip(name, tmp_path):
+    torch.manual_seed(4)
+    q = make(name, **PROJECTED.get(name, {"codebook_dim": 4}))
+    optimizer = torch.optim.SGD(q.parameters(), lr=0.1) if list(q.parameters()) else None
+    for _ in range(2):
+        out = q(torch.randn(2, 8, 32))
+        if optimizer is not None:
+            optimizer.zero_grad()
+            (out.z_q.square().mean() + sum(out.losses.values(), torch.zeros(()))).backward()
+            optimizer.step()
+    save_file(q.state_dict(), tmp_path / "q.safetensors")
+    torch.manual_seed(5)  # a fresh instance with other random weights
+    fresh = make(name, **PROJECTED.get(name, {"codebook_dim": 4}))
+    fresh.load_state_dict(load_file(tmp_path / "q.safetensors"))
+    z = torch.randn(2, 8, 7)
+    codes = q.encode(z)
+    assert torch.equal(fresh.encode(z), codes)
+    assert torch.equal(fresh.decode(codes), q.decode(codes))
+
+
 def test_instances_are_the_documented_classes():
     assert isinstance(make("vq"), VectorQuantizer)
     assert isinstance(make("rvq"), ResidualVQ)
     assert isinstance(make("fsq"), FSQ)
+    assert isinstance(make("lfq"), LFQ)
+    assert isinstance(make("simvq"), SimVQ)
 
 
 @pytest.mark.skipif(not cpu_peak_supported(), reason="needs Linux's resettable peak RSS")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from vqtok.quantizers.base import Quantizer, RowOutput, straight_through
+from vqtok.quantizers.rotation import rotate_through
 from vqtok.quantizers.usage import usage_stats
 from vqtok.quantizers.vq import VectorQuantizer, VQConfig
 from vqtok.registry import register_quantizer
@@ -29,6 +30,7 @@ class RVQConfig(VQConfig):
         levels (every level still quantizes, and learns from, every sample).
     ``codebook_dim`` projects once, before the stack, so all levels share one space;
     ``metric`` must be "l2" (residuals of unit vectors are not unit vectors).
+    ``rotation_trick`` rotates the latent onto the sum of the kept levels' code vectors.
     """
 
     num_levels: int = 4
@@ -49,7 +51,11 @@ class RVQConfig(VQConfig):
     def level_config(self) -> VQConfig:
         """The config of one level: this one's VQ options, in the shared lookup space."""
         options = {f.name: getattr(self, f.name) for f in fields(VQConfig)}
-        return VQConfig(**{**options, "dim": self.lookup_dim, "codebook_dim": None})
+        # A level's output only gives its value (see ResidualVQ.quantize_rows): the gradient
+        # estimator is the stack's, so the levels keep the plain copy.
+        return VQConfig(
+            **{**options, "dim": self.lookup_dim, "codebook_dim": None, "rotation_trick": False}
+        )
 
 
 class ResidualVQ(Quantizer):
@@ -79,8 +85,9 @@ class ResidualVQ(Quantizer):
             outputs.append(out)
         kept = self._levels_kept(z.shape[0], batch_size, z.device)
         quantized = sum(v * (kept > i).unsqueeze(1) for i, v in enumerate(values))
+        through = rotate_through if self.config.rotation_trick else straight_through
         return RowOutput(
-            z_q=self.project_out(straight_through(z, quantized)),
+            z_q=self.project_out(through(z, quantized)),
             codes=torch.stack(codes, dim=1),
             losses=_sum_losses(o.losses for o in outputs),
             stats=_combine_stats([o.stats for o in outputs]),

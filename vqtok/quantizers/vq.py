@@ -5,6 +5,8 @@ commitment loss beta * ||z_e - sg[e]||^2 and, when codes learn by gradient, the 
 loss ||sg[z_e] - e||^2. By default the codebook learns by EMA instead (decay 0.99).
 Health: k-means init on the first training batch, dead-code restart, cosine codes and a
 factorized low-dimensional lookup. All state changes happen in training forwards only.
+Optionally the gradient reaches the encoder through the rotation trick (Fifty et al. 2024)
+instead of the straight-through copy.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from vqtok.quantizers.distributed import all_reduce_sum, broadcast_from_rank0, i
 from vqtok.quantizers.ema import ema_codebook_step
 from vqtok.quantizers.kmeans import kmeans
 from vqtok.quantizers.restart import draw_replacements, restart_codes
+from vqtok.quantizers.rotation import rotate_through
 from vqtok.quantizers.usage import CodeUsage, usage_stats
 from vqtok.registry import register_quantizer
 
@@ -44,6 +47,9 @@ class VQConfig:
         the batch mean, plus an anchoring loss (see ``VectorQuantizer._centered``). The
         encoder's early steps shift every latent alike; centred, such a shift no longer
         moves all latents into the same few codes. center_decay: EMA decay of the mean.
+    rotation_trick: pass the gradient to the encoder through the rotation and rescaling that
+        maps the latent onto its code (Fifty et al. 2024, see ``vqtok.quantizers.rotation``)
+        instead of copying it; forward values are unchanged.
     backend: kernel backend for ``vqtok.kernels`` ("auto", "torch" or "triton").
     """
 
@@ -61,6 +67,7 @@ class VQConfig:
     usage_window: int = 65536
     center: bool = False
     center_decay: float = 0.99
+    rotation_trick: bool = False
     backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -150,7 +157,8 @@ class VectorQuantizer(Quantizer):
             # every n-th step miss it; the running total since this process started shows it.
             stats["restarted_codes"] = float(restarted)
             stats["restarted_total"] = float(self.restarted_total)
-        return RowOutput(self.project_out(straight_through(z, e)), indices, losses, stats)
+        through = rotate_through if self.config.rotation_trick else straight_through
+        return RowOutput(self.project_out(through(z, e)), indices, losses, stats)
 
     @torch.no_grad()
     def encode_rows(self, x: Tensor) -> Tensor:
