@@ -21,6 +21,7 @@ from vqtok.cli.common import (
     run_job,
     write_json,
 )
+from vqtok.cli.data import max_memory_help
 from vqtok.pipelines.compression.fit_prior import FitPriorConfig, fit_prior_shards
 from vqtok.pipelines.compression.vqt import CompressConfig, compress_file, decompress_file
 from vqtok.pipelines.config import RuntimeOptions
@@ -49,6 +50,7 @@ def compress(
         None,
         help=f"Model inputs per encoder call (default: {default_of(C, 'runtime.batch_size')}).",
     ),
+    max_memory: str | None = typer.Option(None, help=max_memory_help()),
     window_seconds: float | None = typer.Option(
         None,
         help=f"Audio window length in seconds (default: {default_of(C, 'media.window_seconds')}).",
@@ -85,6 +87,7 @@ def compress(
             {
                 "runtime.device": device,
                 "runtime.batch_size": batch_size,
+                "runtime.max_memory": max_memory,
                 "media.window_seconds": window_seconds,
                 "media.mono": mono,
                 "media.clip_stride": clip_stride,
@@ -117,13 +120,16 @@ def decompress(
         None,
         help=f"Code pieces per decoder call (default: {default_of(RuntimeOptions, 'batch_size')}).",
     ),
+    max_memory: str | None = typer.Option(None, help=max_memory_help()),
     lm: Path | None = typer.Option(
         None, help="Token LM of an LM-coded file (default: the one the file records)."
     ),
 ) -> None:
     """Decompress a .vqt file back to media."""
     def job():
-        runtime = RuntimeOptions.load(config, {"device": device, "batch_size": batch_size}, set_)
+        runtime = RuntimeOptions.load(
+            config, {"device": device, "batch_size": batch_size, "max_memory": max_memory}, set_
+        )
         return decompress_file(source, target, checkpoint, runtime, lm=lm)
 
     run_job(job)

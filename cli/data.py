@@ -30,6 +30,7 @@ from vqtok.pipelines import (
     export_tokens,
     make_shards,
 )
+from vqtok.pipelines.config import default_max_memory, format_size
 from vqtok.pipelines.jobs.ray_engine import RayConfig, encode_shards_ray
 
 T = TypeVar("T")
@@ -65,6 +66,15 @@ shards_app = typer.Typer(help="Make WebDataset shards from media folders.", no_a
 
 
 @shards_app.command("make")
+
+def max_memory_help() -> str:
+    """The help of --max-memory, with this machine's default budget."""
+    return (
+        "Memory one model call may add for its activations, e.g. 2GiB, 512MiB, 1.5G; larger "
+        "inputs go through in tiles and chunks with the same result (default: a quarter of "
+        f"this machine's memory, here {format_size(default_max_memory())})."
+    )
+
 def shards_make(
     src: Path = typer.Argument(
         ...,
@@ -111,6 +121,7 @@ def encode(
     device: str | None = typer.Option(
         None, help=f"Torch device (default: {default_of(E, 'runtime.device')})."
     ),
+    max_memory: str | None = typer.Option(None, help=max_memory_help()),
     resume: bool | None = typer.Option(
         None, "--resume", help="Skip done shards, redo partial ones."
     ),
@@ -186,6 +197,7 @@ def encode(
                 "runtime.batch_size": batch_size,
                 "workers": workers,
                 "runtime.device": device,
+                "runtime.max_memory": max_memory,
                 "resume": resume,
                 "errors.on_error": on_error,
                 "errors.max_error_rate": max_error_rate,
@@ -241,6 +253,7 @@ def decode(
     device: str | None = typer.Option(
         None, help=f"Torch device (default: {default_of(D, 'runtime.device')})."
     ),
+    max_memory: str | None = typer.Option(None, help=max_memory_help()),
     resume: bool | None = typer.Option(
         None, "--resume", help="Skip done shards, redo partial ones."
     ),
@@ -267,6 +280,7 @@ def decode(
                 "audio_format": audio_format,
                 "runtime.batch_size": batch_size,
                 "runtime.device": device,
+                "runtime.max_memory": max_memory,
                 "resume": resume,
                 "errors.on_error": on_error,
                 "errors.max_error_rate": max_error_rate,

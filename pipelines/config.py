@@ -20,6 +20,8 @@ import contextvars
 import dataclasses
 import json
 import math
+import os
+import re
 import tomllib
 import types
 import typing
@@ -272,13 +274,23 @@ class ErrorOptions(JobConfig):
 
 @dataclass
 class RuntimeOptions(JobConfig):
-    """Where the model runs and how many inputs it takes at once."""
+    """Where the model runs, how many inputs it takes at once, and its memory budget.
+
+    max_memory: the most memory, in bytes, that one model call may add for its activations
+    (a number, or a size such as "2GiB", "512MiB" or "1.5G"; see `parse_size`). Inputs whose
+    whole pass fits go through the model as they are, in batches of `batch_size`; larger ones
+    are cut into time chunks and spatial tiles whose codes and media equal the whole input's
+    (`VQTokenizer.encode_within`, `decode_within`). None: `default_max_memory()`, a quarter
+    of the memory this process may use. The process also holds the model's weights, the
+    interpreter and the decoded batch, which the budget does not count.
+    """
 
     batch_size: int = 16
     device: str = "cpu"
+    max_memory: int | str | None = None
 
     def problems(self) -> list[str]:
-        """A batch size of at least 1 and a non-blank device.
+        """A batch size of at least 1, a non-blank device and a readable, positive budget.
 
         Returns:
             One message per broken rule.
@@ -290,7 +302,116 @@ class RuntimeOptions(JobConfig):
         )
         if not self.device.strip():
             found.append("device must name a torch device, e.g. cpu or cuda")
+        if self.max_memory is not None:
+            try:
+                parse_size(self.max_memory)
+            except ValueError as exc:
+                found.append(f"max_memory {exc}")
         return found
+
+    def max_bytes(self) -> int:
+        """The budget in bytes: `max_memory` read, or the machine's default when None.
+
+        Returns:
+            Bytes, >= 1.
+        """
+        if self.max_memory is None:
+            return default_max_memory()
+        return parse_size(self.max_memory)
+
+    def resolved(self) -> RuntimeOptions:
+        """A copy whose `max_memory` is the byte count this job runs with (what jobs save).
+
+        Returns:
+            The new options; these are unchanged.
+        """
+        return dataclasses.replace(self, max_memory=self.max_bytes())
+
+
+# A quarter of what the process may use leaves room for the weights, the decoded inputs,
+# DataLoader workers and whatever else runs on the machine.
+DEFAULT_MEMORY_FRACTION = 0.25
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20,
+    "g": 2**30, "gib": 2**30, "t": 2**40, "tib": 2**40,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+}
+
+
+def parse_size(value: int | float | str) -> int:
+    """A memory size in bytes, from a number of bytes or a string such as "2GiB".
+
+    Units, case-insensitive: B; KiB, MiB, GiB, TiB and their short forms K, M, G, T are
+    powers of 1024; kB, MB, GB, TB are powers of 1000. Fractions are allowed ("1.5G").
+
+    Args:
+        value: Bytes as a number, or a number with a unit.
+
+    Returns:
+        The size in whole bytes (rounded down), at least 1.
+
+    Raises:
+        ValueError: The text is not a size, or the size is not positive and finite.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"must be a size such as 2GiB or 512MiB, got {value!r}")
+    if isinstance(value, int | float):
+        number, unit, text = float(value), "", repr(value)
+    else:
+        text = value.strip()
+        match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)", text)
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise ValueError(
+                f"must be a size such as 2GiB, 512MiB, 1.5G or a number of bytes, got {value!r}"
+            )
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = number * _UNITS[unit]
+    if not math.isfinite(size) or size < 1 or size >= 2**63:
+        raise ValueError(f"must be a positive, finite size of at least 1 byte, got {text}")
+    return int(size)
+
+
+def format_size(size: int) -> str:
+    """`size` bytes as a short binary size, e.g. "3.9 GiB".
+
+    Args:
+        size: Bytes.
+
+    Returns:
+        The text, in the largest unit that keeps the number at least 1.
+    """
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def available_memory() -> int:
+    """The memory this process may use: physical memory, or a smaller cgroup limit.
+
+    Returns:
+        Bytes (physical memory when no limit can be read).
+    """
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # cgroup v2 says "max" when unlimited; v1 a huge number
+            total = min(total, int(text))
+    return total
+
+
+def default_max_memory() -> int:
+    """The default budget of one model call: `DEFAULT_MEMORY_FRACTION` of `available_memory`.
+
+    Returns:
+        Bytes.
+    """
+    return max(1, int(DEFAULT_MEMORY_FRACTION * available_memory()))
 
 
 def parse_value(text: str) -> Any:

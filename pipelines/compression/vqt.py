@@ -33,7 +33,13 @@ from vqtok.entropy import (
 )
 from vqtok.entropy.lm_coder import LM_CODER, decode_lm, encode_tables, lm_tables, table_bits
 from vqtok.lm import TokenLM, load_lm
-from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions
+from vqtok.models.memory import BudgetError
+from vqtok.pipelines.config import (
+    JobConfig,
+    MediaOptions,
+    RuntimeOptions,
+    default_max_memory,
+)
 from vqtok.pipelines.data.media import prepare, restore
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.jobs.common import load_model
@@ -118,10 +124,14 @@ def encode_media(model, data: bytes, config: CompressConfig) -> tuple[np.ndarray
         pieces, meta = prepare(data, media_config(model, config.media))
     except Exception as error:  # any decoder failure means the input is not usable media
         raise UsageError(f"cannot read the input as {model.config.modality}: {error}") from None
-    chunks = [
-        model.encode(chunk.to(config.runtime.device)).cpu()
-        for chunk in pieces.split(config.runtime.batch_size)
-    ]
+    budget = config.runtime.max_bytes()  # inputs too large for it are tiled, same codes
+    try:
+        chunks = [
+            model.encode_within(chunk.to(config.runtime.device), budget).cpu()
+            for chunk in pieces.split(config.runtime.batch_size)
+        ]
+    except BudgetError as error:
+        raise UsageError(f"{error}; raise --max-memory") from None
     return torch.cat(chunks).numpy(), {"input_size": list(pieces.shape[2:]), **meta}
 
 
@@ -372,18 +382,26 @@ def media_meta(model, header: dict) -> dict:
 @torch.inference_mode()
 def decompress_bytes(
     model, data: bytes, audio_format: str = "wav", device: str = "cpu", batch_size: int = 16,
-    lm: TokenLM | None = None,
+    lm: TokenLM | None = None, max_bytes: int | None = None,
 ) -> tuple[str, bytes]:
-    """Inverse of `compress_bytes`: .vqt bytes -> (extension, media bytes)."""
+    """Inverse of `compress_bytes`: .vqt bytes -> (extension, media bytes).
+
+    `max_bytes` bounds the decoder's activations per call (None: `default_max_memory()`);
+    pieces too large for it are decoded in tiles that give the same media.
+    """
+    budget = default_max_memory() if max_bytes is None else max_bytes
     header, payload = read_vqt(data)
     codes = torch.from_numpy(decode_codes(model, header, payload, lm, batch_size))
     try:
         media = media_meta(model, header)
         size = tuple(media["input_size"])
         decoded = [
-            model.decode(chunk.to(device), size=size).cpu() for chunk in codes.split(batch_size)
+            model.decode_within(chunk.to(device), budget, size).cpu()
+            for chunk in codes.split(batch_size)
         ]
         return restore(torch.cat(decoded), media, header["modality"], audio_format)
+    except BudgetError as error:  # before ValueError, which it is: the file is fine
+        raise UsageError(f"{error}; raise --max-memory") from None
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
         raise UsageError(
             f"cannot read .vqt: its media description does not fit its codes ({error})"
@@ -447,7 +465,7 @@ def decompress_file(
     audio_format = "flac" if Path(target).suffix.lower() == ".flac" else "wav"
     _, media = decompress_bytes(
         model, data, audio_format=audio_format, device=runtime.device,
-        batch_size=runtime.batch_size, lm=language_model,
+        batch_size=runtime.batch_size, lm=language_model, max_bytes=runtime.max_bytes(),
     )
     _write_atomic(Path(target), media)
     return Path(target)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -99,6 +99,8 @@ def decode_shards(
     """
     config = config or DecodeConfig()
     config.check()
+    # The budget is resolved once, so that the saved config names the figure used.
+    config = replace(config, runtime=config.runtime.resolved())
     policy = ErrorPolicy(config.errors.on_error, config.errors.max_error_rate)
     placement = placement or Placement.from_env()
     urls = placement.select(expand_shards(code_shards))
@@ -303,8 +305,10 @@ class _SampleDecoder:
         media = meta["media"]
         pieces = torch.from_numpy(codes.astype(np.int64))
         size = tuple(media["input_size"])
+        budget = self.config.runtime.max_bytes()
+        # Within the budget: whole pieces as before, larger ones in tiles (decode_within).
         decoded = [
-            self.model.decode(chunk.to(self.config.runtime.device), size=size).cpu()
+            self.model.decode_within(chunk.to(self.config.runtime.device), budget, size).cpu()
             for chunk in pieces.split(self.config.runtime.batch_size)
         ]
         ext, data = restore(torch.cat(decoded), media, meta["modality"], self.config.audio_format)

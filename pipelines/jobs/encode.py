@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +169,8 @@ def encode_shards(
     """
     config = config or EncodeConfig()
     config.check()
+    # The budget is resolved once, so that every engine and the saved config use one figure.
+    config = replace(config, runtime=config.runtime.resolved())
     policy = ErrorPolicy(config.errors.on_error, config.errors.max_error_rate)
     placement = placement or Placement.from_env()
     all_urls = expand_shards(shards)
@@ -367,9 +369,14 @@ def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
 def _encode_pieces(
     model, pieces: torch.Tensor, counts: list[int], config: EncodeConfig
 ) -> list[np.ndarray]:
-    """pieces: (P, C, *spatial) float -> per-sample int64 codes (N_i, [Q,] *latent)."""
+    """pieces: (P, C, *spatial) float -> per-sample int64 codes (N_i, [Q,] *latent).
+
+    Each call stays within the runtime's memory budget: batches whose whole pass fits run
+    as they are, larger inputs in the tiles the planner picks (``encode_within``).
+    """
+    budget = config.runtime.max_bytes()
     chunks = [
-        model.encode(chunk.to(config.runtime.device)).cpu()
+        model.encode_within(chunk.to(config.runtime.device), budget).cpu()
         for chunk in pieces.split(config.runtime.batch_size)
     ]
     return [codes.numpy() for codes in torch.cat(chunks).split(counts)]
