@@ -27,8 +27,9 @@ def rotate_through(z: Tensor, e: Tensor) -> Tensor:
             codes learn from the codebook loss or EMA, as with the straight-through copy).
 
     Returns:
-        (N, C) fp32 whose value equals ``e`` bit for bit and whose gradient with respect to
-        ``z`` is ``lambda R^T g`` for the upstream gradient ``g``.
+        (N, C) fp32 whose value equals the straight-through output's bit for bit (``e`` up to
+        rounding) and whose gradient with respect to ``z`` is ``lambda R^T g`` for the
+        upstream gradient ``g``.
     """
     with torch.no_grad():
         z_unit = F.normalize(z, dim=-1, eps=NORM_EPS)
@@ -40,6 +41,7 @@ def rotate_through(z: Tensor, e: Tensor) -> Tensor:
     along_r = (z * r).sum(-1, keepdim=True)
     along_z = (z * z_unit).sum(-1, keepdim=True)
     rotated = scale * (z - 2 * r * along_r + 2 * e_unit * along_z)
-    # Add the rotated term's gradient path to e's exact value, rather than returning the
-    # rotated vector, whose rounding would differ from e in the last bits.
-    return e.detach() + (rotated - rotated.detach())
+    # Add the rotated term's gradient path to the straight-through copy's value, rather than
+    # return the rotated vector, whose rounding differs in the last bits: switching the
+    # estimator then changes gradients only, never a forward value or a code.
+    return (z + (e - z)).detach() + (rotated - rotated.detach())
