@@ -21,6 +21,7 @@ from vqtok.cli.common import (
     write_json,
 )
 from vqtok.pipelines.bench.kernels import KernelsBenchConfig
+from vqtok.pipelines.bench.media import MediaBenchConfig
 from vqtok.pipelines.bench.pipeline import PipelineBenchConfig
 from vqtok.pipelines.bench.quantizer import QuantizerBenchConfig
 from vqtok.pipelines.bench.train import TrainBenchConfig
@@ -181,6 +182,50 @@ def train(
     )
     rows = bench_train(options)
     print_rows(rows, "training step")
+    write_json(json_path, {"config": options.to_dict(), "rows": rows})
+
+
+M = MediaBenchConfig
+
+
+@bench_app.command("media")
+def media(
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    video_height: list[int] | None = typer.Option(
+        None, help=f"Video frame heights, repeatable (default: {default_of(M, 'video_heights')})."
+    ),
+    video_seconds: list[float] | None = typer.Option(
+        None, help=f"Clip lengths, repeatable (default: {default_of(M, 'video_seconds')})."
+    ),
+    audio_minutes: list[float] | None = typer.Option(
+        None, help=f"Audio lengths, repeatable (default: {default_of(M, 'audio_minutes')})."
+    ),
+    max_memory: str | None = typer.Option(
+        None, help=f"Budget of the chunked runs (default: {default_of(M, 'max_memory')})."
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
+) -> None:
+    """Peak RSS and throughput of `vqtok encode` and `vqtok decode` against input size, chunked
+    (under --max-memory) against whole-input where the latter fits; each run in a child
+    process. Pass an empty list with --set to leave a modality out (video_heights=[])."""
+    from vqtok.pipelines.bench.media import bench_media
+
+    options = run_job(
+        lambda: M.load(
+            config,
+            {
+                "video_heights": video_height or None,
+                "video_seconds": video_seconds or None,
+                "audio_minutes": audio_minutes or None,
+                "max_memory": max_memory,
+            },
+            set_,
+        )
+    )
+    rows = bench_media(options, log=lambda row: out.print(row))
+    shown = [{k: v for k, v in row.items() if not k.endswith("_bytes")} for row in rows]
+    print_rows(shown, "encode and decode against input size")
     write_json(json_path, {"config": options.to_dict(), "rows": rows})
 
 
