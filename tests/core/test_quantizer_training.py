@@ -18,7 +18,11 @@ VARIANTS = {
     **{name: (name, {}) for name in QUANTIZERS.names()},
     "vq+rotation": ("vq", {"rotation_trick": True}),
 }
-OPTIONS = {"fsq": {"levels": [4, 4, 4]}, "lfq": {"codebook_size": 64}}
+OPTIONS = {
+    "fsq": {"levels": [4, 4, 4]},
+    "rfsq": {"levels": [4, 4, 4], "num_levels": 2},
+    "lfq": {"codebook_size": 64},
+}
 
 
 def _batch(mixing: torch.Tensor, generator: torch.Generator, n: int = 16) -> torch.Tensor:
@@ -64,6 +68,7 @@ def test_a_short_run_lowers_the_reconstruction_error(variant):
 NEW_QUANTIZERS = {
     "lfq": {"quantizer": "lfq"},
     "simvq": {"quantizer": "simvq"},
+    "rfsq": {"quantizer": "rfsq"},
     "rotation": {"quantizer_options": {"rotation_trick": True}},  # the preset's own vq or rvq
 }
 

@@ -18,11 +18,12 @@ from vqtok.registry import QUANTIZERS
 
 SPATIAL = {"1d": (12,), "2d": (4, 5), "3d": (2, 3, 4)}
 # Options under which a quantizer of dim=8 looks codes up in 4 dimensions, between projections.
-PROJECTED = {"fsq": {}, "lfq": {"codebook_size": 16}}
+PROJECTED = {"fsq": {}, "rfsq": {}, "lfq": {"codebook_size": 16}}
 
 
 def make(name: str, dim: int = 8, **options):
-    defaults = {"fsq": {"levels": [5, 4, 3]}}.get(name, {"codebook_size": 32})
+    grid = {"levels": [5, 4, 3]}
+    defaults = {"fsq": grid, "rfsq": grid}.get(name, {"codebook_size": 32})
     return QUANTIZERS.create(name, dim=dim, **{**defaults, **options})
 
 
@@ -39,7 +40,7 @@ def mean_distortion(x: torch.Tensor, codebook: torch.Tensor) -> float:
 
 
 def test_registry_lists_the_quantizers():
-    assert {"vq", "rvq", "fsq", "lfq", "simvq"} <= set(QUANTIZERS.names())
+    assert {"vq", "rvq", "fsq", "rfsq", "lfq", "simvq"} <= set(QUANTIZERS.names())
 
 
 @pytest.mark.parametrize("name", QUANTIZERS.names())
@@ -128,7 +129,8 @@ def test_ema_step_follows_the_vq_vae_paper_formulas():
 @pytest.mark.parametrize("mode", ["eval", "no_grad"])
 @pytest.mark.parametrize("name", QUANTIZERS.names())
 def test_inference_leaves_codebook_state_alone(name, mode):
-    q = make(name, **({} if name in ("fsq", "lfq", "simvq") else {"dead_code_threshold": 0.0}))
+    restarts = name in ("vq", "rvq")
+    q = make(name, **({"dead_code_threshold": 0.0} if restarts else {}))
     if mode == "eval":
         q.eval()
     before = {k: v.clone() for k, v in q.state_dict().items()}
@@ -198,6 +200,15 @@ def test_residual_levels_each_lower_the_distortion():
     codes = q.encode(z)
     errors = [float(F.mse_loss(q.decode(codes[:, :level]), z)) for level in range(1, 5)]
     assert all(later < earlier for earlier, later in zip(errors, errors[1:], strict=False)), errors
+
+
+def test_residual_fsq_levels_each_lower_the_distortion():
+    q = make("rfsq", dim=3, num_levels=3).eval()  # no projection: errors are the stack's own
+    z = 0.5 * torch.randn(4, 3, 256)
+    codes = q.encode(z)
+    errors = [float(F.mse_loss(q.decode(codes[:, :level]), z)) for level in range(1, 4)]
+    assert all(later < 0.5 * earlier for earlier, later in zip(errors, errors[1:], strict=False))
+    assert torch.equal(q(z).codes, codes)
 
 
 def test_quantizer_dropout_keeps_a_prefix_of_the_levels_per_sample():

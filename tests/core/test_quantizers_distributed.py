@@ -24,6 +24,7 @@ OPTIONS = {
     "vq": {"codebook_size": 64, "usage_window": 48, "dead_code_threshold": 2.0},
     "rvq": {"codebook_size": 32, "num_levels": 3, "usage_window": 48, "dead_code_threshold": 2.0},
     "fsq": {"levels": [5, 4, 3]},
+    "rfsq": {"levels": [5, 4, 3], "num_levels": 2},
     # No codebook state beyond the usage histogram; SimVQ's frozen codebook comes from a seed,
     # so ranks seeded differently must still agree on it.
     "lfq": {"codebook_size": 32},

@@ -89,8 +89,8 @@ class ResidualVQ(Quantizer):
         return RowOutput(
             z_q=self.project_out(through(z, quantized)),
             codes=torch.stack(codes, dim=1),
-            losses=_sum_losses(o.losses for o in outputs),
-            stats=_combine_stats([o.stats for o in outputs]),
+            losses=sum_losses(o.losses for o in outputs),
+            stats=combine_stats([o.stats for o in outputs]),
         )
 
     @torch.no_grad()
@@ -111,7 +111,7 @@ class ResidualVQ(Quantizer):
         return self.project_out(quantized)
 
     def usage(self) -> dict[str, float]:
-        return _combine_stats(
+        return combine_stats(
             [
                 usage_stats(level.usage_window.histogram, self.config.dead_code_threshold)
                 for level in self.levels
@@ -119,16 +119,29 @@ class ResidualVQ(Quantizer):
         )
 
     def _levels_kept(self, rows: int, batch_size: int, device: torch.device) -> Tensor:
-        """Levels each row keeps (N,) int64: Q, or under dropout a per-sample q ~ U{1..Q}."""
-        q = self.num_levels
-        kept = torch.full((batch_size,), q, dtype=torch.int64, device=device)
-        if self.learning() and self.config.quantizer_dropout > 0:
-            dropped = torch.rand(batch_size, device=device) < self.config.quantizer_dropout
-            kept[dropped] = torch.randint(1, q + 1, (int(dropped.sum()),), device=device)
-        return kept.repeat_interleave(rows // batch_size)
+        return levels_kept(
+            self.num_levels,
+            self.config.quantizer_dropout if self.learning() else 0.0,
+            rows,
+            batch_size,
+            device,
+        )
 
 
-def _sum_losses(per_level: Iterable[dict[str, Tensor]]) -> dict[str, Tensor]:
+def levels_kept(
+    num_levels: int, dropout: float, rows: int, batch_size: int, device: torch.device
+) -> Tensor:
+    """Levels each row keeps (N,) int64: Q, or for a share ``dropout`` of the samples a
+    per-sample q ~ U{1..Q}; rows are ``batch_size`` samples' in order."""
+    kept = torch.full((batch_size,), num_levels, dtype=torch.int64, device=device)
+    if dropout > 0:
+        dropped = torch.rand(batch_size, device=device) < dropout
+        kept[dropped] = torch.randint(1, num_levels + 1, (int(dropped.sum()),), device=device)
+    return kept.repeat_interleave(rows // batch_size)
+
+
+def sum_losses(per_level: Iterable[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Each loss summed over the levels that have it."""
     total: dict[str, Tensor] = {}
     for losses in per_level:
         for name, value in losses.items():
@@ -136,7 +149,7 @@ def _sum_losses(per_level: Iterable[dict[str, Tensor]]) -> dict[str, Tensor]:
     return total
 
 
-def _combine_stats(per_level: list[dict[str, float]]) -> dict[str, float]:
+def combine_stats(per_level: list[dict[str, float]]) -> dict[str, float]:
     """Means over levels (dead codes and restarts summed), plus each level's perplexity."""
     combined: dict[str, float] = {}
     for name in per_level[0]:
