@@ -40,8 +40,8 @@ class MediaBenchConfig(JobConfig):
     video_seconds: clip lengths. audio_minutes: audio lengths (16 kHz mono).
     max_memory: the chunked runs' `--max-memory`. whole_limit: run the whole-input path only
     where the planner's estimate of its peak is below this (None: half of this machine's
-    memory). batch_size: `--batch-size` of both jobs. Presets are random-initialized: the
-    figures depend on the architecture, not on the weights.
+    memory). batch_size: `--batch-size` of both jobs. modes: "chunked", "whole" or both.
+    Presets are random-initialized: the figures depend on the architecture, not the weights.
     """
 
     video_preset: str = "video-vq-t4s8"
@@ -54,9 +54,11 @@ class MediaBenchConfig(JobConfig):
     whole_limit: str | None = None
     batch_size: int = 16
     threads: int = 2
+    modes: list[str] = field(default_factory=lambda: list(MODES))
 
     def problems(self) -> list[str]:
-        found = []
+        found = [f"modes must be among {', '.join(MODES)}, got {m!r}"
+                 for m in self.modes if m not in MODES]
         if any(h < 16 or h % 2 for h in self.video_heights):
             found.append(f"video_heights must be even and at least 16, got {self.video_heights}")
         for name in ("video_seconds", "audio_minutes"):
@@ -133,13 +135,13 @@ def _summary_seconds(text: str) -> float | None:
 
 
 def _whole_estimate(model, piece_shape: tuple[int, ...], pieces: int, batch: int) -> int:
-    """The planner's peak for the whole path: `min(batch, pieces)` whole pieces per pass,
-    encode or decode, whichever is larger."""
+    """The planner's peak for the whole path: `min(batch, pieces)` whole pieces per encoder
+    pass, or one piece per decoder pass (decode goes sample by sample), whichever is larger."""
     from vqtok.models.memory import plan
 
     shape = (1, model.config.channels, *piece_shape)
-    one = max(plan(model, shape, 1 << 62, part).peak_bytes for part in ("encode", "decode"))
-    return one * min(batch, pieces)
+    encode = plan(model, shape, 1 << 62, "encode").peak_bytes * min(batch, pieces)
+    return max(encode, plan(model, shape, 1 << 62, "decode").peak_bytes)
 
 
 def _cases(config: MediaBenchConfig) -> list[tuple[str, str, float, dict]]:
@@ -198,7 +200,7 @@ def bench_media(config: MediaBenchConfig | None = None, log=None) -> list[dict]:
                 piece, pieces = (round(seconds * 16000),), 1
             make_shards(case / "src", case / "shards", modality)
             estimate = _whole_estimate(model, piece, pieces, config.batch_size)
-            for mode in MODES:
+            for mode in config.modes:
                 budget = config.max_memory if mode == "chunked" else "1TiB"
                 row = {"modality": modality, "input": label, "mode": mode,
                        "max_memory": budget if mode == "chunked" else "none",
