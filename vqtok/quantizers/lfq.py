@@ -134,7 +134,7 @@ class LFQ(Quantizer):
         return usage_stats(self.usage_window.histogram)
 
     def entropy_penalty(self, z: Tensor) -> Tensor:
-        """Unweighted-by-w penalty E[H(q(c | z))] - gamma H(E[q(c | z)]) in nats, a scalar.
+        """The penalty before its weight w: E[H(q(c | z))] - gamma H(E[q(c | z)]) in nats.
 
         Args:
             z: (N, d) fp32 latents in the sign space (after ``project_in``).
