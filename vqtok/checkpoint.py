@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 import vqtok
 from vqtok.models.config import TokenizerConfig
+from vqtok.models.identity import content_hash
 from vqtok.models.tokenizer import VQTokenizer
 from vqtok.models.vae import LatentModel
 from vqtok.models.vae_config import VAEConfig
@@ -62,6 +63,9 @@ def save(model: VQTokenizer | LatentModel, path: str | Path) -> Path:
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     config = model.config.to_dict()
     model_id = model.model_id
+    recorded = getattr(model, "recorded_id", None)
+    if recorded is not None and model_id == recorded[1]:
+        config = recorded[2]  # as first recorded, so that the file still hashes to its id
     tensors = dict(state)
     if getattr(model, "code_prior", None) is not None:
         tensors[PRIOR_KEY] = model.code_prior.detach().cpu().to(torch.int64).contiguous()
@@ -116,12 +120,26 @@ def load(path: str | Path, map_location: str = "cpu") -> VQTokenizer | LatentMod
         raise CheckpointError(
             f"{directory}: weights do not fit the configured model: {error}"
         ) from None
+    if isinstance(model, VQTokenizer) and model.model_id != record["model_id"]:
+        _accept_older_config(model, record)
     if model.model_id != record["model_id"]:
         raise CheckpointError(
             f"{directory}: contents hash to {model.model_id} but the checkpoint records "
             f"{record['model_id']}; its files were modified or come from different checkpoints"
         )
     return model.to(map_location).eval()
+
+
+def _accept_older_config(model: VQTokenizer, record: dict) -> None:
+    """Keep the recorded id of a checkpoint written before the config gained options.
+
+    The id hashes the resolved config; options added to a quantizer since (at defaults that
+    keep the old behaviour) change that hash but not the model. When the weights and the
+    config as recorded still hash to the recorded id, the model is the one that was saved.
+    """
+    live = model.model_id
+    if content_hash(record["config"], model.state_dict()) == record["model_id"]:
+        model.recorded_id = (live, record["model_id"], record["config"])
 
 
 def _check_prior(

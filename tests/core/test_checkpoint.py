@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import vqtok
 from vqtok.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
+from vqtok.models.identity import content_hash
 
 
 def trained_tiny_model() -> vqtok.VQTokenizer:
@@ -154,3 +156,28 @@ def test_bad_config_json_raises_checkpoint_error(saved, content: str, message: s
     (path / CONFIG_FILE).write_text(content)
     with pytest.raises(CheckpointError, match=message):
         vqtok.load(path)
+
+
+def test_checkpoint_from_before_new_quantizer_options_keeps_its_id(tmp_path):
+    """A checkpoint written before `center` and `rotation_trick` existed (they are absent
+    from its config, which its id hashes) still loads, keeps the id its codes name, and
+    re-saves under that id; a changed weight still gets a new id."""
+    model = vqtok.create_model("image-vq-f8", widths=(8, 8, 8, 8))
+    old = tmp_path / "old"
+    vqtok.save(model, old)
+    record = json.loads((old / "config.json").read_text())
+    for option in ("center", "center_decay", "rotation_trick"):
+        record["config"]["quantizer_options"].pop(option)
+    record["model_id"] = content_hash(record["config"], model.state_dict())
+    (old / "config.json").write_text(json.dumps(record))
+    weights = load_file(str(old / "model.safetensors"))
+    save_file(weights, str(old / "model.safetensors"),
+              metadata={"format": "pt", "model_id": record["model_id"]})
+
+    loaded = vqtok.load(old)
+    assert loaded.model_id == record["model_id"] != model.model_id
+    vqtok.save(loaded, tmp_path / "again")
+    assert vqtok.load(tmp_path / "again").model_id == record["model_id"]
+    with torch.no_grad():
+        next(loaded.parameters()).add_(1.0)
+    assert loaded.model_id not in (record["model_id"], model.model_id)

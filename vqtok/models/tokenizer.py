@@ -70,8 +70,16 @@ class VQTokenizer(nn.Module):
 
     @property
     def model_id(self) -> str:
-        """Content hash of config and weights (16 hex chars); what code files store."""
-        return content_hash(self.config.to_dict(), self.state_dict())
+        """Content hash of config and weights (16 hex chars); what code files store.
+
+        A model loaded from a checkpoint keeps the id the checkpoint recorded for as long as
+        its config and weights are unchanged, even when this vqtok's config has since gained
+        options (at their defaults) that the recorded hash did not cover: codes made with
+        the checkpoint then still name the model that decodes them.
+        """
+        live = content_hash(self.config.to_dict(), self.state_dict())
+        recorded = getattr(self, "recorded_id", None)
+        return recorded[1] if recorded is not None and recorded[0] == live else live
 
     def latent_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """Spatial shape of the codes for an input of spatial shape ``input_shape``.
