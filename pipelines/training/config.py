@@ -26,6 +26,8 @@ class TrainConfig(JobConfig):
     out: run directory (config, metrics, checkpoints, pictures, final and best models).
     crop: spatial size of a training input, e.g. [128, 128] (image), [16000] (audio
         samples), [17, 64, 64] (video frames, H, W); empty picks the modality's default.
+    mono: mix multichannel audio down for a 1-channel model (refused otherwise: counted
+        and logged as skipped samples, so that no channel is dropped without a word).
     shuffle_buffer: pieces held for shuffling (1 keeps shard order).
     warmup_steps, min_lr_ratio: linear warm-up, then cosine decay to lr * min_lr_ratio.
     grad_clip: max global gradient norm (0 turns clipping off).
@@ -47,6 +49,7 @@ class TrainConfig(JobConfig):
     val: list[str] = field(default_factory=list)
     out: str = "runs/train"
     crop: list[int] = field(default_factory=list)
+    mono: bool = False
     batch_size: int = 8
     shuffle_buffer: int = 256
     num_workers: int = 0

@@ -220,7 +220,7 @@ class Trainer:
         model_config = self.model.config
         self.inputs = input_options(model_config)  # conditions, binarization
         self.config = dataclasses.replace(config, crop=resolve_crop(model_config, config.crop))
-        self.media = media_for(model_config, self.config.crop)
+        self.media = media_for(model_config, self.config.crop, self.config.mono)
         self.train_shards = self.placement.select(train_shards)
         check_readable(self.train_shards, self.media, "training")
         if self.val_shards:
