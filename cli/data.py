@@ -65,8 +65,6 @@ class OrderChoice(StrEnum):
 shards_app = typer.Typer(help="Make WebDataset shards from media folders.", no_args_is_help=True)
 
 
-@shards_app.command("make")
-
 def max_memory_help() -> str:
     """The help of --max-memory, with this machine's default budget."""
     return (
@@ -75,6 +73,7 @@ def max_memory_help() -> str:
         f"this machine's memory, here {format_size(default_max_memory())})."
     )
 
+@shards_app.command("make")
 def shards_make(
     src: Path = typer.Argument(
         ...,
