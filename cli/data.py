@@ -73,6 +73,7 @@ def max_memory_help() -> str:
         f"this machine's memory, here {format_size(default_max_memory())})."
     )
 
+
 @shards_app.command("make")
 def shards_make(
     src: Path = typer.Argument(
