@@ -61,9 +61,17 @@ BASES: dict[str, Callable[[dict[str, Path], Path], list]] = {
     "decompress": lambda d, out: [d["vqt"], out / "x.png", "--checkpoint", d["checkpoint"]],
     "fit-prior": lambda d, out: [d["checkpoint"], d["shards"], "--output", out, "--workers",
                                  "0"],
+    "eval rd": lambda d, out: [d["checkpoint"], d["photo"], "--out", out],
+    "train": lambda d, out: ["--model", "image-vq-f8", "--train", d["shards"], "--out", out,
+                             "--steps", "2", "--set", "model_options.widths=[8,8,8,8]",
+                             "--set", "crop=[32,32]", "--set", "tensorboard=false",
+                             "--no-progress"],
 }
-# Options whose valid values only make a tiny job long (not a fault): drawn from small ones.
-BOUNDED = {"--workers": ["0", "1", "-1", "abc", "nan"]}
+# Options whose valid values only make a tiny job long (not a fault), or a learning rate
+# that diverges (a failed run, exit 1, not bad input): drawn from these instead.
+SMALL = ["0", "1", "2", "-1", "-3", "abc", "nan", "inf", "", "1.5"]
+BOUNDED = {"--workers": SMALL, "--steps": SMALL, "--batch-size": SMALL,
+           "--lr": ["0", "-1", "nan", "inf", "abc", "", "1e-3"]}
 
 
 def _options(command: str) -> list[str]:
