@@ -177,7 +177,15 @@ def test_audio_codes_and_media_equal_under_a_tiny_budget(audio_shards, checkpoin
     _check_equal_under_tiny_budget(checkpoints["audio-vq-16k"], str(audio_shards), tmp_path, True)
 
 
-def test_video_codes_and_media_equal_under_a_tiny_budget(
+def test_video_codes_and_media_equal_under_a_tiny_budget(video_shards, checkpoints, tmp_path):
+    # The fixture's 64x64 clips lie within the encoder's receptive field: decode tiles them,
+    # encode sends them whole (the slow test below cuts a larger clip in encode too).
+    _check_equal_under_tiny_budget(checkpoints["video-vq-t4s8"], str(video_shards), tmp_path,
+                                   False)
+
+
+@pytest.mark.slow  # about two minutes on 2 CPU cores
+def test_a_larger_clip_is_chunked_and_tiled_in_encode_with_the_same_codes(
     video_shards, large_video_shards, checkpoints, tmp_path
 ):
     shards = [str(video_shards), str(large_video_shards)]
