@@ -44,7 +44,8 @@ def expand_shards(specs: str | Sequence[str]) -> list[str]:
 def _local_or_remote(url: str) -> list[str]:
     if url.startswith(REMOTE_PREFIXES):
         return [url]
-    if glob.has_magic(url) and not Path(url).exists():  # a quoted `shards/*.tar`, expanded here as a shell would
+    # A quoted `shards/*.tar`, expanded here as a shell would (unless it names a real path).
+    if glob.has_magic(url) and not Path(url).exists():
         matches = sorted(glob.glob(url))
         if not matches:
             raise UsageError(f"no shard matches {url}")

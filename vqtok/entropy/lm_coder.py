@@ -74,14 +74,30 @@ def quantized_frequencies(logits: Tensor) -> np.ndarray:
 
 
 def as_tokens(codes: np.ndarray, num_levels: int) -> np.ndarray:
-    """Codes (N, [Q,] *grid) -> interleaved code tokens (N, prod(grid) * Q) int64."""
+    """Codes in the LM's token order: each position's residual levels together.
+
+    Args:
+        codes: integer (N, [Q,] *grid) codes.
+        num_levels: Q (1 when the codes have no level axis).
+
+    Returns:
+        int64 (N, prod(grid) * Q) tokens.
+    """
     if num_levels > 1:
         codes = np.moveaxis(codes, 1, -1)
     return codes.reshape(codes.shape[0], -1).astype(np.int64)
 
 
 def codes_grid(shape: tuple[int, ...], num_levels: int) -> tuple[int, ...]:
-    """The latent grid of codes of ``shape`` (N, [Q,] *grid)."""
+    """The latent grid of codes.
+
+    Args:
+        shape: The codes' shape (N, [Q,] *grid).
+        num_levels: Q (1 when the codes have no level axis).
+
+    Returns:
+        The grid's sizes.
+    """
     return tuple(shape[2:] if num_levels > 1 else shape[1:])
 
 
@@ -120,7 +136,11 @@ def lm_tables(lm: TokenLM, codes: np.ndarray, batch_size: int = 16
 
 
 def encode_tables(symbols: np.ndarray, tables: np.ndarray) -> bytes:
-    """ANS-code ``symbols`` (M,), each with its row of ``tables`` (M, K) int64.
+    """ANS-code symbols, each with its own integer frequency table.
+
+    Args:
+        symbols: int32 (M,) codes in stream order.
+        tables: int64 (M, K) frequencies, one row per symbol.
 
     Returns:
         The stream as little-endian 32-bit words.
@@ -132,7 +152,15 @@ def encode_tables(symbols: np.ndarray, tables: np.ndarray) -> bytes:
 
 
 def table_bits(symbols: np.ndarray, tables: np.ndarray) -> float:
-    """The ideal code length of ``symbols`` under ``tables``: sum of -log2 p, in bits."""
+    """The ideal code length of symbols under their tables.
+
+    Args:
+        symbols: int32 (M,) codes.
+        tables: int64 (M, K) frequencies, one row per symbol.
+
+    Returns:
+        The sum of -log2 p over the symbols, in bits.
+    """
     if not symbols.size:
         return 0.0
     chosen = tables[np.arange(symbols.size), symbols]

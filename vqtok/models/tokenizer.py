@@ -223,8 +223,14 @@ class VQTokenizer(nn.Module):
         samples: int | None,
         head: Callable[[Tensor], Tensor],
     ) -> Tensor:
-        """``head(encoder(pad(x)))`` tile by tile; ``head`` maps (b, D, *latent) to
-        (b, ..., *latent) position by position (the quantizer, or the identity in tests)."""
+        """``head(encoder(pad(x)))`` tile by tile.
+
+        ``head`` maps (b, D, *latent) to (b, ..., *latent) position by position (the
+        quantizer, or the identity in tests).
+
+        Raises:
+            ValueError: ``samples`` is below 1, or ``piece`` does not fit the axes.
+        """
         spatial = tuple(x.shape[2:])
         axes = self._encoder_pieces(spatial, piece)
         step = x.shape[0] if samples is None else samples
@@ -275,11 +281,11 @@ class VQTokenizer(nn.Module):
         piece: int | Sequence[int | None],
         size: Sequence[int] | None = None,
     ) -> Iterator[Tensor]:
-        """Decode slab by slab along the first spatial axis (time for audio and video), so
-        that a writer can stream the output without holding all of it.
+        """Decode slab by slab along the first spatial axis (time for audio and video).
 
-        Each tile decodes the codes its output's receptive field needs and keeps the outputs
-        whose field it covered. Samples are decoded one at a time, as ``decode`` does, so
+        A writer can then stream the output without holding all of it. Each tile decodes
+        the codes its output's receptive field needs and keeps the outputs whose field it
+        covered. Samples are decoded one at a time, as ``decode`` does, so
         the result is batch-invariant.
 
         Args:
@@ -454,7 +460,11 @@ class VQTokenizer(nn.Module):
         return chunk_frames // s
 
     def _pieces(self, piece: int | Sequence[int | None], shape: Sequence[int]) -> list[int]:
-        """Latent positions per piece on each axis, from ``piece`` (None: the whole axis)."""
+        """Latent positions per piece on each axis, from ``piece`` (None: the whole axis).
+
+        Raises:
+            ValueError: ``piece`` does not give one positive size per axis.
+        """
         sizes = [piece] * self.config.dims if isinstance(piece, int) else list(piece)
         if len(sizes) != self.config.dims:
             raise ValueError(f"piece needs {self.config.dims} sizes, got {piece!r}")
