@@ -17,7 +17,7 @@ above) and sampling tokens per second with and without the KV cache (one sequenc
 tokens), for lm-tiny and lm-small.
 
 **Generation on Fashion-MNIST** (a class-conditional LM over a 28x28 tokenizer, recognized
-by the CVAE benchmark's classifier) is not part of this script yet: it needs the Debian
+by the CVAE benchmark's classifier) is `benchmarks/lm_fmnist.py`: it needs the Debian
 `dataset-fashion-mnist` package and hours of CPU.
 """
 
