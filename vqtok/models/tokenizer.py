@@ -412,9 +412,18 @@ class VQTokenizer(nn.Module):
 
         Raises:
             BudgetError: Not even the smallest piece fits.
+            ValueError: ``size`` is not a crop of what the codes decode to.
         """
         latent = tuple(codes.shape[-self.config.dims :])
-        media = self.output_shape(latent) if size is None else tuple(size)
+        full = self.output_shape(latent)
+        media = full if size is None else tuple(size)
+        # A size beyond the decoded output is a corrupt description, not a bigger job: refuse
+        # it before planning pieces for it.
+        fits = len(media) == len(full) and all(
+            1 <= m <= f for m, f in zip(media, full, strict=True)
+        )
+        if not fits:
+            raise ValueError(f"size {list(media)} is not a crop of the decoded {list(full)}")
         dtype = next(self.decoder.parameters()).dtype
         shape = (codes.shape[0], self.config.channels, *media)
         chosen = plan(self, shape, max_bytes, "decode", dtype)
