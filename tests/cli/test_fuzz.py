@@ -9,6 +9,7 @@ The fast suite draws a few examples per command; `-m slow` runs the long mode.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -89,7 +90,8 @@ def _check(command: str, data: dict[str, Path], chosen: list[tuple[str, str]]) -
     args = [*command.split(), *map(str, BASES[command](data, out))]
     for option, value in chosen:
         args += [option, value]
-    with time_limit(SECONDS):
+    # Relative paths among the drawn values (`--output nan`) land in the scratch folder.
+    with time_limit(SECONDS), contextlib.chdir(data["root"]):
         result = runner.invoke(app, args)
     shown = f"vqtok {' '.join(args)}\n{result.output}"
     # Exit 1 is a failed job, not bad input: allowed only where a valid limit refused the
