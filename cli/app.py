@@ -65,9 +65,6 @@ def run() -> None:
     """Run the command line (from `vqtok.cli.main`, which guards the imports)."""
     try:
         app()
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
     except OSError as exc:  # a path or device problem met outside a job's own guard
         sys.stderr.write(f"error: {describe_os_error(exc)}\n")
         sys.exit(2 if exc.errno in PATH_ERRORS else 1)
@@ -83,5 +80,7 @@ def run() -> None:
         sys.exit(1)
 
 
-if __name__ == "__main__":
-    run()
+if __name__ == "__main__":  # `python -m vqtok.cli.app` runs as `vqtok` does, Ctrl-C guard included
+    from vqtok.cli.main import main
+
+    main()

@@ -106,18 +106,19 @@ def decode_shards(
     urls = placement.select(expand_shards(code_shards))
     names = shard_names(urls)
     model = load_model(model, config.runtime.device)
+    model_id = model.model_id  # a hash of every weight: computed once
     out_dir = Path(out_dir)
     check_all([
         lambda: check_output_folder(out_dir),
-        lambda: check_code_input(urls, model.model_id, "decode"),
-        lambda: check_resume(out_dir, "decode_config.json", config.to_dict(), model.model_id,
+        lambda: check_code_input(urls, model_id, "decode"),
+        lambda: check_resume(out_dir, "decode_config.json", config.to_dict(), model_id,
                              config.resume),
     ])
     with FolderLock(out_dir, "decode", placement.rank):
         outputs = ShardOutputs(out_dir, with_tar=config.output_format == "shards")
         todo = outputs.prepare(urls, names, resume=config.resume)
         outputs.save_config(
-            "decode_config.json", {**config.to_dict(), "model_id": model.model_id, "shards": urls}
+            "decode_config.json", {**config.to_dict(), "model_id": model_id, "shards": urls}
         )
         summary = DecodeSummary(
             rank=placement.rank,
@@ -141,7 +142,7 @@ def _decode_all(
 ) -> None:
     """Decode the shards still to do, then write the summary."""
     start = time.monotonic()
-    decoder = _SampleDecoder(model, model_prior(model), config)
+    decoder = _SampleDecoder(model, model.model_id, model_prior(model), config)
     claims = _FileClaims.from_done(outputs, names) if not outputs.with_tar else None
     with ShardProgress(len(todo), label="decode", enabled=config.progress) as progress:
         for url in todo:
@@ -290,16 +291,17 @@ class _SampleDecoder:
     """Code sample -> media fields, with the model and its prior (for compressed samples)."""
 
     model: VQTokenizer
+    model_id: str  # hashed once: every sample is checked against it
     prior: np.ndarray  # (Q, K) int64
     config: DecodeConfig
 
     @torch.inference_mode()
     def __call__(self, sample: Sample) -> dict[str, bytes]:
         meta = code_meta(sample.fields)
-        if meta.get("model_id") != self.model.model_id:
+        if meta.get("model_id") != self.model_id:
             raise UsageError(
                 f"{sample.shard}: codes of {sample.key!r} come from model {meta.get('model_id')}, "
-                f"not from this checkpoint ({self.model.model_id})"
+                f"not from this checkpoint ({self.model_id})"
             )
         codes, _ = unpack_codes(sample.fields, self.prior)
         media = meta["media"]

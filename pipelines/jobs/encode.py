@@ -178,11 +178,12 @@ def encode_shards(
     names = shard_names(urls)
     # Everything is checked before OUT_DIR is touched: a refused job writes nothing.
     loaded = load_model(model, config.runtime.device if engine is None else "cpu")
+    model_id = loaded.model_id  # a hash of every weight: computed once
     out_dir = Path(out_dir)
     check_all([
         lambda: check_output_folder(out_dir),
         lambda: check_media_input(urls, loaded.config.modality),
-        lambda: check_resume(out_dir, "encode_config.json", config.to_dict(), loaded.model_id,
+        lambda: check_resume(out_dir, "encode_config.json", config.to_dict(), model_id,
                              config.resume),
     ])
     with FolderLock(out_dir, "encode", placement.rank):
@@ -192,12 +193,12 @@ def encode_shards(
             rank=placement.rank,
             shards_total=len(urls),
             shards_already_done=len(urls) - len(todo),
-            model_id=loaded.model_id,
+            model_id=model_id,
             out_dir=str(outputs.root),
         ))
         outputs.save_config(
             "encode_config.json",
-            {**config.to_dict(), "model_id": loaded.model_id, "shards": all_urls},
+            {**config.to_dict(), "model_id": model_id, "shards": all_urls},
         )
         _run_job(job, engine)
     policy.check_rate(job.summary.skipped, job.summary.samples + job.summary.skipped)
