@@ -234,6 +234,11 @@ def rd(
         help="A codec's settings instead of its default sweep, e.g. "
         "--sweep jpeg=1,3,5,8 --sweep opus=6,8,12 (quality, or kbps for audio).",
     ),
+    lm: list[Path] = typer.Option(
+        None,
+        help="A token LM (`vqtok lm train`) over one checkpoint's codes: adds that "
+        "checkpoint's point with every level coded by the LM (repeatable).",
+    ),
 ) -> None:
     """Rate-distortion curves of checkpoints (each residual level count) and classical codecs."""
     def job():
@@ -247,6 +252,7 @@ def rd(
             {
                 "baselines": codecs,
                 "sweeps": parse_sweeps(sweep) if sweep else None,
+                "lms": [str(path) for path in lm] if lm else None,
                 "media.window_seconds": window_seconds,
                 "media.mono": mono,
                 "runtime.device": device,

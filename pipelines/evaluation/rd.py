@@ -6,6 +6,10 @@ each quality of a baseline codec) the rate comes from the bytes actually written
 for images and video, mono audio at the original rate. Points are averaged over inputs per
 setting, as CompressAI does, and written as one CompressAI-style JSON per method
 (`name`, `description`, `results`), a CSV of every measurement and PNG plots.
+
+A token LM given with a checkpoint adds one point to that checkpoint: every residual level
+coded by the LM (`--coder lm`), decoded back through the LM, so that its rate is the whole
+file a user would keep and its quality what the user gets back.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import numpy as np
 import soundfile
 import torch
 
+from vqtok.entropy.lm_coder import LM_CODER
 from vqtok.pipelines.compression.vqt import (
     CompressConfig,
+    check_lm_fits,
     compress_bytes,
     decode_codes,
+    load_lm_for_coding,
     media_meta,
     read_vqt,
 )
@@ -48,10 +55,15 @@ QUALITY_KEYS = {
 
 @dataclass
 class RDConfig(JobConfig):
-    """Options of an RD evaluation; `sweeps` overrides a codec's default settings."""
+    """Options of an RD evaluation.
+
+    `sweeps` overrides a codec's default settings. `lms` are token LM directories; each is
+    paired with the checkpoint whose codes it models and adds an LM-coded point to it.
+    """
 
     baselines: list[str] = field(default_factory=list)
     sweeps: dict[str, list[int]] = field(default_factory=dict)
+    lms: list[str] = field(default_factory=list)
     media: MediaOptions = field(default_factory=MediaOptions)
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
@@ -149,9 +161,12 @@ def evaluate_rd(
     references = [_reference(Path(path), modality) for path in inputs]
     if not references:
         raise UsageError("no inputs to evaluate")
+    lms = _pair_lms(models, config)
     measurements: list[Measurement] = []
     for model in models:
         measurements += _measure_model(model, references, config)
+        for lm in lms.get(id(model), []):
+            measurements += _measure_lm(model, lm, references, config)
     for codec in config.baselines:
         measurements += _measure_codec(codec, modality, references, config.sweeps.get(codec))
     curves = [_curve(method, group, modality) for method, group in _by_method(measurements).items()]
@@ -187,6 +202,22 @@ def split_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
         else:
             raise UsageError(f"{path}: no such file or directory")
     return checkpoints, inputs
+
+
+def _pair_lms(models: list, config: RDConfig) -> dict[int, list]:
+    """The LMs of `config.lms`, keyed by id() of the model whose codes each one models."""
+    paired: dict[int, list] = {}
+    for path in config.lms:
+        lm = load_lm_for_coding(path, config.runtime.device)
+        fitting = [model for model in models if model.model_id == lm.config.tokenizer_id]
+        if not fitting:
+            named = ", ".join(f"{m.config.preset} {m.model_id[:8]}" for m in models) or "none"
+            raise UsageError(f"the LM {path} models the codes of tokenizer "
+                             f"{(lm.config.tokenizer_id or 'unknown')[:8]}, which is not among "
+                             f"the checkpoints given ({named})")
+        check_lm_fits(fitting[0], lm)
+        paired.setdefault(id(fitting[0]), []).append(lm)
+    return paired
 
 
 def _modality(models: list, codecs: Sequence[str]) -> str:
@@ -238,11 +269,26 @@ def _measure_model(model, references: list[Reference], config: RDConfig) -> list
     return results
 
 
+def _measure_lm(model, lm, references: list[Reference], config: RDConfig) -> list[Measurement]:
+    """One point: every level, coded and decoded with the token LM `lm`."""
+    name = f"vqtok-{model.config.preset}-{model.model_id[:8]}+lm-{lm.lm_id[:8]}"
+    options = CompressConfig(media=config.media, runtime=config.runtime, coder=LM_CODER)
+
+    def codec(reference: Reference):
+        vqt, _ = compress_bytes(model, reference.data, options, lm=lm)
+        return vqt, lambda: _model_decode(model, vqt, reference, lm, config.runtime.batch_size)
+
+    setting = f"{model.num_levels} level{'s' * (model.num_levels > 1)}, LM coder"
+    return [_measure(name, setting, codec, r, model.config.modality) for r in references]
+
+
 @torch.inference_mode()
-def _model_decode(model, vqt: bytes, reference: Reference) -> np.ndarray:
-    """What decompressing `vqt` gives, as `reference.content` holds it."""
+def _model_decode(model, vqt: bytes, reference: Reference, lm=None, batch_size: int = 16
+                  ) -> np.ndarray:
+    """What decompressing `vqt` gives, as `reference.content` holds it (through `lm` for
+    an LM-coded file)."""
     header, payload = read_vqt(vqt)
-    codes = torch.from_numpy(decode_codes(model, header, payload))
+    codes = torch.from_numpy(decode_codes(model, header, payload, lm, batch_size))
     media = media_meta(model, header)
     x_hat = model.decode(codes.to(next(model.parameters()).device), size=media["input_size"]).cpu()
     modality = header["modality"]
