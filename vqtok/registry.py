@@ -1,7 +1,7 @@
 """Named registries for models and quantizers.
 
-One place lists every model preset and quantizer, so that the CLI (`vqtok models`),
-checkpoints (which store the name) and tests (parametrized over `names()`) agree.
+One place lists every model preset, quantizer, LM and discriminator, so that the CLI
+(`vqtok models`), checkpoints (which store the name) and tests (parametrized over `names()`) agree.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class Registry:
 MODELS = Registry("model")
 QUANTIZERS = Registry("quantizer")
 LMS = Registry("LM")
+DISCRIMINATORS = Registry("discriminator")
 register_model = MODELS.register
 register_quantizer = QUANTIZERS.register
 register_lm = LMS.register

@@ -8,6 +8,9 @@ A checkpoint is a directory ``OUT/checkpoints/step-00001234/`` holding
 - ``optimizer.safetensors``: the optimizer's per-parameter tensors, flattened as
   ``"<param index>.<name>"``;
 - ``rng.safetensors``: each rank's torch (CPU and CUDA) and NumPy generator states;
+- ``<part>.safetensors`` and ``<part>_optimizer.safetensors``: the state dict and optimizer
+  of each extra trained part (``discriminator``: the critics and their LeCam averages;
+  ``balancer``: the loss balancer's gradient-norm averages), when the run has them;
 - ``state.json``: the step, each rank's data position, the scheduler and optimizer
   hyper-parameters, Python's random state, the usage-window counters and the best metric.
 
@@ -21,7 +24,7 @@ import json
 import random
 import shutil
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,8 @@ from vqtok.quantizers.usage import CodeUsage
 
 STEP_PREFIX = "step-"
 STATE_FILE = "state.json"
+# An extra trained part: its module (state dict) and its optimizer, if it has one.
+Part = tuple[nn.Module, torch.optim.Optimizer | None]
 
 
 @dataclass
@@ -106,10 +111,12 @@ def save_checkpoint(
     ema: nn.Module | None,
     rng_states: Sequence[dict[str, Any]],
     keep_last: int,
+    parts: Mapping[str, Part] | None = None,
 ) -> Path:
     """Write a checkpoint of step ``state.step`` and prune old ones.
 
-    ``rng_states`` holds one state per rank.
+    ``rng_states`` holds one state per rank; ``parts`` names extra trained modules (the
+    discriminator, the balancer) with their optimizers.
     """
     final = step_dir(run_dir, state.step)
     partial = final.with_name(final.name + ".partial")
@@ -125,6 +132,12 @@ def save_checkpoint(
     rng_tensors = {f"rank{r}.{k}": v for r, s in enumerate(rng_states) for k, v in s.items()
                    if isinstance(v, torch.Tensor)}
     save_file(rng_tensors, str(partial / "rng.safetensors"))
+    part_optimizers = {}
+    for name, (module, part_optimizer) in (parts or {}).items():
+        save_file(_cpu(module.state_dict()), str(partial / f"{name}.safetensors"))
+        if part_optimizer is not None:
+            tensors, part_optimizers[name] = _flatten_optimizer(part_optimizer.state_dict())
+            save_file(tensors, str(partial / f"{name}_optimizer.safetensors"))
     record = {
         "step": state.step,
         "positions": [[p.epoch, p.batch] for p in state.positions],
@@ -132,6 +145,7 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "optimizer": optimizer_rest,
         "usage_windows": windows,
+        "part_optimizers": part_optimizers,
         "rng": [
             {k: v for k, v in s.items() if not isinstance(v, torch.Tensor)} for s in rng_states
         ],
@@ -173,9 +187,11 @@ def check_resumable(run_dir: Path, model: str, model_options: dict[str, Any]) ->
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, ema: nn.Module | None,
-                    rank: int, world_size: int) -> RunState:
+                    rank: int, world_size: int,
+                    parts: Mapping[str, Part] | None = None) -> RunState:
     """Restore everything ``save_checkpoint`` wrote into the given objects and this rank's
-    generators; returns the run state. Raises PipelineError on a mismatched run."""
+    generators; returns the run state. Raises PipelineError on a mismatched run (one
+    without a part, e.g. the discriminator, that this run trains)."""
     try:
         record = json.loads((path / STATE_FILE).read_text())
         model.load_state_dict(load_file(str(path / "model.safetensors")))
@@ -194,6 +210,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             )
         )
         scheduler.load_state_dict(record["scheduler"])
+        _load_parts(path, parts or {}, record.get("part_optimizers", {}))
         if len(record["positions"]) != world_size:
             raise PipelineError(f"{path} was written by {len(record['positions'])} rank(s); "
                                 f"resume it with the same number, not {world_size}")
@@ -208,6 +225,17 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         raise PipelineError(f"cannot resume from {path}: {first[:300]}") from None
     positions = [DataPosition(*p) for p in record["positions"]]
     return RunState(step=record["step"], positions=positions, best=record["best"])
+
+
+def _load_parts(path: Path, parts: Mapping[str, Part], optimizers: dict[str, Any]) -> None:
+    for name, (module, part_optimizer) in parts.items():
+        if not (path / f"{name}.safetensors").is_file():
+            raise PipelineError(f"{path} has no {name} state but this run trains one; resume "
+                                "with the run's own settings (e.g. adversarial, balancer)")
+        module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+        if part_optimizer is not None:
+            part_optimizer.load_state_dict(_unflatten_optimizer(
+                load_file(str(path / f"{name}_optimizer.safetensors")), optimizers[name]))
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

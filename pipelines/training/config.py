@@ -11,10 +11,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from vqtok.models.discriminators import DISCRIMINATORS  # importing it registers the names
 from vqtok.pipelines.config import JobConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 BEST_METRICS = {"mse": "min", "psnr": "max", "mel_distance": "min", "loss": "min"}
+GAN_LOSSES = ("hinge", "lsgan")
 
 
 @dataclass
@@ -41,6 +43,31 @@ class TrainConfig(JobConfig):
     checkpoint_every, keep_last: training checkpoints every N steps, keeping the last k.
     val_every, val_batches: validate every N steps on at most this many batches.
     best_metric: the validation metric that selects the ``best`` model.
+
+    Adversarial training (off by default; docs/training.md says how to pick the values):
+
+    adversarial: "" (off) or discriminator names joined by "+": "patchgan" (2D for images,
+        3D for video), "msstft" (multi-scale STFT) and "mpd" (multi-period) for audio,
+        e.g. "msstft+mpd".
+    adversarial_weight: weight of the generator's adversarial loss.
+    adversarial_start: the step from which the discriminator trains and acts; before it,
+        training is as with adversarial off (and costs the same).
+    adversarial_loss: "hinge" or "lsgan" (least squares), for both players.
+    adaptive_weight: scale the adversarial loss by VQGAN's adaptive weight, the ratio of the
+        reconstruction and adversarial gradient norms at the decoder's last layer, clamped
+        to [0, adaptive_weight_max].
+    feature_matching_weight: L1 between the critic's features of x and x_hat (0: off).
+    lecam_weight, lecam_decay: LeCam regularization of the critic, with EMAs of its real
+        and fake logits (0: off).
+    discriminator_lr: the critic's AdamW learning rate, constant (0: the generator's lr);
+        discriminator_beta1/beta2 its betas; weight_decay and grad_clip are shared.
+    discriminator_options: per discriminator, builder overrides, e.g.
+        ``{patchgan = {width = 32, layers = 3}}``.
+    balancer: EnCodec's loss balancer (for audio): each reconstruction and adversarial
+        term's gradient at the decoder output is normalized and weighted by its weight's
+        share; excludes adaptive_weight. balancer_decay: EMA decay of the gradient norms.
+    perceptual_weight: reserved for a perceptual (LPIPS) loss, which needs pretrained
+        weights that vqtok cannot download; any value above 0 is refused.
     """
 
     model: str = "image-vq-f8"
@@ -77,6 +104,22 @@ class TrainConfig(JobConfig):
     val_batches: int = 16
     best_metric: str = "mse"
     tensorboard: bool = True
+    adversarial: str = ""
+    adversarial_weight: float = 0.5
+    adversarial_start: int = 2000
+    adversarial_loss: str = "hinge"
+    adaptive_weight: bool = True
+    adaptive_weight_max: float = 1e4
+    feature_matching_weight: float = 0.0
+    lecam_weight: float = 0.0
+    lecam_decay: float = 0.99
+    discriminator_lr: float = 0.0
+    discriminator_beta1: float = 0.5
+    discriminator_beta2: float = 0.9
+    discriminator_options: dict[str, Any] = field(default_factory=dict)
+    balancer: bool = False
+    balancer_decay: float = 0.999
+    perceptual_weight: float = 0.0
 
     def problems(self) -> list[str]:
         """Value rules: counts positive, weights non-negative, rates and names in range."""
@@ -108,4 +151,42 @@ class TrainConfig(JobConfig):
             )
         if any(size < 1 for size in self.crop):
             found.append(f"crop sizes must be positive, got {self.crop}")
+        return found + self._adversarial_problems()
+
+    def _adversarial_problems(self) -> list[str]:
+        found = []
+        nonnegative = ("adversarial_weight", "adversarial_start", "feature_matching_weight",
+                       "lecam_weight", "discriminator_lr")
+        found += [f"{name} must be >= 0, got {getattr(self, name)}"
+                  for name in nonnegative if not getattr(self, name) >= 0]
+        found += [f"{name} must lie in [0, 1), got {getattr(self, name)}"
+                  for name in ("lecam_decay", "discriminator_beta1", "discriminator_beta2",
+                               "balancer_decay")
+                  if not 0.0 <= getattr(self, name) < 1.0]
+        if not (self.adaptive_weight_max > 0 and math.isfinite(self.adaptive_weight_max)):
+            found.append(f"adaptive_weight_max must be a positive number, "
+                         f"got {self.adaptive_weight_max}")
+        if self.adversarial_loss not in GAN_LOSSES:
+            found.append(f"adversarial_loss must be one of {', '.join(GAN_LOSSES)}, "
+                         f"got {self.adversarial_loss!r}")
+        names = self.adversarial.split("+") if self.adversarial else []
+        unknown = [name for name in names if name not in DISCRIMINATORS]
+        if unknown or len(set(names)) != len(names):
+            found.append(f"adversarial must be empty or discriminator names joined by '+' "
+                         f"({', '.join(DISCRIMINATORS.names())}), each once; got "
+                         f"{self.adversarial!r}")
+        for name, value in self.discriminator_options.items():
+            if name not in names or not isinstance(value, dict):
+                found.append(f"discriminator_options.{name} must be a table of options for a "
+                             f"discriminator named in adversarial ({self.adversarial!r})")
+        if not names:
+            found += [f"{name} is set but adversarial is off (\"\")" for name in
+                      ("feature_matching_weight", "lecam_weight") if getattr(self, name) > 0]
+        if names and self.balancer and self.adaptive_weight:
+            found.append("balancer and adaptive_weight both rescale the adversarial loss; "
+                         "set adaptive_weight = false to use the balancer")
+        if self.perceptual_weight != 0:
+            found.append("perceptual_weight: no perceptual loss is built, because its "
+                         "pretrained weights (LPIPS/VGG) cannot be downloaded at run time and "
+                         "none ship with vqtok (docs/training.md); leave it at 0")
         return found

@@ -7,9 +7,13 @@ VAEs, bring their own likelihood); ``stats`` are floats to log. A model with ``s
 is told each step before it runs (the VAEs' KL warm-up).
 
 Each step: forward under bf16 autocast on CUDA (quantizers keep themselves in fp32),
-backward, gradient clipping, AdamW, warm-up + cosine schedule, optional weight EMA. Under
-torchrun every rank reads its own shards, DDP averages gradients and the quantizers
-all-reduce their codebook statistics; rank 0 validates, logs and writes checkpoints.
+backward, gradient clipping, AdamW, warm-up + cosine schedule, optional weight EMA. With
+``adversarial`` set, from ``adversarial_start`` on, a discriminator scores the
+reconstructions: its generator terms join the loss, and it takes its own AdamW step on the
+same batch (``adversarial.py``); an optional loss balancer replaces the plain backward. Under
+torchrun every rank reads its own shards, DDP averages gradients (the discriminator's too)
+and the quantizers all-reduce their codebook statistics; rank 0 validates, logs and writes
+checkpoints.
 """
 
 from __future__ import annotations
@@ -33,9 +37,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import vqtok
+from vqtok.models.discriminators import build_discriminator
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
 from vqtok.pipelines.folder_lock import FolderLock
+from vqtok.pipelines.training.adversarial import (
+    RECONSTRUCTION_TERMS,
+    Adversary,
+    LossBalancer,
+    last_layer,
+)
 from vqtok.pipelines.training.checkpointing import (
     RunState,
     check_resumable,
@@ -225,6 +236,7 @@ class Trainer:
         check_readable(self.train_shards, self.media, "training")
         if self.val_shards:
             check_readable(self.val_shards, self.media, "validation")
+        self.adversary = self._build_adversary()
         self.resume_from = self._checkpoint_to_resume(resume)
         self._build_optimization()
         self.logger = RunLogger(self.out, enabled=self.rank0, progress=progress,
@@ -263,6 +275,43 @@ class Trainer:
         self.folder_lock.acquire()
         return existing[-1] if resume and existing else None
 
+    def _build_adversary(self) -> Adversary | None:
+        """The discriminator and its loss state, checked against the model and the crop.
+
+        Raises:
+            UsageError: The model is not a tokenizer with a decoder, the discriminator does
+                not fit its modality, or the crop is too small for it.
+        """
+        config = self.config
+        if not config.adversarial:
+            return None
+        model_config = self.model.config
+        if not (hasattr(self.model, "decoder") and hasattr(self.model, "codebook_size")):
+            raise UsageError(f"adversarial training is for the tokenizers; {config.model} "
+                             "brings its own likelihood")
+        # A forked generator: turning the critic on changes neither the model's initial
+        # weights nor the data order.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed + 1)
+            try:
+                critic = build_discriminator(config.adversarial, model_config.dims,
+                                             model_config.channels, config.discriminator_options)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UsageError(f"adversarial {config.adversarial!r} does not fit "
+                                 f"{config.model} ({model_config.modality}): {exc}") from None
+        try:
+            with torch.no_grad():
+                critic(torch.zeros(1, model_config.channels, *config.crop))
+        except RuntimeError:
+            raise UsageError(f"crop {config.crop} is too small for the {config.adversarial} "
+                             "discriminator; use a larger crop or fewer layers "
+                             "(discriminator_options)") from None
+        return Adversary(critic, loss=config.adversarial_loss, weight=config.adversarial_weight,
+                         adaptive=config.adaptive_weight, adaptive_max=config.adaptive_weight_max,
+                         feature_matching_weight=config.feature_matching_weight,
+                         lecam_weight=config.lecam_weight,
+                         lecam_decay=config.lecam_decay).to(self.device)
+
     def _build_optimization(self) -> None:
         config = self.config
         self.optimizer = torch.optim.AdamW(
@@ -291,6 +340,33 @@ class Trainer:
         # all-reduce, and each rank's code-usage ring must hold its own codes.
         self.net = (DistributedDataParallel(self.model, broadcast_buffers=False)
                     if self.placement.world_size > 1 else self.model)
+        self._build_adversarial_optimization()
+
+    def _build_adversarial_optimization(self) -> None:
+        """The critic's AdamW (constant lr) and DDP wrapper, and the loss balancer."""
+        config, self.critic, self.critic_optimizer = self.config, None, None
+        if self.adversary is not None:
+            critic = self.adversary.discriminator
+            self.critic_optimizer = torch.optim.AdamW(
+                critic.parameters(), lr=config.discriminator_lr or config.lr,
+                weight_decay=config.weight_decay,
+                betas=(config.discriminator_beta1, config.discriminator_beta2))
+            self.critic = (DistributedDataParallel(critic, broadcast_buffers=False)
+                           if self.placement.world_size > 1 else critic)
+        self.balancer = None
+        if config.balancer:
+            weights = {**self.loss_fn.weights, "adversarial": config.adversarial_weight,
+                       "feature_matching": config.feature_matching_weight}
+            self.balancer = LossBalancer(weights, config.balancer_decay).to(self.device)
+
+    def _parts(self) -> dict[str, tuple[nn.Module, torch.optim.Optimizer | None]]:
+        """Trained parts beside the model, saved and resumed with it."""
+        parts: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] = {}
+        if getattr(self, "adversary", None) is not None:
+            parts["discriminator"] = (self.adversary, self.critic_optimizer)
+        if getattr(self, "balancer", None) is not None:
+            parts["balancer"] = (self.balancer, None)
+        return parts
 
     @property
     def eval_model(self) -> nn.Module:
@@ -320,6 +396,7 @@ class Trainer:
                 self.ema,
                 self.placement.rank,
                 self.placement.world_size,
+                self._parts(),
             )
         if self.rank0:  # only once the checkpoint loaded: a failed resume keeps the old one
             self.config.save(self.out / "config.toml")
@@ -412,22 +489,58 @@ class Trainer:
         x, c = self._on_device(batch)
         if hasattr(self.model, "set_step"):
             self.model.set_step(self.state.step)
-        _, terms, stats = self._losses(self.net, x, c)
+        x_hat, terms, stats = self._losses(self.net, x, c)
+        adversarial = (self.adversary is not None
+                       and self.state.step >= self.config.adversarial_start)
+        if adversarial:
+            more_terms, more_stats = self._generator_terms(x, x_hat, terms)
+            terms.update(more_terms)
+            stats = {**stats, **more_stats}
         loss = torch.stack(list(terms.values())).sum()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.balancer is not None:
+            stats = {**stats, **self.balancer.backward(x_hat, terms)}
+        else:
+            loss.backward()
         clip = self.config.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if adversarial:  # on the same x_hat, before either player's weights change
+            stats = {**stats, **self._critic_backward(x, x_hat.detach())}
         mean_loss = self._agree_on(loss.detach())
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(self._diverged_message(mean_loss))
+        if adversarial and not math.isfinite(stats["disc_grad_norm"]):
+            raise TrainingDiverged(self._diverged_message(stats["disc_grad_norm"], "the "
+                                                          "discriminator's gradient norm"))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
+        if adversarial:
+            self.critic_optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
         return {"loss": mean_loss, **{k: float(v.detach()) for k, v in terms.items()}, **stats,
                 "grad_norm": float(grad_norm), "lr": lr}
+
+    def _generator_terms(self, x: torch.Tensor, x_hat: torch.Tensor,
+                         terms: dict[str, torch.Tensor],
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """The adversarial terms of the generator's loss, and values to log."""
+        reconstruction, weight = None, None
+        if self.adversary.adaptive and self.balancer is None:
+            present = [terms[k] for k in RECONSTRUCTION_TERMS if k in terms]
+            reconstruction = torch.stack(present).sum() if present else None
+            weight = last_layer(self.model.decoder)
+        return self.adversary.generator_terms(x, x_hat, reconstruction, weight, self._autocast)
+
+    def _critic_backward(self, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
+        """The critic's loss, backward and clipping; its optimizer steps once the step agrees."""
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss, stats = self.adversary.discriminator_loss(self.critic, x, x_hat, self._autocast)
+        loss.backward()
+        clip = self.config.grad_clip or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.adversary.discriminator.parameters(), clip)
+        return {**stats, "disc_grad_norm": float(norm)}
 
     def _on_device(
         self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -452,13 +565,13 @@ class Trainer:
         """Whether to stop after this step: under DDP, what all ranks agreed on during it."""
         return self.stop_requested if self.placement.world_size == 1 else self.agreed_stop
 
-    def _diverged_message(self, loss: float) -> str:
+    def _diverged_message(self, loss: float, what: str = "loss") -> str:
         step = self.state.step + 1
         found = list_checkpoints(self.out)
         last = (
             f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
         )
-        return f"loss is {loss} at step {step}; stopped before applying it ({last})"
+        return f"{what} is {loss} at step {step}; stopped before applying it ({last})"
 
     def _gather(self, position: DataPosition) -> list[DataPosition]:
         if self.placement.world_size == 1:
@@ -475,7 +588,7 @@ class Trainer:
         path = self.out / "checkpoints"
         if self.rank0:
             path = save_checkpoint(self.out, self.state, self.model, self.optimizer, self.scheduler,
-                                   self.ema, rngs, self.config.keep_last)
+                                   self.ema, rngs, self.config.keep_last, self._parts())
         self._barrier()
         return path
 
