@@ -59,6 +59,17 @@ class ModalityResult:
         p = counts[counts > 0] / counts.sum()
         return float(np.exp(-(p * np.log(p)).sum()))
 
+    def summary(self) -> dict[str, Any]:
+        """What ``demo.json`` records for this modality: the report table's figures."""
+        return {"preset": self.preset, "steps": self.steps, "train_seconds": self.train_seconds,
+                "files": self.files, "quality": self.quality,
+                "codebook_size": self.codebook_size,
+                "codebook_used": round(self.used_fraction, 4),
+                "perplexity": round(self.perplexity, 2),
+                "compression": {key: self.compression[key]
+                                for key in ("file", "source_bytes", "vqt_bytes")
+                                if key in self.compression}}
+
     @property
     def headline(self) -> str:
         """The key quality number: PSNR for pixels, SI-SNR for speech."""

@@ -72,6 +72,23 @@ def test_tiny_demo_models_codes_tokens_and_decoded_files_agree(tiny_run):
         assert len(decoded) == 2
 
 
+def test_demo_json_records_each_modalitys_preset_quality_and_codebook_use(tiny_run):
+    out = tiny_run[0].parent
+    record = json.loads((out / MARKER).read_text())
+    assert record["tiny"] is True and set(record["modalities"]) == set(MODALITIES)
+    for modality, summary in record["modalities"].items():
+        model = vqtok.load(out / "runs" / modality / "final")
+        assert summary["preset"] == model.config.preset
+        # The exported tokens are the codes (one level in every demo preset) plus BOS/EOS.
+        tokens = np.fromfile(out / "tokens" / f"{modality}.bin", dtype=json.loads(
+            (out / "tokens" / f"{modality}.json").read_text())["dtype"]).astype(np.int64)
+        counts = np.bincount(tokens[tokens < model.codebook_size], minlength=model.codebook_size)
+        assert summary["codebook_used"] == pytest.approx((counts > 0).mean(), abs=1e-4)
+        assert 1 <= summary["perplexity"] <= (counts > 0).sum() + 1e-6
+        headline = "si_snr" if modality == "audio" else "psnr"
+        assert math.isfinite(summary["quality"][headline])
+
+
 def test_tiny_demo_compresses_one_file_of_each_kind_and_restores_it(tiny_run):
     compressed = tiny_run[0].parent / "compressed"
     vqt_files = sorted(compressed.glob("*.vqt"))
