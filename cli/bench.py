@@ -15,6 +15,7 @@ from vqtok.cli.common import (
     CONFIG_HELP,
     SET_HELP,
     default_of,
+    fail,
     out,
     print_table,
     run_job,
@@ -24,6 +25,7 @@ from vqtok.pipelines.bench.kernels import KernelsBenchConfig
 from vqtok.pipelines.bench.media import MediaBenchConfig
 from vqtok.pipelines.bench.pipeline import PipelineBenchConfig
 from vqtok.pipelines.bench.quantizer import QuantizerBenchConfig
+from vqtok.pipelines.bench.quantizers import QuantizersBenchConfig
 from vqtok.pipelines.bench.train import TrainBenchConfig
 
 bench_app = typer.Typer(
@@ -88,7 +90,8 @@ def quantizer(
     ),
     json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
-    """A VQ training step (nearest code, EMA, losses, backward) beside vector_quantize_pytorch."""
+    """Speed and memory of one VQ training step (nearest code, EMA, losses, backward) beside
+    vector_quantize_pytorch. To compare the quality of quantizers, see `bench quantizers`."""
     from vqtok.pipelines.bench.quantizer import bench_quantizer
 
     options = run_job(
@@ -227,6 +230,88 @@ def media(
     shown = [{k: v for k, v in row.items() if not k.endswith("_bytes")} for row in rows]
     print_rows(shown, "encode and decode against input size")
     write_json(json_path, {"config": options.to_dict(), "rows": rows})
+
+
+QS = QuantizersBenchConfig
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    names = _names(text)
+    if names is None:
+        return None
+    try:
+        return [int(name) for name in names]
+    except ValueError:
+        fail(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}")
+
+
+@bench_app.command("quantizers")
+def quantizers(
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    modality: str | None = typer.Option(
+        None, help=f"image (image-vq-f8) or audio (audio-vq-16k) (default: "
+        f"{default_of(QS, 'modality')})."
+    ),
+    quantizers_: str | None = typer.Option(
+        None, "--quantizers", help="Comma-separated, of vq, vq-ema, vq-rotation, vq-cosine, "
+        "rvq, fsq, lfq, simvq, rfsq (default: all but rfsq)."
+    ),
+    bits: int | None = typer.Option(
+        None, help=f"Bits per latent position every quantizer gets: 8, 10, 12, 14 or 16 "
+        f"(default: {default_of(QS, 'bits')})."
+    ),
+    steps: int | None = typer.Option(
+        None, help=f"Training steps of every run (default: {default_of(QS, 'steps')})."
+    ),
+    batch_size: int | None = typer.Option(
+        None, help=f"Crops per step (default: {default_of(QS, 'batch_size')})."
+    ),
+    seeds: str | None = typer.Option(
+        None, "--seeds", help="Comma-separated seeds, each a full run per quantizer; mean ± "
+        "std when several, e.g. 0,1,2 (default: 0)."
+    ),
+    data: str | None = typer.Option(
+        None, help="A folder of media files (split into training and held-out files) or "
+        "training shards (then also --heldout); default: the demo's photos or speech."
+    ),
+    heldout: str | None = typer.Option(
+        None, help="Held-out shards or media folder, when --data holds shards."
+    ),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help=f"Folder for shards, runs and results.json "
+        f"(default: {default_of(QS, 'out')})."
+    ),
+    resume: bool | None = typer.Option(
+        None, "--resume", help="Reuse the finished runs of an earlier run into --out."
+    ),
+    device: str | None = typer.Option(
+        None, help=f"Torch device (default: {default_of(QS, 'device')})."
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
+) -> None:
+    """Quality, codebook use, entropy-coded bits, speed and memory of quantizers at matched
+    bits per code, with the encoder, decoder, data and training budget held fixed."""
+    from vqtok.pipelines.bench.quantizers import bench_quantizers, table_rows
+
+    flags = {
+        "modality": modality, "quantizers": _names(quantizers_), "bits": bits, "steps": steps,
+        "batch_size": batch_size, "seeds": _seeds(seeds),
+        "data": None if data is None else [data],
+        "heldout": None if heldout is None else [heldout],
+        "out": None if out_dir is None else str(out_dir), "resume": resume, "device": device,
+    }
+    options = run_job(lambda: QS.load(config, flags, set_))
+    result = run_job(lambda: bench_quantizers(options, log=out.print))
+    print_rows(table_rows(result["rows"], result["matching"]),
+               f"quantizers at {options.bits} bits per code: {options.modality}, "
+               f"{options.steps} steps x {options.batch_size}, seeds {options.seeds}")
+    out.print(f"wrote {Path(options.out) / 'results.json'}")
+    write_json(json_path, result)
 
 
 def register(app: typer.Typer) -> None:
