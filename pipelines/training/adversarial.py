@@ -280,7 +280,7 @@ class Adversary(nn.Module):
             self.ema_real.mul_(self.lecam_decay).add_((1 - self.lecam_decay) * means[0])
             self.ema_fake.mul_(self.lecam_decay).add_((1 - self.lecam_decay) * means[1])
             penalty = lecam_penalty(real, fake, self.ema_real, self.ema_fake)
-            stats["lecam"] = float(penalty)
+            stats["lecam"] = float(penalty.detach())
             loss = loss + self.lecam_weight * penalty
         return loss, stats
 

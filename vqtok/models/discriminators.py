@@ -20,7 +20,6 @@ have no deterministic CUDA kernel, which a ``deterministic`` run would refuse.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -28,14 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from vqtok.models.conv import ChannelNorm
 from vqtok.registry import DISCRIMINATORS
 
 Output = tuple[list[Tensor], list[list[Tensor]]]
 SLOPE = 0.2  # LeakyReLU slope of PatchGAN, HiFi-GAN and EnCodec alike
-
-
-def _groups(channels: int) -> int:
-    return math.gcd(8, channels)
 
 
 class PatchGAN(nn.Module):
@@ -48,8 +44,10 @@ class PatchGAN(nn.Module):
     kernel 3 and stride 2 in the downsampling layers, so that short clips (a causal
     tokenizer's 1 + 4k frames) still fit.
 
-    GroupNorm replaces VQGAN's BatchNorm: the trainer scores real and reconstructed inputs in
-    one batch, and batch statistics would let the critic tell them apart by the batch alone.
+    A per-position channel norm replaces VQGAN's BatchNorm: the trainer scores real and
+    reconstructed inputs in one batch, and batch statistics would let the critic tell them
+    apart by the batch alone; a GroupNorm's statistics over the whole picture would make every
+    score depend on every pixel. With it, each score sees only its patch.
 
     Args:
         dims: 2 (images, x: (B, C, H, W)) or 3 (video, x: (B, C, T, H, W)).
@@ -82,7 +80,7 @@ class PatchGAN(nn.Module):
             c_out = width * min(2**index, 8)
             stride = 2 if index < layers else 1  # the last hidden layer keeps the size
             blocks.append(nn.Sequential(block(c_in, c_out, stride),
-                                        nn.GroupNorm(_groups(c_out), c_out), nn.LeakyReLU(SLOPE)))
+                                        ChannelNorm(c_out), nn.LeakyReLU(SLOPE)))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.head = block(c_in, 1, 1)
