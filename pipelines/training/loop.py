@@ -96,7 +96,7 @@ class TrainSummary:
     best: float | None = None
     validation: dict[str, float] = field(default_factory=dict)
     samples_skipped: int = 0
-    replica_hashes: list[str] = field(default_factory=list)
+    replica_hashes: list[str] = field(default_factory=list)  # model[-critic] per rank
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-ready data.
@@ -658,10 +658,13 @@ class Trainer:
     def _finish(
         self, values: dict[str, float], checkpoint: Path | None, seconds: float
     ) -> TrainSummary:
-        hashes = [replica_hash(self.model)]
+        mine = replica_hash(self.model)
+        if self.adversary is not None:  # the critic's replicas must agree too
+            mine += "-" + replica_hash(self.adversary)
+        hashes = [mine]
         if self.placement.world_size > 1:
             hashes = [None] * self.placement.world_size
-            dist.all_gather_object(hashes, replica_hash(self.model))
+            dist.all_gather_object(hashes, mine)
         final = self.out / "final"
         if self.rank0:
             vqtok.save(self.eval_model, final)

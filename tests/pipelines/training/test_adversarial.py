@@ -4,10 +4,15 @@ tiny `vqtok train` runs with a discriminator, and exact resume with it."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
-from helpers.training import DATA, thumbnail_shards, tiny_config
+from helpers.training import DATA, thumbnail_shards, thumbnails, tiny_config
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -221,9 +226,6 @@ def test_video_run_with_a_3d_critic(tmp_path):
 
 
 def _interrupt_at(step):
-    import os
-    import signal
-
     def callback(current, values):
         if current == step:
             os.kill(os.getpid(), signal.SIGINT)
@@ -288,3 +290,38 @@ def test_cli_exits_2_on_a_critic_for_another_modality(shards, tmp_path):
                                       "--no-progress"])
     assert result.exit_code == 2, result.output
     assert "does not fit" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow  # ~40 s on 2 cores: three Python processes start and import torch
+def test_torchrun_with_a_critic_matches_one_process_with_doubled_batch(tmp_path):
+    for copy in range(2):
+        for path in thumbnails(tmp_path / "photos")[:2]:
+            (tmp_path / "src").mkdir(exist_ok=True)
+            shutil.copy(path, tmp_path / "src" / f"copy{copy}-{path.name}")
+    make_shards(tmp_path / "src", tmp_path / "shards", "image", maxcount=2)
+    options = {"widths": [8, 8, 8, 8],
+               "quantizer_options": {"codebook_size": 64, "kmeans_init": False}}
+    # The adaptive weight is off: under DDP each rank takes it from its own gradients, so
+    # it would differ from the one-process run's by design.
+    common = dict(model_options=options, shuffle_buffer=1, steps=4, warmup_steps=1,
+                  val_every=100, checkpoint_every=100, lr=3e-3, adversarial="patchgan",
+                  adversarial_start=1, adaptive_weight=False, lecam_weight=0.1,
+                  feature_matching_weight=0.5, discriminator_options={"patchgan": {"width": 8}})
+    single = tiny_config(tmp_path / "shards", tmp_path / "single", batch_size=4, **common)
+    ddp = tiny_config(tmp_path / "shards", tmp_path / "ddp", batch_size=2, **common)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for args in ([sys.executable, "-m", "vqtok.cli.main", "train",
+                  str(single.save(tmp_path / "single.toml")), "--no-progress"],
+                 [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  "--nproc_per_node=2", "-m", "vqtok.cli.main", "train",
+                  str(ddp.save(tmp_path / "ddp.toml")), "--no-progress"]):
+        result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+    hashes = json.loads((tmp_path / "ddp" / "summary.json").read_text())["replica_hashes"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1] and "-" in hashes[0]
+    single_log, ddp_log = _metrics(tmp_path / "single"), _metrics(tmp_path / "ddp")
+    for a, b in zip(single_log, ddp_log, strict=True):
+        for key in ("loss", "disc_loss", "lecam"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4), (a["step"], key)
+    assert "disc_loss" in ddp_log[-1]
