@@ -137,13 +137,24 @@ def encode(
     ),
     window_seconds: float | None = typer.Option(
         None,
-        help=f"Audio window length in seconds (default: {default_of(E, 'media.window_seconds')}).",
+        help="Audio: cut each file's codes into windows of this many seconds (default: one "
+        "code stream for the whole file).",
+    ),
+    clip_frames: int | None = typer.Option(
+        None,
+        help="Video: cut each video's codes into clips of this many frames (default: one "
+        "code stream for the whole video).",
     ),
     clip_stride: int | None = typer.Option(
-        None, help="Video: frames between clip starts (default: the clip length)."
+        None, help="Video: frames between clip starts, with --clip-frames (default: the clip)."
     ),
     frame_size: str | None = typer.Option(
         None, help="Video: resize frames to HxW before encoding (default: native size)."
+    ),
+    max_side: int | None = typer.Option(
+        None,
+        help="Images and video: shrink so the longer side is at most this many pixels, "
+        "keeping the aspect ratio; decode restores the original size (default: native).",
     ),
     progress: bool | None = typer.Option(
         None, "--progress/--no-progress", help="Show progress (default: on)."
@@ -202,8 +213,10 @@ def encode(
                 "errors.on_error": on_error,
                 "errors.max_error_rate": max_error_rate,
                 "media.window_seconds": window_seconds,
+                "media.clip_frames": clip_frames,
                 "media.clip_stride": clip_stride,
                 "media.frame_size": parse_size(frame_size),
+                "media.max_side": max_side,
                 "progress": progress,
                 "compress": compress,
                 "media.max_image_pixels": max_image_pixels,

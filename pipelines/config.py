@@ -219,32 +219,44 @@ class JobConfig:
 class MediaOptions(JobConfig):
     """How media is cut into model inputs, for every job that encodes media.
 
-    window_seconds: audio window length. clip_stride: video frames between clip starts (None:
-    the clip length, no overlap). frame_size: resize video frames to (H, W) (None: native).
-    max_image_pixels: refuse images and frames larger than this many pixels before decoding
-    them (None leaves only Pillow's own decompression-bomb check). mono: mix multichannel
-    audio down for a 1-channel model (without it such files are refused, not averaged).
+    window_seconds: audio window length (None: the whole file, one code stream; `vqtok
+    encode` cuts windows from the whole file's codes, `compress` from the signal).
+    clip_frames: video clip length in frames (None: the whole video), cut like the windows.
+    clip_stride: video frames between clip starts (None: the clip length, no overlap).
+    frame_size: resize video frames to (H, W) (None: native). max_side: shrink images and
+    video frames so that their longer side is at most this many pixels, keeping the aspect
+    (None: native). max_image_pixels: refuse images and frames larger than this many pixels
+    before decoding them (None leaves only Pillow's own decompression-bomb check). mono: mix
+    multichannel audio down for a 1-channel model (without it such files are refused, not
+    averaged).
     """
 
-    window_seconds: float = 2.0
+    window_seconds: float | None = None
+    clip_frames: int | None = None
     clip_stride: int | None = None
     frame_size: tuple[int, int] | None = None
+    max_side: int | None = None
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
     mono: bool = False
 
     def problems(self) -> list[str]:
-        """Positive window, stride, frame size and pixel limit.
+        """Positive window, clip, stride, frame size, side and pixel limit.
 
         Returns:
             One message per broken rule.
         """
         found = []
-        if not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
-            found.append(f"window_seconds must be a positive number, got {self.window_seconds}")
-        if self.clip_stride is not None and self.clip_stride < 1:
-            found.append(f"clip_stride must be at least 1, got {self.clip_stride}")
+        window = self.window_seconds
+        if window is not None and not (math.isfinite(window) and window > 0):
+            found.append(f"window_seconds must be a positive number, got {window}")
+        for name in ("clip_frames", "clip_stride", "max_side"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                found.append(f"{name} must be at least 1, got {value}")
         if self.frame_size is not None and min(self.frame_size) < 1:
             found.append(f"frame_size must be positive, got {list(self.frame_size)}")
+        if self.frame_size is not None and self.max_side is not None:
+            found.append("frame_size and max_side both resize frames: give one of them")
         if self.max_image_pixels is not None and self.max_image_pixels < 1:
             found.append(f"max_image_pixels must be at least 1, got {self.max_image_pixels}")
         return found

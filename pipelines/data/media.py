@@ -93,9 +93,12 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 class MediaConfig:
     """How media is cut and scaled into model inputs.
 
-    `sample_rate` is the model's audio rate; audio is cut into windows of `window_seconds`.
-    Video is cut into clips of `clip_frames` frames starting every `clip_stride` frames
-    (default: `clip_frames`, no overlap), resized to `frame_size` (H, W) when given.
+    `sample_rate` is the model's audio rate; audio is cut into windows of `window_seconds`
+    (None: one window, the whole file). Video is cut into clips of `clip_frames` frames
+    (None: one clip, the whole video) starting every `clip_stride` frames (default:
+    `clip_frames`, no overlap), resized to `frame_size` (H, W) when given. `max_side`
+    shrinks images and frames whose longer side is larger, keeping the aspect ratio;
+    restore gives back the original size.
     Images and frames larger than `max_image_pixels` (H * W) are refused before decoding;
     None leaves only Pillow's own decompression-bomb check. Audio and video that decode to
     more than `max_decoded_values` values are refused while decoding, before they fill memory.
@@ -106,17 +109,20 @@ class MediaConfig:
     modality: Modality
     channels: int = 3
     sample_rate: int | None = None
-    window_seconds: float = 2.0
+    window_seconds: float | None = 2.0
     clip_frames: int | None = None
     clip_stride: int | None = None
     frame_size: tuple[int, int] | None = None
+    max_side: int | None = None
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
     max_decoded_values: int = MAX_DECODED_VALUES
     mono: bool = False
 
     @property
-    def window(self) -> int:
-        """Audio window length in samples at the model's rate."""
+    def window(self) -> int | None:
+        """Audio window length in samples at the model's rate (None: the whole file)."""
+        if self.window_seconds is None:
+            return None
         return max(1, round(self.window_seconds * (self.sample_rate or 16000)))
 
     @property
@@ -142,7 +148,7 @@ def restore(
 ) -> tuple[str, bytes]:
     """Turn decoded pieces `x: (N, C, *spatial)` back into (extension, media bytes)."""
     if modality == "image":
-        return "png", _png_bytes(x[0])
+        return "png", _png_bytes(_to_source_size(x[0], meta))
     if modality == "audio":
         return audio_format, _audio_bytes(x, meta, audio_format)
     return "mp4", _mp4_bytes(x, meta)
@@ -155,8 +161,45 @@ def _prepare_image(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
         _check_pixels(image.width, image.height, config, "image")
         upright = ImageOps.exif_transpose(image)  # decodes; a copy turned as EXIF says
         pixels = image_levels(upright, config.channels)
+    source = pixels.shape[:2]
+    size = fit_side(*source, config.max_side)
+    if size != source:
+        pixels = _resize_levels(pixels, size)
     x = _to_unit_range(pixels.transpose(2, 0, 1))
-    return x.unsqueeze(0), {"height": x.shape[1], "width": x.shape[2]}
+    meta = {"height": x.shape[1], "width": x.shape[2]}
+    if size != source:
+        meta |= {"source_height": source[0], "source_width": source[1]}
+    return x.unsqueeze(0), meta
+
+
+def fit_side(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """(height, width) shrunk so that the longer side is at most ``max_side``, keeping the
+    aspect ratio (each side rounded, at least 1); unchanged when it already fits or when
+    ``max_side`` is None.
+
+    Args:
+        height: Rows of the image or frame.
+        width: Columns.
+        max_side: The longest side allowed, or None.
+
+    Returns:
+        The (height, width) to encode at.
+    """
+    longer = max(height, width)
+    if max_side is None or longer <= max_side:
+        return height, width
+    scale = max_side / longer
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _resize_levels(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """pixels: (H, W, C) uint8 -> (*size, C) uint8 with Pillow's antialiasing Lanczos filter;
+    8-bit levels stay on the 8-bit grid the model expects."""
+    planes = [
+        np.asarray(Image.fromarray(pixels[..., c]).resize(size[::-1], Image.Resampling.LANCZOS))
+        for c in range(pixels.shape[2])
+    ]
+    return np.stack(planes, axis=2)
 
 
 def image_levels(image: Image.Image, channels: int) -> np.ndarray:
@@ -241,6 +284,17 @@ def _check_pixels(width: int, height: int, config: MediaConfig, what: str) -> No
         )
 
 
+def _to_source_size(x: torch.Tensor, meta: dict) -> torch.Tensor:
+    """x: (C, h, w) float -> (C, source_height, source_width) when the image was shrunk
+    for the model (``max_side``), else x."""
+    if "source_height" not in meta and "source_width" not in meta:
+        return x
+    height, width = _check_int(meta, "source_height", 1), _check_int(meta, "source_width", 1)
+    _check_pixels(width, height, MediaConfig("image"), "image")
+    levels = _resize_levels(to_uint8(x).permute(1, 2, 0).numpy(), (height, width))
+    return _to_unit_range(levels.transpose(2, 0, 1))
+
+
 def _png_bytes(x: torch.Tensor) -> bytes:
     """x: (C, H, W) float in [-1, 1] -> PNG bytes."""
     return png_bytes(to_uint8(x).permute(1, 2, 0).numpy())
@@ -265,7 +319,8 @@ def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     if rate != target:
         waves = _resample(waves, rate, target)
     waves = waves.clamp(-1.0, 1.0)  # float files and resampling ringing can leave the range
-    window, length = config.window, waves.shape[1]
+    length = waves.shape[1]
+    window = config.window or length
     num_windows = max(1, math.ceil(length / window))
     padded = F.pad(waves, (0, num_windows * window - length))
     meta = {
@@ -388,8 +443,9 @@ def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
             f"video resized to {config.frame_size} exceeds {config.max_decoded_values} values"
         )
     video = _to_unit_range(np.stack(frames).transpose(3, 0, 1, 2))
-    if config.frame_size and tuple(config.frame_size) != (height, width):
-        video = _resize_frames(video, tuple(config.frame_size))
+    size = frame_shape(height, width, config)
+    if size != (height, width):
+        video = _resize_frames(video, size)
     clip_frames = config.clip_frames or len(frames)
     if config.stride > clip_frames:
         raise ValueError(
@@ -406,6 +462,23 @@ def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
         "clip_starts": starts,
     }
     return torch.stack(clips), meta
+
+
+def frame_shape(height: int, width: int, config: MediaConfig) -> tuple[int, int]:
+    """The (H, W) frames of a ``height`` x ``width`` video are encoded at: ``frame_size``
+    when given, else shrunk to ``max_side`` (see ``fit_side``), else native.
+
+    Args:
+        height: The upright frames' rows.
+        width: Their columns.
+        config: The media options.
+
+    Returns:
+        (H, W).
+    """
+    if config.frame_size:
+        return tuple(config.frame_size)
+    return fit_side(height, width, config.max_side)
 
 
 def _decode_frames_bounded(

@@ -1,9 +1,12 @@
 """The code-shard sample format: `<key>.npy` or `<key>.vqc` codes plus `<key>.json` metadata.
 
-Codes have shape `(N, *latent)` or `(N, Q, *latent)` for N pieces (1 for an image, windows
-for audio, clips for video) and Q residual levels, stored as uint16 when the codebook has
-at most 65536 entries, else int32. The JSON records the model, the code layout and what is
-needed to restore the media (original size, length, sample rate or fps, window layout).
+Codes have shape `(N, *latent)` or `(N, Q, *latent)` for N pieces and Q residual levels:
+one piece by default, the codes of the whole image, audio file or video. With windows or
+clips (`encode --window-seconds`, `--clip-frames`) the pieces are fixed-length slices of
+the whole file's codes along time, recorded as `cut` in the JSON (see `cut_codes`).
+Codes are stored as uint16 when the codebook has at most 65536 entries, else int32. The
+JSON records the model, the code layout and what is needed to restore the media (original
+size, length, sample rate or fps).
 
 A compressed sample (`vqtok encode --compress`) holds instead of the `.npy` a `.vqc`: the
 codes entropy-coded with the model's prior (the `.vqt` payload, see docs/vqt-format.md).
@@ -44,6 +47,69 @@ def pack_codes(codes: np.ndarray, meta: dict, prior: np.ndarray | None = None) -
         return {PLAIN_FIELD: buffer.getvalue(), "json": _json(header)}
     header |= {"coder": {"name": CODER, "prior_total": PRIOR_TOTAL}, "prior_id": prior_id(prior)}
     return {COMPRESSED_FIELD: encode_payload(codes, prior), "json": _json(header)}
+
+
+def cut_codes(
+    codes: np.ndarray, length: int, stride: int, time_axis: int
+) -> tuple[np.ndarray, dict]:
+    """Cut one code stream into fixed-length pieces along time.
+
+    Pieces start every ``stride`` positions until one reaches the end; the last is padded by
+    repeating the last position, so that every piece has ``length`` positions.
+
+    Args:
+        codes: (1, [Q,] T, *rest) integer, one sample's whole-signal codes.
+        length: Positions per piece (>= 1).
+        stride: Positions between piece starts (1 <= stride <= length).
+        time_axis: The axis of T (1, or 2 with a level axis).
+
+    Returns:
+        (pieces (N, [Q,] length, *rest), cut) where ``cut`` = {"length", "stride", "total"}
+        is what ``join_codes`` needs to give back the stream.
+    """
+    total = codes.shape[time_axis]
+    count = 1 + max(0, -(-(total - length) // stride))
+    index = np.minimum(
+        np.arange(count)[:, None] * stride + np.arange(length)[None, :], total - 1
+    )  # (N, length): past the end, the last position again
+    pieces = np.take(codes[0], index, axis=time_axis - 1)  # (..., N, length, ...)
+    pieces = np.moveaxis(pieces, time_axis - 1, 0)
+    return np.ascontiguousarray(pieces), {"length": length, "stride": stride, "total": total}
+
+
+def join_codes(pieces: np.ndarray, cut: object, time_axis: int) -> np.ndarray:
+    """Inverse of ``cut_codes``: (N, [Q,] length, *rest) -> (1, [Q,] total, *rest).
+
+    ``cut`` comes from a file, so it is checked against the pieces: ValueError when it does
+    not describe them (a gap or a count that differs would decode something else).
+    """
+    if not isinstance(cut, dict) or not all(
+        isinstance(cut.get(k), int) and not isinstance(cut.get(k), bool) and cut[k] >= 1
+        for k in ("length", "stride", "total")
+    ):
+        raise ValueError(f"cut {cut!r} must give positive integers length, stride and total")
+    length, stride, total = cut["length"], cut["stride"], cut["total"]
+    count = 1 + max(0, -(-(total - length) // stride))
+    if pieces.ndim <= time_axis or pieces.shape[0] != count or pieces.shape[time_axis] != length:
+        raise ValueError(
+            f"cut {cut} describes {count} pieces of {length} positions; the codes are "
+            f"{list(pieces.shape)}"
+        )
+    if stride > length:
+        raise ValueError(f"cut {cut}: a stride above the length leaves gaps")
+    out = np.empty((1, *pieces.shape[1:time_axis], total, *pieces.shape[time_axis + 1 :]),
+                   pieces.dtype)
+    for i, piece in enumerate(pieces):
+        start = i * stride
+        stop = min(start + length, total)
+        index = (slice(None),) * (time_axis - 1) + (slice(start, stop),)
+        out[0][index] = np.take(piece, np.arange(stop - start), axis=time_axis - 1)
+    return out
+
+
+def time_axis(meta: dict) -> int:
+    """The axis of time in a sample's codes: 1, or 2 after the level axis of residual VQ."""
+    return 2 if meta.get("layout") == "pieces,levels,latent" else 1
 
 
 def _json(header: dict) -> bytes:

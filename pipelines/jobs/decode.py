@@ -5,6 +5,10 @@ basenames and keys (`output_format="shards"`) or as loose files `OUT_DIR/<key>.<
 (`output_format="files"`), never outside OUT_DIR. Done markers, resume and the error
 policy work as in `encode_shards`. Compressed code shards (`encode --compress`) are decoded
 with the model's prior; shards coded with another prior are refused.
+
+Windows or clips cut from a sample's code stream (`encode --window-seconds`,
+`--clip-frames`) are joined back into the stream first, so a sample decodes as one signal,
+without seams at the cuts.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.data.tario import Sample, ShardWriter, read_samples
 from vqtok.pipelines.errors import ErrorPolicy, SampleError, UsageError, write_error_log
 from vqtok.pipelines.folder_lock import FolderLock
-from vqtok.pipelines.jobs.codes import code_meta, unpack_codes
+from vqtok.pipelines.jobs.codes import code_meta, join_codes, time_axis, unpack_codes
 from vqtok.pipelines.jobs.common import ShardOutputs, load_model, shard_names, write_summary
 from vqtok.pipelines.jobs.preflight import (
     check_all,
@@ -304,6 +308,8 @@ class _SampleDecoder:
                 f"not from this checkpoint ({self.model_id})"
             )
         codes, _ = unpack_codes(sample.fields, self.prior)
+        if "cut" in meta:
+            codes = join_codes(codes, meta["cut"], time_axis(meta))
         media = meta["media"]
         pieces = torch.from_numpy(codes.astype(np.int64))
         size = tuple(media["input_size"])

@@ -7,6 +7,12 @@ killed and resumed job gives exactly the output of an uninterrupted one. Skipped
 are logged to `<name>.errors.jsonl`. With `compress`, samples hold the codes entropy-coded
 with the model's prior (`.vqc`, see `codes`) instead of `.npy`.
 
+Each sample is encoded whole: one code stream per image, audio file or video, computed in
+the pieces the memory planner picks (`VQTokenizer.encode_within`), so the codes equal the
+whole input's. Fixed-length windows or clips (`media.window_seconds`, `media.clip_frames`)
+are then cut from that stream (`codes.cut_codes`), not from the signal: no code near a
+window's edge lacks its context.
+
 The per-shard work (`ShardEncoder`) is shared by engines: the local one below feeds it the
 events of a DataLoader, `ray_engine` feeds it one shard per Ray actor call.
 """
@@ -36,9 +42,9 @@ from vqtok.pipelines.data.batches import (
 from vqtok.pipelines.data.media import MediaConfig
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.data.tario import ShardWriter
-from vqtok.pipelines.errors import ErrorPolicy, SampleError, write_error_log
+from vqtok.pipelines.errors import ErrorPolicy, SampleError, UsageError, write_error_log
 from vqtok.pipelines.folder_lock import FolderLock
-from vqtok.pipelines.jobs.codes import code_dtype, pack_codes
+from vqtok.pipelines.jobs.codes import code_dtype, cut_codes, pack_codes
 from vqtok.pipelines.jobs.common import ShardOutputs, load_model, shard_names, write_summary
 from vqtok.pipelines.jobs.preflight import (
     check_all,
@@ -183,6 +189,7 @@ def encode_shards(
     check_all([
         lambda: check_output_folder(out_dir),
         lambda: check_media_input(urls, loaded.config.modality),
+        lambda: code_cut(loaded, config.media),
         lambda: check_resume(out_dir, "encode_config.json", config.to_dict(), model_id,
                              config.resume),
     ])
@@ -221,10 +228,14 @@ def _run_job(job: EncodeJob, engine: Engine | None) -> None:
 def media_config(model: VQTokenizer, options: MediaOptions) -> MediaConfig:
     """How to cut media for `model`, from its TokenizerConfig and the job's options.
 
+    Windows and clips, when the options ask for them, are cut from the signal (as
+    `compress` does); `encode_shards` reads whole files instead (`whole_media_config`) and
+    cuts their codes.
+
     Args:
-        model: The tokenizer; its config gives modality, channels, sample rate and clip.
-        options: The job's media options (window, clip stride, frame size, pixel limit,
-            downmix).
+        model: The tokenizer; its config gives modality, channels and sample rate.
+        options: The job's media options (window, clip, clip stride, frame size, longest
+            side, pixel limit, downmix).
 
     Returns:
         The MediaConfig the shard readers decode with.
@@ -235,19 +246,87 @@ def media_config(model: VQTokenizer, options: MediaOptions) -> MediaConfig:
         channels=model_config.channels,
         sample_rate=getattr(model_config, "sample_rate", None),
         window_seconds=options.window_seconds,
-        clip_frames=getattr(model_config, "clip_frames", None),
-        clip_stride=options.clip_stride,
+        clip_frames=options.clip_frames,
+        clip_stride=options.clip_stride if options.clip_frames else None,
         frame_size=tuple(options.frame_size) if options.frame_size else None,
+        max_side=options.max_side,
         max_image_pixels=options.max_image_pixels,
         mono=options.mono,
     )
+
+
+def whole_media_config(model: VQTokenizer, options: MediaOptions) -> MediaConfig:
+    """`media_config` reading every file whole (one piece per sample): the encode job's.
+
+    Args:
+        model: The tokenizer.
+        options: The job's media options; windows and clips are left to `code_cut`.
+
+    Returns:
+        The MediaConfig the shard readers decode with.
+    """
+    return replace(
+        media_config(model, options), window_seconds=None, clip_frames=None, clip_stride=None
+    )
+
+
+@dataclass(frozen=True)
+class CodeCut:
+    """Fixed-length pieces cut from a sample's whole code stream, in code positions."""
+
+    length: int
+    stride: int
+
+    def apply(self, codes: np.ndarray, levels: int) -> tuple[np.ndarray, dict]:
+        """codes: (1, [Q,] T, *rest) -> ((N, [Q,] length, *rest), the `cut` record)."""
+        return cut_codes(codes, self.length, self.stride, 2 if levels > 1 else 1)
+
+
+def code_cut(model: VQTokenizer, options: MediaOptions) -> CodeCut | None:
+    """The windows (audio) or clips (video) the options ask for, in code positions.
+
+    A window of `window_seconds` is rounded to whole code positions (the encoder's stride
+    in samples); a clip of `clip_frames` frames has the latent frames the model gives such
+    a clip, and clips start every `clip_stride` frames rounded to latent frames.
+
+    Args:
+        model: The tokenizer (its modality and temporal stride).
+        options: The job's media options.
+
+    Returns:
+        The cut, or None for whole streams (images always).
+
+    Raises:
+        UsageError: A clip stride without a clip length, or one longer than the clip.
+    """
+    config = model.config
+    stride = config.strides[0] if config.modality != "image" else 1
+    if config.modality == "audio" and options.window_seconds is not None:
+        samples = options.window_seconds * config.sample_rate
+        length = max(1, round(samples / stride))
+        return CodeCut(length, length)
+    if config.modality != "video":
+        return None
+    if options.clip_frames is None:
+        if options.clip_stride is not None:
+            raise UsageError("clip_stride needs clip_frames: clips start every clip_stride "
+                             "frames of a clip_frames-frame clip")
+        return None
+    length = model.latent_shape((options.clip_frames, 1, 1))[0]
+    step = length if options.clip_stride is None else max(1, round(options.clip_stride / stride))
+    if step > length:
+        raise UsageError(
+            f"clip_stride {options.clip_stride} is longer than the clip of {options.clip_frames} "
+            "frames: frames between clips would have no codes"
+        )
+    return CodeCut(length, step)
 
 
 def _run(job: EncodeJob) -> None:
     """The local engine: DataLoader workers read and decode shards while this process encodes."""
     dataset = MediaBatches(
         job.todo,
-        media_config(job.model, job.config.media),
+        whole_media_config(job.model, job.config.media),
         job.config.runtime.batch_size,
         job.names,
     )
@@ -293,6 +372,7 @@ class ShardEncoder:
         self.dtype = code_dtype(model.codebook_size)
         self.header = _model_header(model)
         self.prior = model_prior(model) if config.compress else None
+        self.cut = code_cut(model, config.media)
         self.open_shards: dict[str, _OpenShard] = {}
 
     def __enter__(self) -> ShardEncoder:
@@ -344,8 +424,12 @@ class ShardEncoder:
                 return 0
             return sum(self._encode_batch(single, shard) for single in _singles(batch))
         for sample, codes in zip(batch.samples, per_sample, strict=True):
+            header = self.header
+            if self.cut is not None:
+                codes, cut = self.cut.apply(codes, self.model.num_levels)
+                header = {**header, "cut": cut}
             shard.writer.write(
-                sample.key, _fields(sample, codes.astype(self.dtype), self.header, self.prior)
+                sample.key, _fields(sample, codes.astype(self.dtype), header, self.prior)
             )
         return len(batch.samples)
 

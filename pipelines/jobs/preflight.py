@@ -245,12 +245,18 @@ def check_resume(
         )
     now = _leaves(json.loads(json.dumps(dict(config))))
     then = _leaves(earlier)
+    # An option the earlier job's vqtok did not have yet ran at its neutral value (None or
+    # False, as new options default): asking for more now (max_side, a clip) changes output.
     changed = [
         key for key, value in now.items()
-        if key.split(".")[0] not in _RUNTIME_KEYS and key in then and then[key] != value
+        if key.split(".")[0] not in _RUNTIME_KEYS
+        and (then[key] != value if key in then else value not in (None, False))
     ]
     if changed:
-        details = "; ".join(f"{k} was {then[k]!r}, now {now[k]!r}" for k in changed)
+        details = "; ".join(
+            f"{k} was {repr(then[k]) if k in then else 'unset'}, now {now[k]!r}"
+            for k in changed
+        )
         raise UsageError(
             f"--resume: {out_dir} was written with other options ({details}); resume with the "
             "same options, or choose another folder"

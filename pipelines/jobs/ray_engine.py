@@ -31,7 +31,7 @@ from vqtok.pipelines.jobs.encode import (
     EncodeSummary,
     ShardEncoder,
     encode_shards,
-    media_config,
+    whole_media_config,
 )
 from vqtok.pipelines.progress import ShardProgress
 
@@ -139,7 +139,7 @@ class ShardWorker:
         self.config = config
         self.outputs = ShardOutputs(Path(out_dir))
         self.policy = ErrorPolicy(config.errors.on_error, config.errors.max_error_rate)
-        self.media = media_config(self.model, config.media)
+        self.media = whole_media_config(self.model, config.media)
         self.read_ahead = read_ahead
 
     def encode(self, url: str, name: str) -> dict:

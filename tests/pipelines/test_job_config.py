@@ -30,7 +30,7 @@ runner = CliRunner()
 
 # One override per job that reaches a nested or a top-level field, and the value it gives.
 JOBS = {
-    EncodeConfig: ("media.window_seconds", 1.5),
+    EncodeConfig: ("media.max_image_pixels", 4096),
     DecodeConfig: ("runtime.batch_size", 4),
     CompressConfig: ("coder", "ans-static"),
     FitPriorConfig: ("workers", 0),

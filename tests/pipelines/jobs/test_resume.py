@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from helpers.media import write_images
 
 from vqtok.pipelines import EncodeConfig, encode_shards, make_shards
 from vqtok.pipelines.config import RuntimeOptions
+from vqtok.pipelines.errors import UsageError
 
 
 @pytest.fixture
@@ -80,3 +82,22 @@ def test_ctrl_c_exits_130_and_removes_partial_output(many_shards, checkpoints, t
     assert _signal_after_first_shard(process, out, signal.SIGINT) == 130
     assert "interrupted" in process.stderr.read()
     assert not list(out.glob("*.partial"))
+
+
+def test_resume_with_options_that_change_the_codes_is_refused(audio_shards, checkpoints, tmp_path):
+    """Windows cut from the codes, and an option the earlier job's config lacks (as from an
+    older vqtok: then unset), change the output: --resume refuses them before writing."""
+    checkpoint, out = checkpoints["audio-vq-16k"], tmp_path / "codes"
+    config = EncodeConfig(workers=0, progress=False)
+    encode_shards(checkpoint, str(audio_shards), out, config)
+    windows = replace(config, resume=True, media=replace(config.media, window_seconds=1.0))
+    with pytest.raises(UsageError, match="window_seconds was None, now 1.0"):
+        encode_shards(checkpoint, str(audio_shards), out, windows)
+    saved = json.loads((out / "encode_config.json").read_text())
+    del saved["media"]["max_side"]
+    (out / "encode_config.json").write_text(json.dumps(saved))
+    smaller = replace(config, resume=True, media=replace(config.media, max_side=64))
+    with pytest.raises(UsageError, match="max_side was unset, now 64"):
+        encode_shards(checkpoint, str(audio_shards), out, smaller)
+    summary = encode_shards(checkpoint, str(audio_shards), out, replace(config, resume=True))
+    assert summary.shards_already_done == summary.shards_total
