@@ -279,7 +279,7 @@ def test_a_critic_that_does_not_fit_the_model_or_crop_is_refused(shards, tmp_pat
     with pytest.raises(UsageError, match="too small"):
         train(tiny_config(shards, tmp_path / "b", adversarial="patchgan", crop=[16, 16]),
               progress=False)
-    assert not (tmp_path / "a" / "checkpoints").exists()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written
     # The folder is not left locked: a corrected start goes through.
     train(tiny_config(shards, tmp_path / "b", steps=1, val_every=100), progress=False)
 
@@ -290,6 +290,7 @@ def test_cli_exits_2_on_a_critic_for_another_modality(shards, tmp_path):
                                       "--no-progress"])
     assert result.exit_code == 2, result.output
     assert "does not fit" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow  # ~40 s on 2 cores: three Python processes start and import torch
