@@ -190,16 +190,23 @@ def test_image_run_trains_the_critic_after_its_start(shards, tmp_path):
     assert (checkpoint / "discriminator_optimizer.safetensors").is_file()
 
 
-def test_audio_run_with_stft_and_period_critics_and_the_balancer(tmp_path):
-    make_shards(DATA / "audio", tmp_path / "shards", "audio", maxcount=3)
-    options = {"widths": [4, 4, 8, 8, 8], "blocks_per_stage": 1,
-               "quantizer_options": {"codebook_size": 32}}
-    config = tiny_config(tmp_path / "shards", tmp_path / "run", model="audio-vq-16k",
-                         model_options=options, crop=[3200], steps=3, val_every=100,
-                         adversarial="msstft+mpd", adversarial_start=1, adaptive_weight=False,
-                         balancer=True, feature_matching_weight=2.0, adversarial_loss="lsgan",
-                         discriminator_options={"msstft": {"width": 4},
-                                                "mpd": {"widths": [4, 8]}})
+@pytest.fixture(scope="module")
+def audio_shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adv-audio")
+    make_shards(DATA / "audio", root / "shards", "audio", maxcount=3)
+    return root / "shards"
+
+
+AUDIO = dict(model="audio-vq-16k", crop=[3200], adversarial="msstft+mpd", adaptive_weight=False,
+             model_options={"widths": [4, 4, 8, 8, 8], "blocks_per_stage": 1,
+                            "quantizer_options": {"codebook_size": 32}},
+             balancer=True, feature_matching_weight=2.0, adversarial_loss="lsgan",
+             discriminator_options={"msstft": {"width": 4}, "mpd": {"widths": [4, 8]}})
+
+
+def test_audio_run_with_stft_and_period_critics_and_the_balancer(audio_shards, tmp_path):
+    config = tiny_config(audio_shards, tmp_path / "run", steps=3, val_every=100,
+                         adversarial_start=1, **AUDIO)
     summary = train(config, progress=False)
     assert summary.steps == 3
     log = _metrics(tmp_path / "run")
@@ -232,19 +239,26 @@ def _interrupt_at(step):
     return callback
 
 
-def test_resumed_run_ends_with_the_same_generator_and_critic(shards, tmp_path):
-    settings = dict(steps=7, deterministic=True, crop=[24, 24], val_every=100,
-                    checkpoint_every=100, **ADVERSARIAL)
-    reference = train(tiny_config(shards, tmp_path / "a", **settings), progress=False)
-    config = tiny_config(shards, tmp_path / "b", **settings)
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_resumed_run_ends_with_the_same_generator_and_critic(shards, audio_shards, tmp_path,
+                                                              modality):
+    # Audio: the STFT and period critics, least squares, the balancer (its averages resume).
+    data, more = ((shards, dict(crop=[24, 24], **ADVERSARIAL)) if modality == "image"
+                  else (audio_shards, dict(adversarial_start=2, **AUDIO)))
+    settings = dict(steps=7, deterministic=True, val_every=100, checkpoint_every=100, **more)
+    reference = train(tiny_config(data, tmp_path / "a", **settings), progress=False)
+    config = tiny_config(data, tmp_path / "b", **settings)
     with pytest.raises(TrainingInterrupted, match="step 4"):
         train(config, progress=False, callbacks=[_interrupt_at(4)])
     resumed = train(config, resume=True, progress=False)
     assert resumed.steps == reference.steps == 7
     step = "checkpoints/step-00000007"
-    for name in ("final/model.safetensors", f"{step}/model.safetensors",
-                 f"{step}/discriminator.safetensors", f"{step}/discriminator_optimizer.safetensors",
-                 f"{step}/optimizer.safetensors"):
+    names = ["final/model.safetensors", f"{step}/model.safetensors",
+             f"{step}/discriminator.safetensors", f"{step}/discriminator_optimizer.safetensors",
+             f"{step}/optimizer.safetensors"]
+    if modality == "audio":
+        names.append(f"{step}/balancer.safetensors")
+    for name in names:
         a, b = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
