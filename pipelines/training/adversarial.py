@@ -162,7 +162,14 @@ def _mean_over_ranks(value: Tensor) -> Tensor:
 
 @contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
-    """Turn off gradients for ``module``'s parameters (the critic during the generator's pass)."""
+    """Turn off gradients for a module's parameters (the critic during the generator's pass).
+
+    Args:
+        module: The module; its parameters' flags are restored on exit.
+
+    Yields:
+        Nothing; the body runs with the parameters frozen.
+    """
     flags = [p.requires_grad for p in module.parameters()]
     for p in module.parameters():
         p.requires_grad_(False)

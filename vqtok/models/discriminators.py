@@ -86,7 +86,14 @@ class PatchGAN(nn.Module):
         self.head = block(c_in, 1, 1)
 
     def forward(self, x: Tensor) -> Output:
-        """x: (B, C, *spatial) float -> ([logits (B, 1, *patches)], [[features...]])."""
+        """Score every patch.
+
+        Args:
+            x: (B, C, H, W) or (B, C, T, H, W) float.
+
+        Returns:
+            ([logits (B, 1, *patches)], [[each hidden layer's (B, C_l, *positions_l)]]).
+        """
         features = []
         for layer in self.blocks:
             x = layer(x)
@@ -126,7 +133,15 @@ class STFTDiscriminator(nn.Module):
         self.head = _wn(nn.Conv2d(width, 1, (3, 3), padding=(1, 1)))
 
     def spectrogram(self, x: Tensor) -> Tensor:
-        """x: (B, C, T) float -> (B, 2C, n_fft/2 + 1, frames) fp32 real and imaginary parts."""
+        """The complex spectrogram as channels, computed in fp32 outside autocast.
+
+        Args:
+            x: (B, C, T) float.
+
+        Returns:
+            (B, 2C, n_fft/2 + 1, frames) fp32: channel 2c the real part of audio channel c,
+            2c + 1 its imaginary part.
+        """
         batch, channels, _ = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
             # Zero padding and center=False: see the module docstring on determinism.
@@ -139,7 +154,14 @@ class STFTDiscriminator(nn.Module):
         return spec.permute(0, 3, 1, 2).reshape(batch, 2 * channels, *spec.shape[1:3])
 
     def forward(self, x: Tensor) -> Output:
-        """x: (B, C, T) float -> ([logits (B, 1, F', frames)], [[features...]])."""
+        """Score the spectrogram's time-frequency tiles.
+
+        Args:
+            x: (B, C, T) float.
+
+        Returns:
+            ([logits (B, 1, F', frames)], [[each hidden layer's features]]).
+        """
         h = self.spectrogram(x)
         features = []
         for layer in self.layers:
@@ -173,7 +195,14 @@ class PeriodDiscriminator(nn.Module):
         self.head = _wn(nn.Conv2d(c_in, 1, (3, 1), padding=(1, 0)))
 
     def forward(self, x: Tensor) -> Output:
-        """x: (B, C, T) float -> ([logits (B, 1, T', p)], [[features...]])."""
+        """Score the waveform folded by the period.
+
+        Args:
+            x: (B, C, T) float (zero padded to a multiple of the period).
+
+        Returns:
+            ([logits (B, 1, T', p)], [[each hidden layer's features]]).
+        """
         batch, channels, length = x.shape
         pad = -length % self.period
         h = F.pad(x, (0, pad)).reshape(batch, channels, -1, self.period)
@@ -196,11 +225,22 @@ class DiscriminatorSet(nn.Module):
         self.members = nn.ModuleList(members)
 
     def heads(self) -> int:
-        """How many logits tensors ``forward`` returns (sub-discriminators, nested sets flat)."""
+        """How many logits tensors ``forward`` returns.
+
+        Returns:
+            The number of sub-discriminators, nested sets counted flat.
+        """
         return sum(m.heads() if isinstance(m, DiscriminatorSet) else 1 for m in self.members)
 
     def forward(self, x: Tensor) -> Output:
-        """x: (B, C, *spatial) float -> every member's logits and features, in order."""
+        """Run every member.
+
+        Args:
+            x: (B, C, *spatial) float.
+
+        Returns:
+            Every member's logits and features lists, concatenated in order.
+        """
         logits: list[Tensor] = []
         features: list[list[Tensor]] = []
         for member in self.members:
