@@ -3,7 +3,9 @@
 Runs inside DataLoader workers, so that tar reading and media decoding overlap with the
 model in the main process. Each worker reads its own shards in order and yields events:
 `PreparedBatch` (pieces of same-shape samples from one shard), `SampleError` (a sample
-that failed at tar, keys or decode) and `ShardEnd` (the shard was fully read).
+that failed at tar, keys or decode) and `ShardEnd` (the shard was fully read). With
+`stream`, a video is not decoded here: its batch holds a `VideoSource` (counted, not
+decoded) that the model reads a few frames at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import IterableDataset
 
-from vqtok.pipelines.data.media import MediaConfig, find_media, prepare
+from vqtok.pipelines.data.media import MediaConfig, VideoSource, find_media, open_video, prepare
 from vqtok.pipelines.data.sources import worker_shards
 from vqtok.pipelines.data.tario import Sample, read_samples
 from vqtok.pipelines.errors import SampleError
@@ -34,11 +36,12 @@ class PreparedSample:
 
 @dataclass
 class PreparedBatch:
-    """Samples of one shard with equal piece shape; `pieces: (sum of N, C, *spatial) float`."""
+    """Samples of one shard with equal piece shape; `pieces: (sum of N, C, *spatial) float`,
+    or one sample's `VideoSource`."""
 
     shard: str
     samples: list[PreparedSample]
-    pieces: torch.Tensor
+    pieces: torch.Tensor | VideoSource
 
 
 @dataclass
@@ -73,11 +76,12 @@ class MediaBatches(IterableDataset):
     """
 
     def __init__(self, shards: Sequence[str], media: MediaConfig, batch_pieces: int = 16,
-                 names: dict[str, str] | None = None) -> None:
+                 names: dict[str, str] | None = None, stream: bool = False) -> None:
         self.shards = list(shards)
         self.media = media
         self.batch_pieces = batch_pieces
         self.names = names or {}
+        self.stream = stream and media.modality == "video"
 
     def __iter__(self) -> Iterator[Event]:
         for url in worker_shards(self.shards):
@@ -93,6 +97,12 @@ class MediaBatches(IterableDataset):
                 yield prepared
                 continue
             sample, pieces = prepared
+            if isinstance(pieces, VideoSource):  # a batch of its own, read by the model
+                if pending.samples:
+                    yield self._flush(shard, pending)
+                    pending = _Pending()
+                yield PreparedBatch(shard, [sample], pieces)
+                continue
             if pending.shape() not in (None, tuple(pieces.shape[1:])):
                 yield self._flush(shard, pending)
                 pending = _Pending()
@@ -111,7 +121,8 @@ class MediaBatches(IterableDataset):
         except KeyError as exc:
             return SampleError(sample.shard, sample.key, "keys", str(exc.args[0]))
         try:
-            pieces, meta = prepare(data, self.media)
+            opened = open_video if self.stream else prepare
+            pieces, meta = opened(data, self.media)
             labels = json.loads(sample.fields["json"]) if "json" in sample.fields else None
         except Exception as exc:  # any decoder failure is this sample's, not the job's
             return SampleError(sample.shard, sample.key, "decode", f"{ext}: {exc}")

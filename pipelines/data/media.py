@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -79,6 +80,9 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
 # more than this many decoded values (samples x channels, frames x H x W x 3) per file.
 # 2^30 float32 values are 4 GiB: 6 hours of 48 kHz stereo, 4 minutes of 256x256 video.
 MAX_DECODED_VALUES = 1 << 30
+# Video read as a stream (`open_video`) is never held whole, so its bound is on the work it
+# makes, not on memory: 2^38 values are about 24 minutes of 1080p at 30 frames per second.
+MAX_STREAMED_VALUES = 1 << 38
 # torchaudio's resampling kernel has (rate / gcd) x (other rate / gcd) taps: bound it, as
 # sample rates come from untrusted files and headers (16 kHz <-> 44.1 kHz needs 282 k taps).
 MAX_RESAMPLE_TAPS = 1 << 24
@@ -116,6 +120,7 @@ class MediaConfig:
     max_side: int | None = None
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
     max_decoded_values: int = MAX_DECODED_VALUES
+    max_streamed_values: int = MAX_STREAMED_VALUES
     mono: bool = False
 
     @property
@@ -493,6 +498,162 @@ def _decode_frames_bounded(
                 f"video decodes to more than {max_values} values (stopped at frame {len(frames)})"
             )
     return frames
+
+
+def open_video(data: bytes, config: MediaConfig) -> tuple[VideoSource, dict]:
+    """Video bytes -> (a ``VideoSource`` of the whole video, the meta ``prepare`` gives).
+
+    One decoding pass counts the frames (none is kept, so memory does not grow with the
+    length); the frames are decoded again, a few at a time, as the encoder reads them.
+    Clips are not cut: the source is the whole video, resized as ``frame_shape`` says.
+
+    Args:
+        data: The file's bytes.
+        config: The media options (frame size or longest side, pixel and length limits).
+
+    Returns:
+        The source, shape (1, 3, T, H, W), and the meta (fps, frames, original height and
+        width, one clip of all frames).
+
+    Raises:
+        ValueError: No video stream or no frames, a frame over the pixel limit, an
+            unsupported rotation, or more than ``config.max_streamed_values`` values.
+    """
+    with av.open(io.BytesIO(data)) as container:
+        if not container.streams.video:
+            raise ValueError("the file has no video stream")
+        stream = container.streams.video[0]
+        coded = stream.codec_context
+        _check_pixels(coded.width, coded.height, config, "video frame")
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+        frames, rotation = 0, 0
+        for frame in container.decode(stream):
+            rotation = frame.rotation if frames == 0 else rotation
+            frames += 1
+            if frames * coded.width * coded.height * 3 > config.max_streamed_values:
+                raise ValueError(
+                    f"video decodes to more than {config.max_streamed_values} values "
+                    f"(stopped at frame {frames})"
+                )
+    if not frames:
+        raise ValueError("video has no frames")
+    if rotation % 90:
+        raise ValueError(f"video display rotation of {rotation} degrees is not supported")
+    turned = (rotation // 90) % 2 == 1
+    height, width = (coded.width, coded.height) if turned else (coded.height, coded.width)
+    source = VideoSource(data, frames, (height, width), frame_shape(height, width, config))
+    meta = {"fps": fps, "frames": frames, "height": height, "width": width,
+            "clip_frames": frames, "clip_starts": [0]}
+    return source, meta
+
+
+class VideoSource:
+    """A video read box by box, decoded as it is read (a ``vqtok.models.tiling.Source``).
+
+    Frames are decoded in order and kept from the start of the last box read on, so that
+    a reader moving forward in time holds one box's frames (plus what the decoder buffers),
+    never the whole video. Frames are stored as decoded (8-bit), or as float when resized.
+    Reads give exactly what ``prepare`` gives of the same frames (resized frame by frame).
+
+    Args:
+        data: The file's bytes.
+        frames: The frames the file decodes to (counted by ``open_video``).
+        native: The upright frames' (H, W).
+        size: The (H, W) the model is given.
+    """
+
+    dtype = torch.float32
+
+    def __init__(
+        self, data: bytes, frames: int, native: tuple[int, int], size: tuple[int, int]
+    ) -> None:
+        self.data, self.frames, self.native, self.size = data, frames, native, size
+        self.shape = (1, 3, frames, *size)
+        self.device = "cpu"
+        self._reset()
+
+    def _reset(self) -> None:
+        self._decoded = None  # the frame generator, opened at the first read
+        self._first = 0  # index of self._buffer[0]
+        self._buffer: list[np.ndarray] = []
+
+    def __getstate__(self) -> dict:
+        # Sent to another process before reading: the open decoder does not travel.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_decoded", "_buffer")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes one buffered frame holds."""
+        per_value = 1 if self.size == self.native else 4
+        return 3 * math.prod(self.size) * per_value
+
+    def close(self) -> None:
+        """Stop decoding and drop the buffered frames."""
+        if self._decoded is not None:
+            self._decoded.close()
+        self._reset()
+
+    def read(self, reads: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """The box ``reads`` ([start, stop) on time, rows, columns; stops may pass the end)
+        of the padded video -> (1, 3, *(stop - start)) float32, past the end filled by
+        replicating the last frame, row or column.
+
+        Raises:
+            ValueError: A box before an earlier box's start, or a file that decodes to
+                another number of frames than it did when counted.
+        """
+        (t0, t1), *space = reads
+        last = self.frames - 1
+        if min(t0, last) < self._first:
+            raise ValueError(f"frame {t0} was read past already (the source moves forward)")
+        self._fill(min(t1, self.frames))
+        drop = min(t0, last) - self._first
+        del self._buffer[:drop]
+        self._first += drop
+        start, stop = min(t0, last), min(t1, self.frames)
+        picked = self._buffer[start - self._first : stop - self._first]
+        pads, index = [(t1 - t0) - (stop - start)], []
+        for (lo, hi), n in zip(space, self.size, strict=True):
+            begin = min(lo, n - 1)
+            index.append(slice(begin, min(hi, n)))
+            pads.append((hi - lo) - (min(hi, n) - begin))
+        if self.size == self.native:  # (H, W, 3) uint8 frames
+            box = _to_unit_range(np.stack([f[index[0], index[1]] for f in picked]))
+            box = box.permute(3, 0, 1, 2)
+        else:  # (3, H, W) float frames
+            box = torch.from_numpy(np.stack([f[:, index[0], index[1]] for f in picked], axis=1))
+        box = box.unsqueeze(0)
+        if any(pads):
+            box = F.pad(box, [0, pads[2], 0, pads[1], 0, pads[0]], mode="replicate")
+        return box.to(self.device)
+
+    def _fill(self, stop: int) -> None:
+        """Decode until frame ``stop - 1`` is buffered."""
+        if self._decoded is None:
+            self._decoded = self._frames()
+        while self._first + len(self._buffer) < stop:
+            try:
+                self._buffer.append(next(self._decoded))
+            except StopIteration:
+                raise ValueError(
+                    f"video decoded to {self._first + len(self._buffer)} frames, not the "
+                    f"{self.frames} counted"
+                ) from None
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        with av.open(io.BytesIO(self.data)) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                pixels = _upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+                if self.size == self.native:
+                    yield pixels
+                else:
+                    one = _to_unit_range(pixels.transpose(2, 0, 1)[:, None])  # (3, 1, H, W)
+                    yield _resize_frames(one, self.size)[:, 0].numpy()
 
 
 def _upright(pixels: np.ndarray, rotation: int) -> np.ndarray:

@@ -39,7 +39,7 @@ from vqtok.pipelines.data.batches import (
     PreparedSample,
     identity,
 )
-from vqtok.pipelines.data.media import MediaConfig
+from vqtok.pipelines.data.media import MediaConfig, VideoSource
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.data.tario import ShardWriter
 from vqtok.pipelines.errors import ErrorPolicy, SampleError, UsageError, write_error_log
@@ -329,6 +329,7 @@ def _run(job: EncodeJob) -> None:
         whole_media_config(job.model, job.config.media),
         job.config.runtime.batch_size,
         job.names,
+        stream=True,
     )
     workers = min(job.config.workers, len(job.todo))
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=identity,
@@ -452,19 +453,50 @@ def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
 
 @torch.inference_mode()
 def _encode_pieces(
-    model, pieces: torch.Tensor, counts: list[int], config: EncodeConfig
+    model, pieces: torch.Tensor | VideoSource, counts: list[int], config: EncodeConfig
 ) -> list[np.ndarray]:
-    """pieces: (P, C, *spatial) float -> per-sample int64 codes (N_i, [Q,] *latent).
+    """pieces: (P, C, *spatial) float, or a VideoSource -> codes (N_i, [Q,] *latent).
 
-    Each call stays within the runtime's memory budget: batches whose whole pass fits run
-    as they are, larger inputs in the tiles the planner picks (``encode_within``).
+    Returns one int64 array per sample. Each call stays within the runtime's memory budget:
+    batches whose whole pass fits run as they are, larger inputs in the tiles the planner
+    picks (``encode_within``). A video source is read in time pieces whose frames take at
+    most a quarter of the budget (at least the encoder's receptive field in time).
     """
     budget = config.runtime.max_bytes()
+    if isinstance(pieces, VideoSource):
+        pieces.device = config.runtime.device
+        frames = budget // 4 // pieces.frame_bytes
+        limit = (time_limit(model, pieces.shape[2:], frames), None, None)
+        try:
+            return [model.encode_within(pieces, budget, limit).cpu().numpy()]
+        finally:
+            pieces.close()
     chunks = [
         model.encode_within(chunk.to(config.runtime.device), budget).cpu()
         for chunk in pieces.split(config.runtime.batch_size)
     ]
     return [codes.numpy() for codes in torch.cat(chunks).split(counts)]
+
+
+def time_limit(model: VQTokenizer, spatial: tuple[int, ...], frames: int) -> int:
+    """The most latent frames per piece whose encoder reads at most ``frames`` frames.
+
+    Among halvings of the whole, halo included; 1 when even one reads more.
+
+    Args:
+        model: The video tokenizer.
+        spatial: The video's (T, H, W).
+        frames: The frames a piece may read.
+
+    Returns:
+        Latent frames per piece.
+    """
+    total = model.latent_shape(spatial)[0]
+    for size in sorted({-(-total // 2**k) for k in range(total.bit_length() + 1)}, reverse=True):
+        axis = model._encoder_pieces(spatial, (size, None, None))[0]
+        if max(p.read[1] - p.read[0] for p in axis) <= frames:
+            return size
+    return 1
 
 
 def _fields(

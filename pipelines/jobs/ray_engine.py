@@ -152,7 +152,9 @@ class ShardWorker:
         Returns:
             The stats that mark the shard done.
         """
-        events = MediaBatches([url], self.media, self.config.runtime.batch_size, {url: name})
+        events = MediaBatches(
+            [url], self.media, self.config.runtime.batch_size, {url: name}, stream=True
+        )
         with ShardEncoder(self.model, self.outputs, self.config, self.policy) as encoder:
             for event in read_ahead(events, self.read_ahead):
                 _, _, stats = encoder.handle(event)

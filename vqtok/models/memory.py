@@ -172,6 +172,7 @@ def plan(
     max_bytes: int,
     part: str = "encode",
     dtype: torch.dtype = torch.float32,
+    limit: Sequence[int | None] | None = None,
 ) -> Plan:
     """Pick piece sizes and samples per pass so one pass stays under ``max_bytes``.
 
@@ -180,12 +181,16 @@ def plan(
     read extent (halo included) is largest until it fits. The time axis of causal video is
     cut like any other: the halo makes each cut cost the same on every axis.
 
+    ``limit`` caps the piece per axis on top of the budget: a caller that streams the input
+    in (or the output out) along time holds only one piece's worth of it.
+
     Args:
         model: A ``VQTokenizer``.
         shape: (B, C, *spatial): the input's shape (for "decode", the media's shape too).
         max_bytes: The budget for the pass's extra memory, in bytes.
         part: "encode" or "decode".
         dtype: The activations' dtype.
+        limit: The most latent positions per piece on each axis (None: no cap), or None.
 
     Returns:
         The plan.
@@ -198,16 +203,18 @@ def plan(
         raise ValueError(f"part must be 'encode' or 'decode', got {part!r}")
     batch, spatial = shape[0], tuple(shape[2:])
     latent = model.latent_shape(spatial)
+    limit = [None] * len(latent) if limit is None else list(limit)
+    caps = [n if c is None else max(1, min(n, c)) for n, c in zip(latent, limit, strict=True)]
     whole = _read_shape(model, part, spatial, [None] * len(latent))
     one = pass_bytes(model, part, whole, 1, dtype)
-    if one <= max_bytes:
+    if one <= max_bytes and caps == list(latent):
         samples = max(1, min(batch, max_bytes // max(one, 1)))
         return Plan((None,) * len(latent), samples, one * samples)
     if part == "encode":
-        best = _least_halo(model, spatial, latent, max_bytes, dtype)
+        best = _least_halo(model, spatial, latent, max_bytes, dtype, caps)
         if best is not None:
             return best
-    piece = list(latent)
+    piece = list(caps)
     while True:
         reads = _read_shape(model, part, spatial, piece)
         if part == "encode":
@@ -233,9 +240,11 @@ def _least_halo(
     latent: Sequence[int],
     max_bytes: int,
     dtype: torch.dtype,
+    caps: Sequence[int],
 ) -> Plan | None:
     """The encoder pieces that fit with the least halo compute, among whole axes and
-    halvings of them (at most 4096 pieces per axis); None when none fits.
+    halvings of them (at most 4096 pieces per axis, at most ``caps`` positions per piece);
+    None when none fits.
 
     Axes are independent, so each axis's pieces are laid out once per candidate size and
     combined: the widest read per axis sets the memory, the reads' sums the compute.
@@ -244,6 +253,8 @@ def _least_halo(
     options = []
     for axis, n in enumerate(latent):
         sizes = sorted({-(-n // 2**k) for k in range(n.bit_length() + 1)} - {0})
+        if caps[axis] < n:
+            sizes = sorted({s for s in sizes if s <= caps[axis]} | {caps[axis]})
         per_axis = []
         for size in sizes:
             if -(-n // size) > 4096:

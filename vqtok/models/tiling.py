@@ -18,7 +18,9 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -38,6 +40,24 @@ class AxisPiece:
     read: tuple[int, int]
     keep: tuple[int, int]
     write: tuple[int, int]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """An input read box by box instead of held whole (e.g. video decoded as it is read).
+
+    ``shape`` is (1, C, *spatial) and ``dtype`` a float dtype; ``read`` gives what
+    ``replicate_read`` gives of the whole input. A tiled encode reads boxes in time order:
+    a box never starts before the start of an earlier box, so a source may forget what lies
+    before it.
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    def read(self, reads: Sequence[tuple[int, int]]) -> Tensor:
+        """(1, C, *(stop - start)) float: the box ``reads`` of the padded input."""
+        ...
 
 
 def _valid_length(length: int, stride: int, causal: bool) -> int:

@@ -18,6 +18,7 @@ from vqtok.models.memory import plan
 from vqtok.models.receptive import AxisField, fields
 from vqtok.models.tiling import (
     AxisPiece,
+    Source,
     decoder_axis,
     encoder_axis,
     read_volume,
@@ -239,7 +240,11 @@ class VQTokenizer(nn.Module):
         out: Tensor | None = None
         for b in range(0, x.shape[0], step):
             for tile in tiles(axes):
-                clip = replicate_read(x[b : b + step], [p.read for p in tile])
+                reads = [p.read for p in tile]
+                # A Source holds one sample and is read box by box, in time order.
+                clip = x.read(reads) if isinstance(x, Source) else replicate_read(
+                    x[b : b + step], reads
+                )
                 result = head(self.encoder(clip))
                 if out is None:
                     lead = result.shape[1 : result.dim() - len(tile)]
@@ -371,16 +376,25 @@ class VQTokenizer(nn.Module):
         raise ValueError(f"part must be 'encode' or 'decode', got {part!r}")
 
     @torch.no_grad()
-    def encode_within(self, x: Tensor, max_bytes: int) -> Tensor:
+    def encode_within(
+        self,
+        x: Tensor | Source,
+        max_bytes: int,
+        limit: Sequence[int | None] | None = None,
+    ) -> Tensor:
         """``encode(x)`` with the pass's extra memory planned to stay under ``max_bytes``.
 
         Inputs whose whole pass fits go through ``encode`` unchanged (in as many passes of
         whole samples as the budget needs); larger ones through ``encode_tiled`` with the
-        pieces ``vqtok.models.memory.plan`` picks.
+        pieces ``vqtok.models.memory.plan`` picks. A ``Source`` (one sample read box by
+        box, e.g. video decoded as it is read) always goes piece by piece, so that only
+        the pieces' inputs are ever held.
 
         Args:
-            x: (B, C, *spatial) float in [-1, 1].
+            x: (B, C, *spatial) float in [-1, 1], or a ``Source`` of one sample.
             max_bytes: Budget for activations on top of ``x`` and the codes.
+            limit: The most latent positions per piece on each axis (None: no cap), e.g.
+                a cap on time that bounds what a streaming source buffers.
 
         Returns:
             codes int64 as ``encode`` returns them.
@@ -390,11 +404,16 @@ class VQTokenizer(nn.Module):
             ValueError: Bad input (see ``encode``).
             TypeError: ``x`` is not floating point.
         """
-        self._check_input(x)
-        chosen = plan(self, tuple(x.shape), max_bytes, "encode", x.dtype)
-        if chosen.whole and chosen.samples >= x.shape[0]:
+        streamed = isinstance(x, Source)
+        self._check_shape(tuple(x.shape), x.dtype)
+        chosen = plan(self, tuple(x.shape), max_bytes, "encode", x.dtype, limit)
+        if chosen.whole and not streamed and chosen.samples >= x.shape[0]:
             return self.encode(x)
-        return self.encode_tiled(x, chosen.piece, chosen.samples)
+        piece = tuple(
+            n if p is None else p
+            for p, n in zip(chosen.piece, self.latent_shape(x.shape[2:]), strict=True)
+        )
+        return self._encode_tiles(x, piece, chosen.samples, self.quantizer.encode)
 
     @torch.no_grad()
     def decode_within(
@@ -415,21 +434,62 @@ class VQTokenizer(nn.Module):
             ValueError: ``size`` is not a crop of what the codes decode to.
         """
         latent = tuple(codes.shape[-self.config.dims :])
-        full = self.output_shape(latent)
-        media = full if size is None else tuple(size)
         # A size beyond the decoded output is a corrupt description, not a bigger job: refuse
         # it before planning pieces for it.
-        fits = len(media) == len(full) and all(
-            1 <= m <= f for m, f in zip(media, full, strict=True)
-        )
-        if not fits:
-            raise ValueError(f"size {list(media)} is not a crop of the decoded {list(full)}")
+        media = self._decoded_size(latent, size)
         dtype = next(self.decoder.parameters()).dtype
         shape = (codes.shape[0], self.config.channels, *media)
         chosen = plan(self, shape, max_bytes, "decode", dtype)
         if chosen.whole:
             return self.decode(codes, size)
         return self.decode_tiled(codes, chosen.piece, size)
+
+    @torch.no_grad()
+    def decode_slabs_within(
+        self,
+        codes: Tensor,
+        max_bytes: int,
+        size: Sequence[int] | None = None,
+        limit: Sequence[int | None] | None = None,
+    ) -> Iterator[Tensor]:
+        """``decode_slabs`` with pieces planned under ``max_bytes`` (see ``decode_within``).
+
+        Args:
+            codes: int64 as ``encode`` returns them.
+            max_bytes: Budget for activations on top of the codes and one slab.
+            size: The spatial size to crop to; without it the padded size is kept.
+            limit: The most latent positions per piece on each axis (None: no cap); a cap
+                on time bounds each slab, so a writer streaming them holds one at a time.
+
+        Yields:
+            (B, C, t, *size[1:]) float slabs in time order, as ``decode_slabs`` does.
+
+        Raises:
+            BudgetError: Not even the smallest piece fits.
+            ValueError: ``size`` is not a crop of what the codes decode to.
+        """
+        latent = tuple(codes.shape[-self.config.dims :])
+        media = self._decoded_size(latent, size)
+        dtype = next(self.decoder.parameters()).dtype
+        shape = (codes.shape[0], self.config.channels, *media)
+        chosen = plan(self, shape, max_bytes, "decode", dtype, limit)
+        return self.decode_slabs(codes, chosen.piece, size)
+
+    def _decoded_size(self, latent: Sequence[int], size: Sequence[int] | None) -> tuple[int, ...]:
+        """``size`` (default: the full output), checked to be a crop of the decoded size.
+
+        Raises:
+            ValueError: It is not.
+        """
+        full = self.output_shape(latent)
+        media = full if size is None else tuple(size)
+        # A size beyond the decoded output is a corrupt description, not a bigger job.
+        fits = len(media) == len(full) and all(
+            1 <= m <= f for m, f in zip(media, full, strict=True)
+        )
+        if not fits:
+            raise ValueError(f"size {list(media)} is not a crop of the decoded {list(full)}")
+        return media
 
     @torch.no_grad()
     def encode_chunked(self, x: Tensor, chunk_frames: int) -> Tensor:
@@ -509,14 +569,17 @@ class VQTokenizer(nn.Module):
         return pad_to_multiple(x, self.config.strides, self.config.causal_time)
 
     def _check_input(self, x: Tensor) -> None:
+        self._check_shape(tuple(x.shape), x.dtype)
+
+    def _check_shape(self, shape: tuple[int, ...], dtype: torch.dtype) -> None:
         want = 2 + self.config.dims
-        if x.dim() != want or x.shape[1] != self.config.channels:
+        if len(shape) != want or shape[1] != self.config.channels:
             layout = {"audio": "(B, C, T)", "image": "(B, C, H, W)", "video": "(B, C, T, H, W)"}
             raise ValueError(
                 f"{self.config.modality} input must be {layout[self.config.modality]} with "
-                f"C={self.config.channels}; got shape {tuple(x.shape)}"
+                f"C={self.config.channels}; got shape {shape}"
             )
-        if not x.is_floating_point():
-            raise TypeError(f"input must be floating point in [-1, 1], got {x.dtype}")
-        if min(x.shape[2:]) < 1:
-            raise ValueError(f"input has an empty axis: shape {tuple(x.shape)}")
+        if not dtype.is_floating_point:
+            raise TypeError(f"input must be floating point in [-1, 1], got {dtype}")
+        if min(shape[2:]) < 1:
+            raise ValueError(f"input has an empty axis: shape {shape}")
