@@ -38,7 +38,8 @@ DOCUMENTED := vqtok/__init__.py vqtok/checkpoint.py vqtok/registry.py vqtok/mode
 	pipelines/config.py pipelines/data/shards.py pipelines/compression/fit_prior.py \
 	pipelines/evaluation/nll.py pipelines/evaluation/rd.py pipelines/jobs/encode.py \
 	pipelines/jobs/tokens.py pipelines/jobs/ray_engine.py pipelines/training/loop.py \
-	pipelines/jobs/preflight.py pipelines/folder_lock.py
+	pipelines/jobs/preflight.py pipelines/folder_lock.py vqtok/models/discriminators.py \
+	pipelines/training/adversarial.py pipelines/training/recipes.py
 
 lint: install
 	$(BIN)/ruff check .

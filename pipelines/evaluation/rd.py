@@ -205,7 +205,11 @@ def split_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
 
 
 def _pair_lms(models: list, config: RDConfig) -> dict[int, list]:
-    """The LMs of `config.lms`, keyed by id() of the model whose codes each one models."""
+    """The LMs of `config.lms`, keyed by id() of the model whose codes each one models.
+
+    Raises:
+        UsageError: For an unreadable LM, or one that models none of the `models`' codes.
+    """
     paired: dict[int, list] = {}
     for path in config.lms:
         lm = load_lm_for_coding(path, config.runtime.device)
@@ -285,8 +289,7 @@ def _measure_lm(model, lm, references: list[Reference], config: RDConfig) -> lis
 @torch.inference_mode()
 def _model_decode(model, vqt: bytes, reference: Reference, lm=None, batch_size: int = 16
                   ) -> np.ndarray:
-    """What decompressing `vqt` gives, as `reference.content` holds it (through `lm` for
-    an LM-coded file)."""
+    """What decompressing `vqt` (through `lm` if LM-coded) gives, as `reference` holds it."""
     header, payload = read_vqt(vqt)
     codes = torch.from_numpy(decode_codes(model, header, payload, lm, batch_size))
     media = media_meta(model, header)
