@@ -109,15 +109,7 @@ class JobConfig:
         Raises:
             UsageError: when the file cannot be read or parsed, or holds bad keys or values.
         """
-        path = Path(path)
-        try:
-            text = path.read_text()
-            data = tomllib.loads(text) if path.suffix != ".json" else json.loads(text)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise UsageError(f"cannot read config {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"config {path} must hold a table of keys, not {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_config_file(path), source=str(path))
 
     @classmethod
     def load(cls, path: str | Path | None = None, flags: Mapping[str, Any] | None = None,
@@ -439,6 +431,29 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The table of a TOML (``.toml``) or JSON config file, unchecked.
+
+    Args:
+        path: The config file; JSON unless it ends in ``.toml``.
+
+    Returns:
+        Its keys and values as read.
+
+    Raises:
+        UsageError: when the file cannot be read or parsed, or is not a table.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix != ".json" else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"cannot read config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config {path} must hold a table of keys, not {type(data).__name__}")
+    return data
 
 
 def assign(data: dict[str, Any], key: str, value: Any) -> None:

@@ -1,18 +1,22 @@
 """TrainConfig: every setting of a training run, as a dataclass that round-trips through TOML.
 
-A run is configured by a TOML file, then flags, then ``--set key=value`` overrides, in that
-order; unknown keys and values of the wrong type are refused with a message naming them,
-before any work starts. The resolved config is written beside the run's outputs.
+A run is configured by the model preset's recipe (``recipes.py``), then a TOML file, then
+flags, then ``--set key=value`` overrides, in that order; unknown keys and values of the
+wrong type are refused with a message naming them, before any work starts. The resolved
+config is written beside the run's outputs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
 from vqtok.models.discriminators import DISCRIMINATORS  # importing it registers the names
-from vqtok.pipelines.config import JobConfig
+from vqtok.pipelines.config import JobConfig, read_config_file
+from vqtok.pipelines.training.recipes import recipe_for
 
 PRECISIONS = ("auto", "fp32", "bf16")
 BEST_METRICS = {"mse": "min", "psnr": "max", "mel_distance": "min", "loss": "min"}
@@ -120,6 +124,30 @@ class TrainConfig(JobConfig):
     balancer: bool = False
     balancer_decay: float = 0.999
     perceptual_weight: float = 0.0
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, flags: Mapping[str, Any] | None = None,
+             overrides: Iterable[str] = ()) -> Self:
+        """``JobConfig.load`` with the model preset's recipe under the file, flags and --set.
+
+        Args:
+            path: a TOML or JSON config file, or None.
+            flags: dotted key -> value, as given on the command line (None: not given).
+            overrides: ``key=value`` strings.
+
+        Returns:
+            The resolved, checked config.
+        """
+        overrides = list(overrides)
+        config = super().load(path, flags, overrides)
+        given = set(read_config_file(path)) if path is not None else set()
+        given |= {key.split(".")[0] for key, value in (flags or {}).items() if value is not None}
+        given |= {text.partition("=")[0].strip().split(".")[0] for text in overrides}
+        recipe = {key: value for key, value in recipe_for(config.model).items()
+                  if key not in given}
+        if not recipe:
+            return config
+        return cls.from_dict(config.to_dict() | recipe, source=f"the recipe of {config.model}")
 
     def problems(self) -> list[str]:
         """Value rules: counts positive, weights non-negative, rates and names in range."""

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from vqtok.cli.app import app
 from vqtok.pipelines import UsageError
 from vqtok.pipelines.config import parse_value
-from vqtok.pipelines.training import TrainConfig
+from vqtok.pipelines.training import TrainConfig, recipes
 
 runner = CliRunner()
 
@@ -106,3 +106,28 @@ def test_cli_trains_and_writes_the_resolved_config(tmp_path):
     assert resolved.steps == 2 and resolved.crop == [32, 32] and resolved.out == str(out)
     again = _run([str(config), "--out", str(out), "--steps", "2"])
     assert again.exit_code == 2 and "--resume" in again.output
+
+
+RECIPE = {"warmup_steps": 123, "lr": 5e-4, "adversarial": "msstft+mpd"}
+
+
+@pytest.fixture
+def audio_recipe(monkeypatch):
+    monkeypatch.setitem(recipes.RECIPES, "audio-vq-16k", RECIPE)
+
+
+def test_a_presets_recipe_fills_only_what_the_user_left_alone(audio_recipe, tmp_path):
+    config = TrainConfig.load(flags={"model": "audio-vq-16k", "lr": None})
+    assert (config.warmup_steps, config.lr, config.adversarial) == (123, 5e-4, "msstft+mpd")
+    file = tmp_path / "run.toml"
+    file.write_text('model = "audio-vq-16k"\nwarmup_steps = 7\n')
+    config = TrainConfig.load(file, {"lr": 1e-2}, ["adversarial="])
+    assert (config.warmup_steps, config.lr, config.adversarial) == (7, 1e-2, "")
+    default = TrainConfig().warmup_steps
+    assert TrainConfig.load(flags={"model": "image-vq-f8"}).warmup_steps == default
+
+
+def test_a_resolved_config_reloads_as_itself(audio_recipe, tmp_path):
+    config = TrainConfig.load(flags={"model": "audio-vq-16k"})
+    config.save(tmp_path / "config.toml")
+    assert TrainConfig.load(tmp_path / "config.toml") == config
