@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -157,6 +157,199 @@ def restore(
     if modality == "audio":
         return audio_format, _audio_bytes(x, meta, audio_format)
     return "mp4", _mp4_bytes(x, meta)
+
+
+def restore_stream(
+    slabs: Iterable[torch.Tensor], meta: dict, modality: Modality, audio_format: str = "wav"
+) -> tuple[str, bytes]:
+    """``restore`` of one whole-signal piece given as time slabs, holding one slab at a time.
+
+    Audio is written block by block (soundfile) and resampled block by block
+    (``StreamResampler``), video muxed frame by frame (PyAV). Only the encoded bytes grow.
+
+    Args:
+        slabs: (1, C, t, *rest) float slabs in time order that together make the piece,
+            as ``VQTokenizer.decode_slabs`` yields them (cropped to the input size).
+        meta: The sample's media description (one window or one clip from frame 0).
+        modality: "audio" or "video".
+        audio_format: "wav" or "flac".
+
+    Returns:
+        (extension, media bytes), as ``restore`` gives for the same decoded piece.
+
+    Raises:
+        ValueError: The description does not fit the slabs (``meta`` is untrusted).
+    """
+    if modality == "audio":
+        return audio_format, _stream_audio(slabs, meta, audio_format)
+    if modality == "video":
+        return "mp4", _stream_mp4(slabs, meta)
+    raise ValueError(f"{modality} is not streamed; use restore")
+
+
+def _stream_audio(slabs: Iterable[torch.Tensor], meta: dict, audio_format: str) -> bytes:
+    """Slabs (1, C, t) at the model's rate -> audio bytes at the file's rate and length."""
+    window = _check_int(meta, "window", 1)
+    _check_int(meta, "model_length", 1, window)
+    rate, model_rate = _check_int(meta, "sample_rate", 1), _check_int(meta, "model_sample_rate", 1)
+    length = _check_int(meta, "length", 1, math.ceil(meta["model_length"] * rate / model_rate) + 1)
+    mono = meta.get("channels") == 1
+    resampler = None if model_rate == rate else StreamResampler(model_rate, rate)
+    buffer, model_left, left = io.BytesIO(), meta["model_length"], length
+    channels = 1 if mono else None
+    handle = None
+
+    def write(waves: torch.Tensor) -> None:
+        nonlocal left, handle
+        waves = waves[:, :left]
+        left -= waves.shape[1]
+        if handle is None:
+            handle = soundfile.SoundFile(buffer, "w", rate, waves.shape[0],
+                                         format=audio_format.upper())
+        if waves.shape[1]:
+            handle.write(waves.clamp(-1, 1).T.numpy())
+
+    for slab in slabs:
+        waves = slab[0].float()[:, :model_left]
+        model_left -= waves.shape[1]
+        if (channels == 1) and waves.shape[0] > 1:
+            waves = waves.mean(dim=0, keepdim=True)  # a mono file given to a multichannel model
+        write(resampler.push(waves) if resampler else waves)
+    if model_left > 0:
+        raise ValueError(f"media description: model_length {meta['model_length']} exceeds "
+                         "the decoded samples")
+    if resampler is not None:
+        write(resampler.finish())
+    if handle is None:
+        raise ValueError("no audio was decoded")
+    if left > 0:
+        write(torch.zeros(handle.channels, left))
+    handle.close()
+    return buffer.getvalue()
+
+
+class StreamResampler:
+    """``torchaudio.functional.resample`` of a signal given block by block.
+
+    Each output depends on the input within the kernel's width of its position; blocks are
+    resampled with that much of their neighbours (and the true zero padding at the ends),
+    so the outputs are the whole signal's up to float rounding of the shorter convolutions.
+
+    Args:
+        rate: The input's rate.
+        target: The output's rate.
+    """
+
+    def __init__(self, rate: int, target: int) -> None:
+        divisor = math.gcd(rate, target)
+        self.rate, self.target = rate, target
+        self.p_in, self.p_out = rate // divisor, target // divisor
+        if self.p_in * self.p_out > MAX_RESAMPLE_TAPS:
+            raise ValueError(f"resampling {rate} Hz to {target} Hz is not supported "
+                             "(rates too far from a common base)")
+        # torchaudio's kernel reaches ceil(6 * p_in / (0.99 * min(p_in, p_out))) inputs on
+        # each side (lowpass_filter_width 6, rolloff 0.99); one period more for safety.
+        width = math.ceil(6 * self.p_in / (0.99 * min(self.p_in, self.p_out)))
+        self.margin = (math.ceil(width / self.p_in) + 1) * self.p_in
+        self.buffer: torch.Tensor | None = None
+        self.offset = 0  # input index of buffer[:, 0]
+        self.received = 0  # inputs pushed so far
+        self.emitted = 0  # output periods (of p_out samples) computed so far
+        self.given = 0  # output samples returned so far
+
+    def push(self, block: torch.Tensor) -> torch.Tensor:
+        """block: (C, n) float -> (C, m) the outputs it completes (m may be 0)."""
+        self.buffer = block if self.buffer is None else torch.cat([self.buffer, block], dim=1)
+        self.received += block.shape[1]
+        out = self._emit((self.received - self.margin) // self.p_in, final=False)
+        self.given += out.shape[1]
+        return out
+
+    def finish(self) -> torch.Tensor:
+        """(C, m): the remaining outputs, up to ceil(received * target / rate) in all."""
+        total = math.ceil(self.p_out * self.received / self.p_in)
+        out = self._emit(-(-total // self.p_out), final=True)[:, : total - self.given]
+        self.given += out.shape[1]
+        return out
+
+    def _emit(self, stop: int, final: bool) -> torch.Tensor:
+        """Outputs of periods [emitted, stop) (each p_out samples, from p_in inputs)."""
+        assert self.buffer is not None
+        start = self.emitted
+        if stop <= start:
+            return self.buffer.new_zeros(self.buffer.shape[0], 0)
+        lo = max(0, start * self.p_in - self.margin)  # a multiple of p_in: same phase
+        hi = self.received if final else stop * self.p_in + self.margin
+        block = self.buffer[:, lo - self.offset : hi - self.offset]
+        out = torchaudio.functional.resample(block, self.rate, self.target)
+        first = (start * self.p_in - lo) // self.p_in * self.p_out
+        out = out[:, first : first + (stop - start) * self.p_out]
+        self.emitted = stop
+        keep = max(self.offset, stop * self.p_in - self.margin)  # what later periods read
+        self.buffer = self.buffer[:, keep - self.offset :]
+        self.offset = keep
+        return out
+
+
+def _stream_mp4(slabs: Iterable[torch.Tensor], meta: dict) -> bytes:
+    """Slabs (1, C, t, h, w) of one clip from frame 0 -> MP4 of the original frames and size."""
+    if meta.get("clip_starts") != [0]:
+        raise ValueError("media description: a streamed video is one clip from frame 0")
+    frames = _check_int(meta, "frames", 1, _check_int(meta, "clip_frames", 1))
+    height, width = _check_int(meta, "height", 1), _check_int(meta, "width", 1)
+    _check_pixels(width, height, MediaConfig("video"), "video frame")
+    fps = meta.get("fps")
+    if fps is not None and not (isinstance(fps, int | float) and 0 < fps <= 1000):
+        raise ValueError(f"media description: fps={fps!r} is not a frame rate")
+    with Mp4Writer(height, width, fps or 8.0) as writer:
+        left = frames
+        for slab in slabs:
+            video = slab[0, :, :left]
+            left -= video.shape[1]
+            if video.shape[1] and tuple(video.shape[-2:]) != (height, width):
+                video = _resize_frames(video, (height, width))
+            writer.write(to_uint8(video).permute(1, 2, 3, 0).numpy())
+        if left > 0:
+            raise ValueError(f"media description: frames={frames} exceeds the decoded frames")
+    return writer.data
+
+
+class Mp4Writer:
+    """An H.264 MP4 written frame by frame into memory (see ``encode_mp4``).
+
+    Args:
+        height: Frame rows.
+        width: Frame columns.
+        fps: Frame rate.
+        codec: The PyAV encoder.
+        crf: Constant rate factor.
+        preset: The encoder's speed preset.
+    """
+
+    def __init__(self, height: int, width: int, fps: float, *, codec: str = "libx264",
+                 crf: int = 18, preset: str = "fast") -> None:
+        self.buffer = io.BytesIO()
+        self.container = av.open(self.buffer, mode="w", format="mp4")
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        self.stream.width, self.stream.height = width, height
+        # 4:2:0 chroma needs even sizes; odd ones keep 4:4:4.
+        self.stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+        self.stream.options = {"crf": str(crf), "preset": preset}
+        self.data = b""
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        """frames: (t, H, W, 3) uint8, appended."""
+        for pixels in frames:
+            self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(pixels, "rgb24")))
+
+    def __exit__(self, kind, *rest) -> None:
+        if kind is None:
+            self.container.mux(self.stream.encode())
+        self.container.close()
+        self.data = self.buffer.getvalue() if kind is None else b""
 
 
 def _prepare_image(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict]:
@@ -735,17 +928,9 @@ def encode_mp4(
 ) -> bytes:
     """frames: (T, H, W, 3) uint8 -> MP4 bytes at constant rate factor ``crf``; 4:2:0 chroma
     needs even sizes, so odd ones keep 4:4:4."""
-    buffer = io.BytesIO()
-    height, width = frames.shape[1:3]
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-        stream.options = {"crf": str(crf), "preset": preset}
-        for pixels in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
+    with Mp4Writer(*frames.shape[1:3], fps, codec=codec, crf=crf, preset=preset) as writer:
+        writer.write(frames)
+    return writer.data
 
 
 def _to_unit_range(pixels: np.ndarray) -> torch.Tensor:

@@ -8,7 +8,9 @@ with the model's prior; shards coded with another prior are refused.
 
 Windows or clips cut from a sample's code stream (`encode --window-seconds`,
 `--clip-frames`) are joined back into the stream first, so a sample decodes as one signal,
-without seams at the cuts.
+without seams at the cuts. Audio and video are decoded in time slabs that are written as
+they come (`media.restore_stream`): the decoded signal is never held whole, only the
+encoded output file.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from vqtok import VQTokenizer
 from vqtok.entropy import model_prior
 from vqtok.pipelines.config import ErrorOptions, JobConfig, RuntimeOptions
-from vqtok.pipelines.data.media import restore
+from vqtok.pipelines.data.media import restore, restore_stream
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.data.tario import Sample, ShardWriter, read_samples
 from vqtok.pipelines.errors import ErrorPolicy, SampleError, UsageError, write_error_log
@@ -290,6 +292,31 @@ def _write_sample(decoder: _SampleDecoder, sample: Sample, sink) -> SampleError 
     return None
 
 
+def _streams(meta: dict, pieces: int) -> bool:
+    """Whether a sample is one whole-signal piece that ``restore_stream`` writes slab by slab
+    (code shards of older vqtok versions hold windows or clips of the signal instead)."""
+    if meta.get("modality") not in ("audio", "video") or pieces != 1:
+        return False
+    return meta["modality"] == "audio" or meta["media"].get("clip_starts") == [0]
+
+
+def slab_limit(model: VQTokenizer, size: tuple[int, ...], max_bytes: int) -> tuple[int | None, ...]:
+    """A cap on latent time positions per decoded slab, so that a slab of ``size[1:]``
+    float32 outputs per time step takes at most ``max_bytes``.
+
+    Args:
+        model: The tokenizer (its channels and temporal stride).
+        size: The decoded spatial size (T, *rest).
+        max_bytes: The most one slab may hold.
+
+    Returns:
+        (cap on time, None for the other axes).
+    """
+    per_step = 4 * model.config.channels * int(np.prod(size[1:], dtype=np.int64))
+    steps = max(1, max_bytes // max(per_step, 1))
+    return (max(1, steps // model.config.strides[0]), *([None] * (len(size) - 1)))
+
+
 @dataclass
 class _SampleDecoder:
     """Code sample -> media fields, with the model and its prior (for compressed samples)."""
@@ -314,6 +341,18 @@ class _SampleDecoder:
         pieces = torch.from_numpy(codes.astype(np.int64))
         size = tuple(media["input_size"])
         budget = self.config.runtime.max_bytes()
+        if _streams(meta, pieces.shape[0]):
+            slabs = self.model.decode_slabs_within(
+                pieces.to(self.config.runtime.device), budget, size,
+                slab_limit(self.model, size, budget // 4),
+            )
+            ext, data = restore_stream(
+                (slab.cpu() for slab in slabs), media, meta["modality"], self.config.audio_format
+            )
+            fields = {ext: data}
+            if "cls" in sample.fields:
+                fields["cls"] = sample.fields["cls"]
+            return fields
         # Within the budget: whole pieces as before, larger ones in tiles (decode_within).
         decoded = [
             self.model.decode_within(chunk.to(self.config.runtime.device), budget, size).cpu()

@@ -278,7 +278,15 @@ class CodeCut:
     stride: int
 
     def apply(self, codes: np.ndarray, levels: int) -> tuple[np.ndarray, dict]:
-        """codes: (1, [Q,] T, *rest) -> ((N, [Q,] length, *rest), the `cut` record)."""
+        """Cut one sample's code stream.
+
+        Args:
+            codes: (1, [Q,] T, *rest) integer.
+            levels: The model's residual levels Q (the level axis exists when above 1).
+
+        Returns:
+            ((N, [Q,] length, *rest) pieces, the `cut` record for the JSON).
+        """
         return cut_codes(codes, self.length, self.stride, 2 if levels > 1 else 1)
 
 

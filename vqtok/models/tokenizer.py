@@ -461,8 +461,9 @@ class VQTokenizer(nn.Module):
             limit: The most latent positions per piece on each axis (None: no cap); a cap
                 on time bounds each slab, so a writer streaming them holds one at a time.
 
-        Yields:
-            (B, C, t, *size[1:]) float slabs in time order, as ``decode_slabs`` does.
+        Returns:
+            An iterator of (B, C, t, *size[1:]) float slabs in time order, as
+            ``decode_slabs`` yields them; planned (and checked) before the first.
 
         Raises:
             BudgetError: Not even the smallest piece fits.
