@@ -5,9 +5,8 @@ seconds; audio of minutes), shards it, and runs `vqtok encode` then `vqtok decod
 child process per run, reading each child's peak RSS with `os.wait4`. Each input runs twice:
 under the chunked budget (`--max-memory`, the planner cuts inputs into tiles and chunks) and
 whole (an unbounded budget: every batch goes through the model as it is), the latter only
-where the planner's estimate of its peak fits `whole_limit`. Audio is read as one window
-per file (`media.window_seconds` = its length), so that the chunked path has something to
-cut; video is cut into the model's clips as `vqtok encode` cuts it.
+where the planner's estimate of its peak fits `whole_limit`. Each file is one code stream,
+as `vqtok encode` codes it by default (video streamed in, decoded media streamed out).
 
 Throughput is media seconds per second of the job's own time (the JSON summary's `seconds`,
 which leaves out interpreter start and imports); `wall_s` is the whole child process.
@@ -191,12 +190,10 @@ def bench_media(config: MediaBenchConfig | None = None, log=None) -> list[dict]:
             if modality == "video":
                 frames = write_video(case / "src" / "clip.mp4", spec["height"], seconds,
                                      config.fps)
-                clip = model.config.clip_frames
                 width = 2 * round(spec["height"] * 16 / 9 / 2)
-                piece, pieces = (clip, spec["height"], width), max(1, math.ceil(frames / clip))
+                piece, pieces = (frames, spec["height"], width), 1
             else:
                 write_audio(case / "src" / "speech.wav", spec["minutes"])
-                extra += ["--set", f"media.window_seconds={seconds}"]
                 piece, pieces = (round(seconds * 16000),), 1
             make_shards(case / "src", case / "shards", modality)
             estimate = _whole_estimate(model, piece, pieces, config.batch_size)
