@@ -55,7 +55,7 @@ def make_bench_shards(
 @torch.inference_mode()
 def _model_only_rate(model, images: list[bytes], batch_size: int) -> float:
     """Samples/s of `model.encode` alone on the pipeline's batches, decoded beforehand."""
-    config = media_config(model, EncodeConfig())
+    config = media_config(model, EncodeConfig().media)
     pieces = torch.cat([prepare(data, config)[0] for data in images])
     batches = pieces.split(batch_size)
     model.encode(batches[0])  # warm-up, as the pipeline's first batch also pays it
