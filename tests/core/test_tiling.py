@@ -171,3 +171,23 @@ def test_bad_pieces_are_refused() -> None:
     with pytest.raises(ValueError, match="samples must be >= 1"):
         model.encode_tiled(x, 1, samples=0)
     assert model.encode_tiled(x[:0], 1).shape == (0, 3, 3)
+
+
+def test_a_cap_on_time_bounds_the_planned_pieces_and_slabs() -> None:
+    """`limit` caps pieces on top of the budget: a streaming reader or writer holds one
+    capped piece; the results are still the whole input's."""
+    from vqtok.models.memory import plan
+
+    model = tiny("video-vq-t4s8")
+    x = media(model, (41, 24, 24))[:1]
+    budget = 1 << 40  # everything fits whole: only the cap cuts
+    assert plan(model, tuple(x.shape), budget, "encode").whole
+    capped = plan(model, tuple(x.shape), budget, "encode", limit=(3, None, None))
+    assert capped.piece[0] <= 3
+    assert_encodes_alike(model, x, capped.piece)
+    codes = model.encode(x)
+    slabs = list(model.decode_slabs_within(codes, budget, x.shape[2:], (2, None, None)))
+    assert len(slabs) > 1 and all(s.shape[2] <= 2 * 4 for s in slabs)
+    streamed = torch.cat(slabs, dim=2)
+    assert torch.equal(streamed, model.decode_tiled(codes, (2, None, None), x.shape[2:]))
+    assert_decodes_alike(model, codes, (2, None, None), x.shape[2:])  # and so like the whole
