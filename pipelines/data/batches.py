@@ -137,7 +137,9 @@ class MediaBatches(IterableDataset):
 
     @staticmethod
     def _flush(shard: str, pending: _Pending) -> PreparedBatch:
-        return PreparedBatch(shard, pending.samples, torch.cat(pending.tensors))
+        tensors = pending.tensors  # one long sample is not copied by a concatenation
+        return PreparedBatch(shard, pending.samples,
+                             tensors[0] if len(tensors) == 1 else torch.cat(tensors))
 
 
 def identity(batch: Event) -> Event:

@@ -516,11 +516,17 @@ def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     target = config.sample_rate or rate
     if rate != target:
         waves = _resample(waves, rate, target)
-    waves = waves.clamp(-1.0, 1.0)  # float files and resampling ringing can leave the range
+    # Float files and resampling ringing can leave the range. In place where the tensor owns
+    # its values (not a mono file repeated by expand): an hour of audio is not copied again.
+    if min(waves.stride()) > 0:
+        waves = waves.clamp_(-1.0, 1.0)
+    else:
+        waves = waves.clamp(-1.0, 1.0)
     length = waves.shape[1]
     window = config.window or length
     num_windows = max(1, math.ceil(length / window))
-    padded = F.pad(waves, (0, num_windows * window - length))
+    extra = num_windows * window - length
+    padded = F.pad(waves, (0, extra)) if extra else waves
     meta = {
         "sample_rate": rate,
         "length": samples.shape[0],
