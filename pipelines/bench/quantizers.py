@@ -316,7 +316,7 @@ def _prepare_data(config: QuantizersBenchConfig, folder: Path) -> Split:
 
 
 def _demo_folder(modality: str) -> Path:
-    from vqtok.pipelines.demo.run import DATA_DIR, DATA_FOLDERS
+    from vqtok.pipelines.data.builtin import DATA_DIR, DATA_FOLDERS
 
     return DATA_DIR / DATA_FOLDERS[modality]
 

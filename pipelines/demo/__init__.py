@@ -7,6 +7,7 @@
 Sits on top: may import every other wing.
 """
 
-from vqtok.pipelines.demo.run import DATA_DIR, DATA_FOLDERS, MARKER, main, run_demo
+from vqtok.pipelines.data.builtin import DATA_DIR, DATA_FOLDERS
+from vqtok.pipelines.demo.run import MARKER, main, run_demo
 
 __all__ = ["DATA_DIR", "DATA_FOLDERS", "MARKER", "main", "run_demo"]

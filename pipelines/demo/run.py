@@ -32,7 +32,7 @@ from rich.console import Console
 import vqtok
 from vqtok.pipelines.compression.vqt import CompressConfig, compress_file, decompress_file
 from vqtok.pipelines.config import RuntimeOptions
-from vqtok.pipelines.data.media import EXTENSIONS
+from vqtok.pipelines.data.builtin import builtin_files
 from vqtok.pipelines.data.shards import make_shards
 from vqtok.pipelines.data.sources import expand_shards
 from vqtok.pipelines.data.tario import read_samples
@@ -51,14 +51,12 @@ from vqtok.pipelines.jobs.encode import EncodeConfig, encode_shards
 from vqtok.pipelines.jobs.tokens import export_tokens
 from vqtok.pipelines.training import TrainConfig, TrainingInterrupted, train
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "demo" / "data"
 MARKER = "demo.json"
 PROBE_STEPS = 3
 MIN_CHUNK = 5
 CHUNK_SHARE = 0.8  # of the steps the time left affords: room for the speed to drop
 MAX_STEPS = 20000
 TINY_OPTIONS = {"quantizer_options": {"codebook_size": 64}}
-DATA_FOLDERS = {"image": "images", "audio": "audio", "video": "video"}
 
 
 @dataclass(frozen=True)
@@ -137,11 +135,7 @@ def _fresh_output(out: Path) -> Path:
 
 def demo_files(modality: str, tiny: bool) -> list[Path]:
     """The built-in files of ``modality``, sorted (the first two in tiny mode)."""
-    folder = DATA_DIR / DATA_FOLDERS[modality]
-    files = sorted(p for p in folder.glob("*") if p.suffix[1:].lower() in EXTENSIONS[modality])
-    if not files:
-        raise UsageError(f"no built-in {modality} files in {folder}; the demo needs a source "
-                         "checkout of vqtok (pip install -e .)")
+    files = builtin_files(modality)
     return files[:2] if tiny else files
 
 
