@@ -142,7 +142,9 @@ class Pieces:
                 raise UsageError(
                     f"{what} sample {index} holds {codes.numel()} code tokens, not a multiple "
                     f"of one piece ({list(config.layout)} x {config.num_levels} level(s) = "
-                    f"{size}); set layout to the tokenizer's latent grid")
+                    f"{size}); set layout to the tokenizer's latent grid, and for audio or "
+                    f"video encoded whole, cut fixed-length pieces with `vqtok encode "
+                    f"--window-seconds S` or `--clip-frames N` and a layout of that length")
             rows.append(codes.view(-1, size))
             if labels is not None:
                 if labels[index] >= config.num_classes:
