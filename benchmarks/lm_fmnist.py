@@ -306,9 +306,9 @@ def main() -> None:
     parser.add_argument("--codebook", type=int, default=256, help="tokenizer codes")
     parser.add_argument("--tokenizer-steps", type=int, default=600)
     parser.add_argument("--tokenizer-batch", type=int, default=32)
-    parser.add_argument("--lm-shards", type=int, default=5,
+    parser.add_argument("--lm-shards", type=int, default=12,
                         help="training shards (5,000 images each) encoded for the LM")
-    parser.add_argument("--lm-steps", type=int, default=400)
+    parser.add_argument("--lm-steps", type=int, default=1000)
     parser.add_argument("--lm-batch", type=int, default=64)
     parser.add_argument("--lm-lr", type=float, default=2e-3)
     parser.add_argument("--lm-width", type=int, default=128)
@@ -316,7 +316,7 @@ def main() -> None:
     parser.add_argument("--samples-per-class", type=int, default=1000)
     parser.add_argument("--mid-samples-per-class", type=int, default=200,
                         help="samples per class at the LM's middle checkpoint")
-    parser.add_argument("--guidance", type=float, nargs="*", default=[1.0, 2.0],
+    parser.add_argument("--guidance", type=float, nargs="*", default=[1.0, 2.0, 3.0],
                         help="classifier-free guidance scales sampled (1: none)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--reconstructions", type=int, default=2000,
