@@ -64,6 +64,11 @@ def compress(
     frame_size: str | None = typer.Option(
         None, help="Video: resize frames to HxW before encoding (default: native size)."
     ),
+    max_side: int | None = typer.Option(
+        None,
+        help="Images and video: shrink so the longer side is at most this many pixels, "
+        "keeping the aspect ratio; decompress restores the original size (default: native).",
+    ),
     levels: int | None = typer.Option(
         None, help="Residual VQ: keep only the first LEVELS levels (default: all)."
     ),
@@ -92,6 +97,7 @@ def compress(
                 "media.mono": mono,
                 "media.clip_stride": clip_stride,
                 "media.frame_size": parse_size(frame_size),
+                "media.max_side": max_side,
                 "levels": levels,
                 "coder": coder,
             },

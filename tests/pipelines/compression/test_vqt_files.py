@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.media import DATA
+from PIL import Image
 from typer.testing import CliRunner
 
 import vqtok
@@ -178,3 +179,20 @@ def test_decompress_without_a_known_checkpoint_asks_for_one(checkpoints, tmp_pat
     vqt.write_bytes(compress_bytes(model, INPUTS["image-vq-f8"].read_bytes())[0])
     result = runner.invoke(app, ["decompress", str(vqt), str(tmp_path / "a.png")])
     assert result.exit_code == 2 and "--checkpoint" in result.output
+
+
+def test_cli_max_side_codes_a_smaller_image_and_restores_its_size(checkpoints, tmp_path):
+    source = INPUTS["image-vq-f8"]
+    args = ["compress", str(checkpoints["image-vq-f8"]), str(source)]
+    small, full = tmp_path / "small.vqt", tmp_path / "full.vqt"
+    assert runner.invoke(app, [*args, str(small), "--max-side", "32"]).exit_code == 0
+    assert runner.invoke(app, [*args, str(full)]).exit_code == 0
+    small_codes = read_vqt(small.read_bytes())[0]["codes"]
+    full_codes = read_vqt(full.read_bytes())[0]["codes"]
+    assert max(small_codes[-2:]) == 32 // 8 and max(full_codes[-2:]) > 32 // 8
+    restored = tmp_path / "restored.png"
+    result = runner.invoke(app, ["decompress", str(small), str(restored),
+                                 "--checkpoint", str(checkpoints["image-vq-f8"])])
+    assert result.exit_code == 0, result.output
+    with Image.open(source) as original, Image.open(restored) as back:
+        assert back.size == original.size
