@@ -42,6 +42,7 @@ from vqtok.pipelines.compression.vqt import (
     decompress_bytes,
     encode_media,
 )
+from vqtok.pipelines.config import MediaOptions
 from vqtok.pipelines.jobs.tokens import TokenManifest
 from vqtok.pipelines.training.lm_config import LMTrainConfig
 from vqtok.pipelines.training.lm_loop import train_lm
@@ -49,6 +50,9 @@ from vqtok.pipelines.training.lm_loop import train_lm
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = {"image": ("chelsea.png", "rocket.png"), "audio": ("harbour.flac", "rainbow.flac")}
 FOLDERS = {"image": "images", "audio": "audio"}
+# Audio is coded whole by default (one stream per file, of its own length); the LM learns
+# fixed pieces, so speech is cut into 2-second windows for both coders alike.
+MEDIA = {"image": MediaOptions(), "audio": MediaOptions(window_seconds=2.0)}
 
 
 @dataclass
@@ -67,8 +71,9 @@ class MemorySource:
 
 
 def file_codes(model, path: Path) -> np.ndarray:
-    """(N, *latent) codes of one media file, cut as `vqtok compress` cuts it."""
-    codes, _ = encode_media(model, path.read_bytes(), CompressConfig())
+    """(N, *latent) codes of one media file, cut as `vqtok compress` cuts it here."""
+    media = MEDIA[model.config.modality]
+    codes, _ = encode_media(model, path.read_bytes(), CompressConfig(media=media))
     return codes
 
 
@@ -103,9 +108,11 @@ def compression(modality: str, tokenizer: Path, out: Path, steps: int, context: 
     rows = []
     for path in held:
         data = path.read_bytes()
-        auto, auto_rates = compress_bytes(model, data, CompressConfig(coder="auto"))
+        media = MEDIA[modality]
+        auto, auto_rates = compress_bytes(model, data, CompressConfig(coder="auto", media=media))
         started = time.monotonic()
-        coded, lm_rates = compress_bytes(model, data, CompressConfig(coder="lm"), lm=lm)
+        coded, lm_rates = compress_bytes(model, data, CompressConfig(coder="lm", media=media),
+                                         lm=lm)
         seconds = time.monotonic() - started
         started = time.monotonic()
         decompress_bytes(model, coded, lm=lm)
