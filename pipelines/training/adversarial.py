@@ -305,23 +305,19 @@ class LossBalancer(nn.Module):
     by different ones as training goes). Terms outside ``BALANCED_TERMS`` (the quantizer's
     commitment loss) keep their plain gradient.
 
-    ``total_norm`` None (the default) takes the weighted mean of the terms' average norms,
-    so that the balanced gradient keeps the size the reconstruction gradient had: the
-    quantizer's own losses, which are not balanced, then keep their place beside it. A
-    fixed norm such as EnCodec's 1.0 shrank the reconstruction gradient at x_hat some
-    thousandfold against the commitment loss on speech (mel's gradient norm is about 2,600
-    there), and the encoder learned to please the codebook: silent output
-    (BENCHMARKS.md, audio recipe).
+    Known failure: on speech at CPU budgets, ``balancer=true`` (with or without the
+    critics) trains to near-silent output, the commitment loss falling to zero; a total
+    norm that kept the terms' own scale failed the same way (BENCHMARKS.md, audio recipe).
+    The cause is not found; do not use it for audio until it is.
 
     Args:
         weights: Each balanced term's weight (terms with weight 0 are never present).
         decay: Decay of the norms' moving averages (EnCodec: 0.999).
-        total_norm: The norm the combined gradient aims for, per sample; None: the weighted
-            mean of the terms' average norms.
+        total_norm: The norm the combined gradient aims for, per sample.
     """
 
     def __init__(self, weights: Mapping[str, float], decay: float = 0.999,
-                 total_norm: float | None = None) -> None:
+                 total_norm: float = 1.0) -> None:
         super().__init__()
         self.weights = {name: float(weights.get(name, 0.0)) for name in BALANCED_TERMS}
         self.decay, self.total_norm = decay, total_norm
@@ -349,17 +345,13 @@ class LossBalancer(nn.Module):
         if present:
             current = _mean_over_ranks(torch.stack(norms).double())
             total_weight = sum(self.weights[name] for name in present)
-            shares, averages = [], []
-            for name, norm in zip(present, current, strict=True):
+            for name, grad, norm in zip(present, grads, current, strict=True):
                 row = self.norms[BALANCED_TERMS.index(name)]
                 row.mul_(self.decay).add_(torch.stack([norm, norm.new_ones(())]))
-                shares.append(self.weights[name] / total_weight)
-                averages.append(float(row[0] / row[1]))
-                logged[f"norm_{name}"] = averages[-1]
-            total = (self.total_norm if self.total_norm is not None
-                     else sum(s * a for s, a in zip(shares, averages, strict=True)))
-            for grad, share, average in zip(grads, shares, averages, strict=True):
-                combined += grad * float(share * total / (average + 1e-12))
+                average = row[0] / row[1]
+                share = self.weights[name] / total_weight
+                combined += grad * float(share * self.total_norm / (average + 1e-12))
+                logged[f"norm_{name}"] = float(average)
         rest = [t for name, t in terms.items() if name not in present and t.requires_grad]
         roots = [output] + ([torch.stack(rest).sum()] if rest else [])
         grad_roots = [combined.to(output.dtype)] + ([torch.ones((), device=output.device)]
