@@ -305,10 +305,12 @@ class LossBalancer(nn.Module):
     by different ones as training goes). Terms outside ``BALANCED_TERMS`` (the quantizer's
     commitment loss) keep their plain gradient.
 
-    Known failure: on speech at CPU budgets, ``balancer=true`` (with or without the
-    critics) trains to near-silent output, the commitment loss falling to zero; a total
-    norm that kept the terms' own scale failed the same way (BENCHMARKS.md, audio recipe).
-    The cause is not found; do not use it for audio until it is.
+    The weights are shares of the gradient, not loss scales: with the trainer's default
+    weights (l2 = stft = mel = 1) the waveform L2 gets a third of it, and since a young
+    decoder cannot predict phase, the L2-optimal output is silence. That is what speech
+    runs with ``balancer=true`` gave (mel distance 10); with ``l2_weight=0.02`` the same
+    run trained like the plain one (BENCHMARKS.md, audio recipe). Give waveform terms a
+    small share, as EnCodec does (0.1 against 1 for the spectral term).
 
     Args:
         weights: Each balanced term's weight (terms with weight 0 are never present).
