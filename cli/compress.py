@@ -74,11 +74,12 @@ def compress(
     ),
     coder: str | None = typer.Option(
         None,
-        help="ans-static, ans-adaptive, auto (the shorter of the two), or lm (a token LM's "
-        f"next-code distributions; needs --lm) (default: {default_of(C, 'coder')}).",
+        help="ans-static, ans-adaptive, auto (the shortest of these, and of the LM's with "
+        "--lm), or lm (a token LM's next-code distributions; needs --lm) "
+        f"(default: {default_of(C, 'coder')}).",
     ),
     lm: Path | None = typer.Option(
-        None, help="Token LM directory (vqtok lm train) for --coder lm."
+        None, help="Token LM directory (vqtok lm train) for --coder lm or auto."
     ),
 ) -> None:
     """Compress one media file to .vqt.

@@ -66,7 +66,9 @@ class CompressConfig(JobConfig):
     shortest payload (the file's header names the one used), since the adaptive model wins
     on images and can lose to the static prior on short, flat code streams such as speech.
     `coder = "lm"` codes with a token LM's next-code distributions
-    (`vqtok.entropy.lm_coder`); it needs the LM and keeps every residual level.
+    (`vqtok.entropy.lm_coder`); it needs the LM and keeps every residual level. Given an
+    LM, "auto" tries it too and keeps the shortest whole file: an LM trained on too little
+    data can write more bits than the prior (BENCHMARKS.md, token LM), and then is not used.
     """
 
     media: MediaOptions = field(default_factory=MediaOptions)
@@ -152,52 +154,63 @@ def compress_bytes(
     if model.num_levels > 1:
         codes = codes[:, :levels]
     prior = model_prior(model)
-    if config.coder == LM_CODER:
-        symbols, tables = lm_tables(lm, codes, config.runtime.batch_size)
-        payload, coder = encode_tables(symbols, tables), LM_CODER
-        coded_bits = table_bits(symbols, tables)
-    else:
-        tried = CODERS if config.coder == AUTO_CODER else (config.coder,)
-        payload, coder = min(((encode_payload(codes, prior[:levels], c), c) for c in tried),
-                             key=lambda pc: len(pc[0]))
-        coded_bits = ideal_bits(codes, prior[:levels], coder)
     header = {
         "model": model.model_id,
         "prior": prior_id(prior),
         "modality": model.config.modality,
-        "coder": coder,
         "levels": levels,
         "codes": list(codes.shape),
         "media": _stored_media(meta, model.config.modality),
         **({"checkpoint": checkpoint} if checkpoint else {}),
-        **(_lm_header(lm, codes, lm_checkpoint) if coder == LM_CODER else {}),
     }
-    vqt = pack(header, payload)
+    vqt, coder, coded_bits = min(
+        _candidates(codes, prior[:levels], config.coder, lm, lm_checkpoint, header,
+                    config.runtime.batch_size),
+        key=lambda candidate: len(candidate[0]))
+    payload_bytes = len(unpack(vqt).payload)
     rates = Rates(
         codes=int(codes.size),
         uniform_bits=codes.size * math.log2(model.codebook_size),
         entropy_bits=empirical_entropy_bits(codes, levels),
         prior_bits=ideal_bits(codes, prior[:levels]),
         coded_bits=coded_bits,
-        payload_bytes=len(payload),
-        header_bytes=len(vqt) - len(payload),
+        payload_bytes=payload_bytes,
+        header_bytes=len(vqt) - payload_bytes,
         written_bytes=len(vqt),
     )
     return vqt, rates
 
 
+def _candidates(codes: np.ndarray, prior, coder: str, lm: TokenLM | None,
+                lm_checkpoint: str | None, header: dict, batch_size: int):
+    """(.vqt bytes, coder, ideal bits) for each coder `coder` asks for: "auto" tries the
+    static and adaptive coders, and the LM too when one is given."""
+    if coder == LM_CODER or (coder == AUTO_CODER and lm is not None):
+        symbols, tables = lm_tables(lm, codes, batch_size)
+        yield (pack({**header, "coder": LM_CODER, **_lm_header(lm, codes, lm_checkpoint)},
+                    encode_tables(symbols, tables)), LM_CODER, table_bits(symbols, tables))
+    if coder != LM_CODER:
+        for name in CODERS if coder == AUTO_CODER else (coder,):
+            yield (pack({**header, "coder": name}, encode_payload(codes, prior, name)), name,
+                   ideal_bits(codes, prior, name))
+
+
 def _check_lm_use(model, config: CompressConfig, lm: TokenLM | None, levels: int) -> None:
-    """UsageError unless an LM is given exactly for `coder = "lm"` and fits `model`."""
-    if config.coder != LM_CODER:
+    """UsageError unless an LM comes with `coder` "lm" (where it is needed) or "auto",
+    fits `model`, and every residual level is kept."""
+    if config.coder not in (LM_CODER, AUTO_CODER):
         if lm is not None:
-            raise UsageError(f"--lm is used by --coder {LM_CODER} only, not {config.coder}")
+            raise UsageError(f"--lm is used by --coder {LM_CODER} or {AUTO_CODER} only, "
+                             f"not {config.coder}")
         return
     if lm is None:
-        raise UsageError(f"--coder {LM_CODER} needs --lm, a token LM trained on this "
-                         "tokenizer's codes")
+        if config.coder == LM_CODER:
+            raise UsageError(f"--coder {LM_CODER} needs --lm, a token LM trained on this "
+                             "tokenizer's codes")
+        return
     check_lm_fits(model, lm)
     if levels != model.num_levels:
-        raise UsageError(f"--coder {LM_CODER} codes every residual level; drop --levels")
+        raise UsageError("an LM codes every residual level; drop --levels")
 
 
 def check_lm_fits(model, lm: TokenLM) -> None:

@@ -17,9 +17,16 @@ import numpy as np
 import pytest
 from helpers.lm import photos, tiny_lm, tiny_tokenizer
 
+import vqtok
 import vqtok.lm
 from vqtok.entropy import unpack
-from vqtok.pipelines.compression.vqt import CompressConfig, compress_file, decompress_file
+from vqtok.pipelines.compression.vqt import (
+    CompressConfig,
+    compress_bytes,
+    compress_file,
+    decompress_bytes,
+    decompress_file,
+)
 from vqtok.pipelines.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -130,7 +137,13 @@ def test_a_file_compressed_in_one_process_decompresses_in_another(setup, tmp_pat
     """The CLI's path end to end: 1 thread to compress, 2 threads and batch 3 to decompress."""
     script = textwrap.dedent("""
         import sys, torch
-        from vqtok.pipelines.compression.vqt import CompressConfig, compress_file, decompress_file
+        from vqtok.pipelines.compression.vqt import (
+    CompressConfig,
+    compress_bytes,
+    compress_file,
+    decompress_bytes,
+    decompress_file,
+)
         from vqtok.pipelines.config import RuntimeOptions
         torch.set_num_threads(int(sys.argv[1]))
         if sys.argv[2] == "compress":
@@ -183,7 +196,7 @@ def test_compress_refuses_an_lm_of_another_tokenizer_or_no_lm(setup, tmp_path):
                       lm=stranger)
     with pytest.raises(UsageError, match="needs --lm"):
         compress_file(setup / "tokenizer", setup / "photo.png", tmp_path / "a.vqt", lm_config())
-    with pytest.raises(UsageError, match="--lm is used by --coder lm only"):
+    with pytest.raises(UsageError, match="--lm is used by --coder lm or auto only"):
         compress_file(setup / "tokenizer", setup / "photo.png", tmp_path / "a.vqt",
                       CompressConfig(coder="ans-static"), lm=setup / "lm")
     assert not (tmp_path / "a.vqt").exists()
@@ -223,3 +236,14 @@ def test_residual_levels_round_trip_interleaved(tmp_path):
     with pytest.raises(UsageError, match="drop --levels"):
         compress_file(tmp_path / "rvq", photo, tmp_path / "c.vqt", lm_config(levels=1),
                       lm=tmp_path / "lm")
+
+
+def test_auto_with_an_lm_keeps_the_shortest_file_and_it_decodes(setup):
+    model = vqtok.load(setup / "tokenizer")
+    lm = vqtok.lm.load_lm(setup / "lm")
+    data = (setup / "photo.png").read_bytes()
+    with_lm, rates = compress_bytes(model, data, CompressConfig(coder="auto"), lm=lm)
+    lm_only = compress_bytes(model, data, CompressConfig(coder="lm"), lm=lm)[0]
+    plain = compress_bytes(model, data)[0]  # auto without an LM: static or adaptive
+    assert with_lm == min(lm_only, plain, key=len) and rates.written_bytes == len(with_lm)
+    assert decompress_bytes(model, with_lm, lm=lm) == decompress_bytes(model, plain)
