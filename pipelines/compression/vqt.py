@@ -163,11 +163,10 @@ def compress_bytes(
         "media": _stored_media(meta, model.config.modality),
         **({"checkpoint": checkpoint} if checkpoint else {}),
     }
-    vqt, coder, coded_bits = min(
+    vqt, payload_bytes, coder, coded_bits = min(
         _candidates(codes, prior[:levels], config.coder, lm, lm_checkpoint, header,
                     config.runtime.batch_size),
         key=lambda candidate: len(candidate[0]))
-    payload_bytes = len(unpack(vqt).payload)
     rates = Rates(
         codes=int(codes.size),
         uniform_bits=codes.size * math.log2(model.codebook_size),
@@ -183,15 +182,17 @@ def compress_bytes(
 
 def _candidates(codes: np.ndarray, prior, coder: str, lm: TokenLM | None,
                 lm_checkpoint: str | None, header: dict, batch_size: int):
-    """(.vqt bytes, coder, ideal bits) for each coder `coder` asks for: "auto" tries the
-    static and adaptive coders, and the LM too when one is given."""
+    """(.vqt bytes, payload bytes, coder, ideal bits) for each coder `coder` asks for:
+    "auto" tries the static and adaptive coders, and the LM too when one is given."""
     if coder == LM_CODER or (coder == AUTO_CODER and lm is not None):
         symbols, tables = lm_tables(lm, codes, batch_size)
+        payload = encode_tables(symbols, tables)
         yield (pack({**header, "coder": LM_CODER, **_lm_header(lm, codes, lm_checkpoint)},
-                    encode_tables(symbols, tables)), LM_CODER, table_bits(symbols, tables))
+                    payload), len(payload), LM_CODER, table_bits(symbols, tables))
     if coder != LM_CODER:
         for name in CODERS if coder == AUTO_CODER else (coder,):
-            yield (pack({**header, "coder": name}, encode_payload(codes, prior, name)), name,
+            payload = encode_payload(codes, prior, name)
+            yield (pack({**header, "coder": name}, payload), len(payload), name,
                    ideal_bits(codes, prior, name))
 
 

@@ -283,8 +283,7 @@ def multi_scale_stft(dims: int = 1, channels: int = 1, width: int = 16,
     Raises:
         ValueError: dims is not 1.
     """
-    if dims != 1:
-        raise ValueError(f"msstft scores audio (dims=1), got dims={dims}")
+    _audio_only("msstft", dims)
     return DiscriminatorSet([STFTDiscriminator(channels, n, width) for n in fft_sizes])
 
 
@@ -305,9 +304,18 @@ def multi_period(dims: int = 1, channels: int = 1, periods: Sequence[int] = (2, 
     Raises:
         ValueError: dims is not 1.
     """
-    if dims != 1:
-        raise ValueError(f"mpd scores audio (dims=1), got dims={dims}")
+    _audio_only("mpd", dims)
     return DiscriminatorSet([PeriodDiscriminator(channels, p, widths) for p in periods])
+
+
+def _audio_only(name: str, dims: int) -> None:
+    """Refuse a non-audio input: the audio critics score waveforms.
+
+    Raises:
+        ValueError: ``dims`` is not 1.
+    """
+    if dims != 1:
+        raise ValueError(f"{name} scores audio (dims=1), got dims={dims}")
 
 
 def build_discriminator(spec: str, dims: int, channels: int,

@@ -433,13 +433,7 @@ class VQTokenizer(nn.Module):
             BudgetError: Not even the smallest piece fits.
             ValueError: ``size`` is not a crop of what the codes decode to.
         """
-        latent = tuple(codes.shape[-self.config.dims :])
-        # A size beyond the decoded output is a corrupt description, not a bigger job: refuse
-        # it before planning pieces for it.
-        media = self._decoded_size(latent, size)
-        dtype = next(self.decoder.parameters()).dtype
-        shape = (codes.shape[0], self.config.channels, *media)
-        chosen = plan(self, shape, max_bytes, "decode", dtype)
+        chosen = self._decode_plan(codes, max_bytes, size)
         if chosen.whole:
             return self.decode(codes, size)
         return self.decode_tiled(codes, chosen.piece, size)
@@ -469,12 +463,19 @@ class VQTokenizer(nn.Module):
             BudgetError: Not even the smallest piece fits.
             ValueError: ``size`` is not a crop of what the codes decode to.
         """
+        chosen = self._decode_plan(codes, max_bytes, size, limit)
+        return self.decode_slabs(codes, chosen.piece, size)
+
+    def _decode_plan(self, codes: Tensor, max_bytes: int, size: Sequence[int] | None,
+                     limit: Sequence[int | None] | None = None):
+        """The planner's pieces for decoding ``codes`` to ``size`` within ``max_bytes``."""
         latent = tuple(codes.shape[-self.config.dims :])
+        # A size beyond the decoded output is a corrupt description, not a bigger job: refuse
+        # it before planning pieces for it.
         media = self._decoded_size(latent, size)
         dtype = next(self.decoder.parameters()).dtype
         shape = (codes.shape[0], self.config.channels, *media)
-        chosen = plan(self, shape, max_bytes, "decode", dtype, limit)
-        return self.decode_slabs(codes, chosen.piece, size)
+        return plan(self, shape, max_bytes, "decode", dtype, limit)
 
     def _decoded_size(self, latent: Sequence[int], size: Sequence[int] | None) -> tuple[int, ...]:
         """``size`` (default: the full output), checked to be a crop of the decoded size.
