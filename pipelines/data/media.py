@@ -668,6 +668,140 @@ def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     return torch.stack(clips), meta
 
 
+def read_pieces(data: bytes, config: MediaConfig) -> PieceReader:
+    """``prepare``'s pieces of one file, decoded one piece at a time (see ``PieceReader``).
+
+    Args:
+        data: The file's bytes.
+        config: The media options.
+
+    Returns:
+        The reader; iterate it once.
+    """
+    return PieceReader(data, config)
+
+
+class PieceReader:
+    """The pieces ``prepare`` gives, each ``(C, *spatial)`` float32 in [-1, 1] and equal to
+    ``prepare``'s, decoded as they are taken: audio windows from soundfile blocks (resampled
+    block by block, ``StreamResampler``), video clips from frames decoded in order (a clip's
+    frames, plus the overlap with the next clip, are held). An image, audio without windows
+    or video without clips is one piece: ``prepare``'s, decoded whole.
+
+    Long files are bounded by ``max_streamed_values`` (the work they make), not by
+    ``max_decoded_values`` (memory): a streamed file is never held whole. ``meta`` is
+    ``prepare``'s meta once the reader has been iterated to its end. A file that fails
+    partway raises after the pieces before the failure.
+
+    Args:
+        data: The file's bytes.
+        config: The media options.
+    """
+
+    def __init__(self, data: bytes, config: MediaConfig) -> None:
+        self.data, self.config = data, config
+        self.meta: dict = {}
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        config = self.config
+        if config.modality == "audio" and config.window_seconds is not None:
+            return self._audio_windows()
+        if config.modality == "video" and config.clip_frames is not None:
+            return self._video_clips()
+        return self._whole()
+
+    def _whole(self) -> Iterator[torch.Tensor]:
+        pieces, self.meta = prepare(self.data, self.config)
+        yield from pieces
+
+    def _audio_windows(self) -> Iterator[torch.Tensor]:
+        """Windows (C, window) of the file at the model's rate, the last padded with zeros."""
+        config, window = self.config, self.config.window
+        with soundfile.SoundFile(io.BytesIO(self.data)) as handle:
+            rate, channels = handle.samplerate, handle.channels
+            target = config.sample_rate or rate
+            resampler = None if rate == target else StreamResampler(rate, target)
+            cap = max(1, int(config.max_streamed_values / (channels * max(1.0, target / rate))))
+            pending, read, produced = None, 0, 0
+            while True:
+                samples = handle.read(frames=max(window, 1 << 16), dtype="float32",
+                                      always_2d=True)
+                last = samples.shape[0] == 0
+                if last and read == 0:
+                    raise ValueError("audio has no samples")
+                read += samples.shape[0]
+                if read > cap:
+                    raise ValueError(f"audio decodes to more than {config.max_streamed_values} "
+                                     f"values ({cap / rate / 3600:.1f} h at {rate} Hz)")
+                if not np.isfinite(samples).all():
+                    raise MediaDecodeError("audio has NaN or Inf samples")
+                waves = _fit_channels(torch.from_numpy(samples).T, config)
+                if resampler is not None:
+                    waves = resampler.finish() if last else resampler.push(waves)
+                waves = waves.clamp(-1.0, 1.0)
+                produced += waves.shape[1]
+                pending = waves if pending is None else torch.cat([pending, waves], dim=1)
+                while pending.shape[1] >= window:
+                    yield pending[:, :window].contiguous()
+                    pending = pending[:, window:]
+                if last:
+                    break
+        if pending.shape[1]:
+            yield F.pad(pending, (0, window - pending.shape[1]))
+        self.meta = {"sample_rate": rate, "length": read, "channels": channels,
+                     "model_sample_rate": target, "model_length": produced, "window": window,
+                     "num_windows": math.ceil(produced / window)}
+
+    def _video_clips(self) -> Iterator[torch.Tensor]:
+        """Clips (3, clip_frames, H, W) every ``stride`` frames, the last frame repeated past
+        the end, as ``prepare`` cuts them."""
+        config, clip, stride = self.config, self.config.clip_frames, self.config.stride
+        if stride > clip:
+            raise ValueError(f"clip stride {stride} > clip frames {clip} would drop frames")
+        with av.open(io.BytesIO(self.data)) as container:
+            if not container.streams.video:
+                raise ValueError("the file has no video stream")
+            stream = container.streams.video[0]
+            _check_pixels(stream.codec_context.width, stream.codec_context.height, config,
+                          "video frame")
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+            held: list[np.ndarray] = []  # frames first, first + 1, ... as stored
+            first = count = 0
+            native = size = None
+            for frame in _decoded_frames(container, stream):
+                pixels = _upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+                if native is None:
+                    native = pixels.shape[:2]
+                    size = frame_shape(*native, config)
+                if pixels.shape[:2] != native:
+                    raise MediaDecodeError(f"a frame of {pixels.shape[1]}x{pixels.shape[0]} "
+                                           f"in a video of {native[1]}x{native[0]}")
+                count += 1
+                _check_streamed(count, pixels.size, config)
+                held.append(pixels if size == native else _resize_frame(pixels, size))
+                if len(held) == clip:  # the clip from `first` is complete
+                    yield self._clip(held, clip, size == native)
+                    del held[:stride]
+                    first += stride
+        if count == 0:
+            raise ValueError("video has no frames")
+        while first < max(1, count - clip + stride):  # the last clips run past the end
+            yield self._clip(held, clip, size == native)
+            del held[:stride]
+            first += stride
+        self.meta = {"fps": fps, "frames": count, "height": native[0], "width": native[1],
+                     "clip_frames": clip,
+                     "clip_starts": list(range(0, max(1, count - clip + stride), stride))}
+
+    @staticmethod
+    def _clip(held: list[np.ndarray], length: int, native: bool) -> torch.Tensor:
+        """The first ``length`` held frames (the last repeated when fewer) -> (3, length, H, W)."""
+        picked = held[:length] + held[-1:] * (length - len(held[:length]))
+        if native:  # (H, W, 3) uint8
+            return _to_unit_range(np.stack(picked).transpose(3, 0, 1, 2))
+        return torch.from_numpy(np.stack(picked, axis=1))
+
+
 def frame_shape(height: int, width: int, config: MediaConfig) -> tuple[int, int]:
     """The (H, W) frames of a ``height`` x ``width`` video are encoded at: ``frame_size``
     when given, else shrunk to ``max_side`` (see ``fit_side``), else native.
@@ -699,16 +833,34 @@ def _decode_frames_bounded(
     return frames
 
 
-def open_video(data: bytes, config: MediaConfig) -> tuple[VideoSource, dict]:
+class MediaDecodeError(ValueError):
+    """The media could not be decoded partway through a streamed read (a corrupt frame, a
+    file that ends early): the sample's fault, not the model's, so jobs log it with stage
+    "decode"."""
+
+
+class FrameCountError(MediaDecodeError):
+    """A video decoded to another number of frames than its container counted."""
+
+
+def open_video(
+    data: bytes, config: MediaConfig, count: Literal["container", "decode"] = "container"
+) -> tuple[VideoSource, dict]:
     """Video bytes -> (a ``VideoSource`` of the whole video, the meta ``prepare`` gives).
 
-    One decoding pass counts the frames (none is kept, so memory does not grow with the
-    length); the frames are decoded again, a few at a time, as the encoder reads them.
-    Clips are not cut: the source is the whole video, resized as ``frame_shape`` says.
+    The frames are counted without decoding them (``count="container"``: the container's
+    video packets, less those it marks to discard, and only the first frame decoded for
+    its rotation), or by one decoding pass that keeps no frame (``count="decode"``). The
+    source checks the count as it decodes and raises ``FrameCountError`` when the file
+    decodes to another number (a corrupt frame dropped, packets without a picture); open
+    it again with ``count="decode"`` then (``VideoSource.recounted``). The frames are
+    decoded, a few at a time, as the encoder reads them. Clips are not cut: the source is
+    the whole video, resized as ``frame_shape`` says.
 
     Args:
         data: The file's bytes.
         config: The media options (frame size or longest side, pixel and length limits).
+        count: How the frames are counted.
 
     Returns:
         The source, shape (1, 3, T, H, W), and the meta (fps, frames, original height and
@@ -725,15 +877,13 @@ def open_video(data: bytes, config: MediaConfig) -> tuple[VideoSource, dict]:
         coded = stream.codec_context
         _check_pixels(coded.width, coded.height, config, "video frame")
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-        frames, rotation = 0, 0
-        for frame in container.decode(stream):
-            rotation = frame.rotation if frames == 0 else rotation
-            frames += 1
-            if frames * coded.width * coded.height * 3 > config.max_streamed_values:
-                raise ValueError(
-                    f"video decodes to more than {config.max_streamed_values} values "
-                    f"(stopped at frame {frames})"
-                )
+        frame_values = coded.width * coded.height * 3
+        if count == "decode":
+            frames, rotation = _count_decoded(container, stream, frame_values, config)
+        else:
+            frames = _count_packets(container, stream, frame_values, config)
+    if count != "decode":
+        rotation = _first_rotation(data) if frames else 0
     if not frames:
         raise ValueError("video has no frames")
     if rotation % 90:
@@ -746,6 +896,47 @@ def open_video(data: bytes, config: MediaConfig) -> tuple[VideoSource, dict]:
     return source, meta
 
 
+def _check_streamed(frames: int, frame_values: int, config: MediaConfig) -> None:
+    if frames * frame_values > config.max_streamed_values:
+        raise ValueError(
+            f"video decodes to more than {config.max_streamed_values} values "
+            f"(stopped at frame {frames})"
+        )
+
+
+def _count_packets(container, stream, frame_values: int, config: MediaConfig) -> int:
+    """The video packets that carry a picture: demuxed, not decoded (a fraction of the cost)."""
+    frames = 0
+    for packet in container.demux(stream):
+        if packet.size and not packet.is_discard:
+            frames += 1
+            _check_streamed(frames, frame_values, config)
+    return frames
+
+
+def _count_decoded(container, stream, frame_values: int, config: MediaConfig) -> tuple[int, int]:
+    """(frames, rotation of the first), decoding every frame and keeping none."""
+    frames, rotation = 0, 0
+    try:
+        for frame in container.decode(stream):
+            rotation = frame.rotation if frames == 0 else rotation
+            frames += 1
+            _check_streamed(frames, frame_values, config)
+    except av.error.FFmpegError as error:
+        raise ValueError(f"video cannot be decoded: {error}") from None
+    return frames, rotation
+
+
+def _first_rotation(data: bytes) -> int:
+    """The display rotation PyAV reads for the first frame (0 when none decodes)."""
+    with av.open(io.BytesIO(data)) as container:
+        try:
+            frame = next(container.decode(container.streams.video[0]), None)
+        except av.error.FFmpegError as error:
+            raise ValueError(f"video cannot be decoded: {error}") from None
+        return 0 if frame is None else frame.rotation
+
+
 class VideoSource:
     """A video read box by box, decoded as it is read (a ``vqtok.models.tiling.Source``).
 
@@ -753,6 +944,8 @@ class VideoSource:
     a reader moving forward in time holds one box's frames (plus what the decoder buffers),
     never the whole video. Frames are stored as decoded (8-bit), or as float when resized.
     Reads give exactly what ``prepare`` gives of the same frames (resized frame by frame).
+    A reader that has read every box calls ``finish`` to learn whether the file held more
+    frames than counted.
 
     Args:
         data: The file's bytes.
@@ -796,14 +989,44 @@ class VideoSource:
             self._decoded.close()
         self._reset()
 
+    def recounted(self) -> VideoSource:
+        """This video with its frames counted by decoding them (after a ``FrameCountError``).
+
+        Returns:
+            A new source, not read yet.
+
+        Raises:
+            ValueError: The video cannot be decoded, or has no frames.
+        """
+        with av.open(io.BytesIO(self.data)) as container:
+            stream = container.streams.video[0]
+            values = 3 * math.prod(self.native)
+            frames, _ = _count_decoded(container, stream, values, MediaConfig("video"))
+        if not frames:
+            raise ValueError("video has no frames")
+        return VideoSource(self.data, frames, self.native, self.size)
+
+    def finish(self) -> None:
+        """Check, after the last box, that the file holds no frame past the counted ones.
+
+        Raises:
+            FrameCountError: It holds more.
+        """
+        self._fill(self.frames)
+        extra = sum(1 for _ in self._decoded)
+        if extra:
+            raise FrameCountError(f"video decoded to {self.frames + extra} frames, not the "
+                                  f"{self.frames} its container counted")
+
     def read(self, reads: Sequence[tuple[int, int]]) -> torch.Tensor:
         """The box ``reads`` ([start, stop) on time, rows, columns; stops may pass the end)
         of the padded video -> (1, 3, *(stop - start)) float32, past the end filled by
         replicating the last frame, row or column.
 
         Raises:
-            ValueError: A box before an earlier box's start, or a file that decodes to
-                another number of frames than it did when counted.
+            ValueError: A box before an earlier box's start.
+            MediaDecodeError: The file cannot be decoded this far, or decodes to fewer
+                frames than counted (``FrameCountError``).
         """
         (t0, t1), *space = reads
         last = self.frames - 1
@@ -838,7 +1061,7 @@ class VideoSource:
             try:
                 self._buffer.append(next(self._decoded))
             except StopIteration:
-                raise ValueError(
+                raise FrameCountError(
                     f"video decoded to {self._first + len(self._buffer)} frames, not the "
                     f"{self.frames} counted"
                 ) from None
@@ -846,13 +1069,34 @@ class VideoSource:
     def _frames(self) -> Iterator[np.ndarray]:
         with av.open(io.BytesIO(self.data)) as container:
             stream = container.streams.video[0]
-            for frame in container.decode(stream):
+            for frame in _decoded_frames(container, stream):
                 pixels = _upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+                if pixels.shape[:2] != self.native:
+                    raise MediaDecodeError(f"a frame of {pixels.shape[1]}x{pixels.shape[0]} "
+                                           f"in a video of {self.native[1]}x{self.native[0]}")
                 if self.size == self.native:
                     yield pixels
                 else:
-                    one = _to_unit_range(pixels.transpose(2, 0, 1)[:, None])  # (3, 1, H, W)
-                    yield _resize_frames(one, self.size)[:, 0].numpy()
+                    yield _resize_frame(pixels, self.size)
+
+
+def _decoded_frames(container, stream) -> Iterator[av.VideoFrame]:
+    """``container.decode(stream)``, a decoder failure raised as ``MediaDecodeError``."""
+    frames = container.decode(stream)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as error:
+            raise MediaDecodeError(f"video cannot be decoded: {error}") from None
+        yield frame
+
+
+def _resize_frame(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """pixels: (H, W, 3) uint8 -> (3, *size) float32 in [-1, 1], as ``prepare`` resizes."""
+    one = _to_unit_range(pixels.transpose(2, 0, 1)[:, None])  # (3, 1, H, W)
+    return _resize_frames(one, size)[:, 0].numpy()
 
 
 def _upright(pixels: np.ndarray, rotation: int) -> np.ndarray:
