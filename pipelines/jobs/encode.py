@@ -39,7 +39,12 @@ from vqtok.pipelines.data.batches import (
     PreparedSample,
     identity,
 )
-from vqtok.pipelines.data.media import MediaConfig, VideoSource
+from vqtok.pipelines.data.media import (
+    FrameCountError,
+    MediaConfig,
+    MediaDecodeError,
+    VideoSource,
+)
 from vqtok.pipelines.data.sources import Placement, expand_shards
 from vqtok.pipelines.data.tario import ShardWriter
 from vqtok.pipelines.errors import ErrorPolicy, SampleError, UsageError, write_error_log
@@ -422,13 +427,13 @@ class ShardEncoder:
         Returns the number of samples written.
         """
         try:
-            per_sample = _encode_pieces(
-                self.model, batch.pieces, [s.pieces for s in batch.samples], self.config
-            )
-        except Exception as exc:  # a model failure on one sample must not sink its batch
+            per_sample = self._codes(batch)
+        except Exception as exc:  # a failure on one sample must not sink its batch
             if len(batch.samples) == 1:
+                # A streamed video is decoded while the model reads it: name the real stage.
+                stage = "decode" if isinstance(exc, MediaDecodeError) else "model"
                 self.policy.handle(
-                    SampleError(batch.shard, batch.samples[0].key, "model", str(exc)), shard.errors
+                    SampleError(batch.shard, batch.samples[0].key, stage, str(exc)), shard.errors
                 )
                 return 0
             return sum(self._encode_batch(single, shard) for single in _singles(batch))
@@ -441,6 +446,19 @@ class ShardEncoder:
                 sample.key, _fields(sample, codes.astype(self.dtype), header, self.prior)
             )
         return len(batch.samples)
+
+    def _codes(self, batch: PreparedBatch) -> list[np.ndarray]:
+        """One int64 array (N_i, [Q,] *latent) per sample of the batch."""
+        runtime = self.config.runtime
+        if not isinstance(batch.pieces, VideoSource):
+            return _encode_pieces(self.model, batch.pieces, [s.pieces for s in batch.samples],
+                                  self.config)
+        codes, source = encode_video(self.model, batch.pieces, runtime.max_bytes(),
+                                     runtime.device)
+        # The container may have counted the frames wrong: the meta says what was encoded.
+        batch.samples[0].meta.update(frames=source.frames, clip_frames=source.frames,
+                                     input_size=list(source.shape[2:]))
+        return [codes]
 
 
 def _model_header(model) -> dict:
@@ -461,29 +479,63 @@ def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
 
 @torch.inference_mode()
 def _encode_pieces(
-    model, pieces: torch.Tensor | VideoSource, counts: list[int], config: EncodeConfig
+    model, pieces: torch.Tensor, counts: list[int], config: EncodeConfig
 ) -> list[np.ndarray]:
-    """pieces: (P, C, *spatial) float, or a VideoSource -> codes (N_i, [Q,] *latent).
+    """pieces: (P, C, *spatial) float -> codes (N_i, [Q,] *latent).
 
     Returns one int64 array per sample. Each call stays within the runtime's memory budget:
     batches whose whole pass fits run as they are, larger inputs in the tiles the planner
-    picks (``encode_within``). A video source is read in time pieces whose frames take at
-    most a quarter of the budget (at least the encoder's receptive field in time).
+    picks (``encode_within``).
     """
     budget = config.runtime.max_bytes()
-    if isinstance(pieces, VideoSource):
-        pieces.device = config.runtime.device
-        frames = budget // 4 // pieces.frame_bytes
-        limit = (time_limit(model, pieces.shape[2:], frames), None, None)
-        try:
-            return [model.encode_within(pieces, budget, limit).cpu().numpy()]
-        finally:
-            pieces.close()
     chunks = [
         model.encode_within(chunk.to(config.runtime.device), budget).cpu()
         for chunk in pieces.split(config.runtime.batch_size)
     ]
     return [codes.numpy() for codes in torch.cat(chunks).split(counts)]
+
+
+@torch.inference_mode()
+def encode_video(
+    model: VQTokenizer, source: VideoSource, max_bytes: int, device: str = "cpu"
+) -> tuple[np.ndarray, VideoSource]:
+    """The codes of a streamed video, read in time pieces whose frames take at most a
+    quarter of ``max_bytes`` (at least the encoder's receptive field in time).
+
+    The frames are counted from the container (``open_video``); when the file decodes to
+    another count, its frames are counted by decoding and the video is encoded again.
+
+    Args:
+        model: The video tokenizer.
+        source: The video, not read yet.
+        max_bytes: The budget of the model's activations.
+        device: Where the model runs.
+
+    Returns:
+        (codes int64 (1, [Q,] *latent), the source whose frame count the codes are of).
+
+    Raises:
+        BudgetError: Not even one piece fits the budget.
+        MediaDecodeError: The video cannot be decoded partway.
+    """
+    try:
+        return _encode_source(model, source, max_bytes, device), source
+    except FrameCountError:
+        source = source.recounted()
+        return _encode_source(model, source, max_bytes, device), source
+
+
+def _encode_source(model: VQTokenizer, source: VideoSource, max_bytes: int, device: str
+                   ) -> np.ndarray:
+    source.device = device
+    frames = max_bytes // 4 // source.frame_bytes
+    limit = (time_limit(model, source.shape[2:], frames), None, None)
+    try:
+        codes = model.encode_within(source, max_bytes, limit).cpu().numpy()
+        source.finish()
+        return codes
+    finally:
+        source.close()
 
 
 def time_limit(model: VQTokenizer, spatial: tuple[int, ...], frames: int) -> int:
