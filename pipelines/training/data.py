@@ -1,8 +1,9 @@
 """The training data stream: shards -> fixed-size random crops -> shuffled batches.
 
 Each rank reads its own shards (``Placement.select``), each DataLoader worker a share of
-them (``worker_shards``). Pieces from ``media.prepare`` (an image, audio windows, video
-clips) are cropped to a fixed size, padded by edge replication where smaller, mixed in a
+them (``worker_shards``). Pieces from ``media.read_pieces`` (an image, audio windows, video
+clips: ``media.prepare``'s, decoded one at a time, so an hour-long file is never held
+whole) are cropped to a fixed size, padded by edge replication where smaller, mixed in a
 shuffle buffer and stacked into batches. All randomness comes from a generator seeded by
 (seed, rank, epoch, worker), so an epoch replays exactly; ``DataPosition`` (epoch, batches
 taken) is what a checkpoint stores, and resuming replays the epoch up to it.
@@ -11,6 +12,7 @@ taken) is what a checkpoint stores, and resuming replays the epoch up to it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import signal
@@ -22,9 +24,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from vqtok.models import TokenizerConfig
-from vqtok.pipelines.data.media import MediaConfig, find_media, prepare
+from vqtok.pipelines.data.media import MediaConfig, find_media, read_pieces
 from vqtok.pipelines.data.sources import worker_shards
-from vqtok.pipelines.data.tario import read_samples
+from vqtok.pipelines.data.tario import Sample, read_samples
 from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
 
 DEFAULT_FRAME = 64
@@ -184,24 +186,40 @@ class CropBatches(IterableDataset):
                 if isinstance(sample, SampleError):
                     yield sample
                     continue
-                try:
-                    _, data = find_media(sample.fields, self.media.modality)
-                    pieces, _ = prepare(data, self.media)
-                except Exception as exc:  # a decoder failure is this sample's, not the run's
-                    yield SampleError(url, sample.key, "decode", str(exc))
-                    continue
-                condition = None
-                if self.condition_size:
-                    try:
-                        condition = condition_vector(sample.fields, self.condition_size)
-                    except ValueError as exc:
-                        yield SampleError(url, sample.key, "label", str(exc))
-                        continue
-                for piece in pieces:
-                    cropped = crop_piece(piece, self.crop, generator if self.train else None)
-                    if self.binarize:
-                        cropped = binarize(cropped, generator)
-                    yield cropped if condition is None else (cropped, condition)
+                yield from self._sample_pieces(url, sample, generator)
+
+    def _sample_pieces(
+        self, url: str, sample: Sample, generator: torch.Generator
+    ) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SampleError]:
+        """The crops of one sample's pieces, each decoded as it is taken.
+
+        A sample whose first piece cannot be decoded is one "decode" error; one that fails
+        later keeps the crops taken before, and its error says how many.
+        """
+        try:
+            _, data = find_media(sample.fields, self.media.modality)
+            pieces = iter(read_pieces(data, self.media))
+            first = next(pieces)
+        except Exception as exc:  # a decoder failure is this sample's, not the run's
+            yield SampleError(url, sample.key, "decode", str(exc))
+            return
+        condition = None
+        if self.condition_size:
+            try:
+                condition = condition_vector(sample.fields, self.condition_size)
+            except ValueError as exc:
+                yield SampleError(url, sample.key, "label", str(exc))
+                return
+        taken = 0
+        try:
+            for piece in itertools.chain([first], pieces):
+                cropped = crop_piece(piece, self.crop, generator if self.train else None)
+                if self.binarize:
+                    cropped = binarize(cropped, generator)
+                taken += 1
+                yield cropped if condition is None else (cropped, condition)
+        except Exception as exc:  # partway through a long file: the crops before it stay
+            yield SampleError(url, sample.key, "decode", f"{exc} (after {taken} pieces)")
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -301,7 +319,7 @@ def check_readable(shards: Sequence[str], media: MediaConfig, what: str) -> None
                 continue
             try:
                 _, data = find_media(sample.fields, media.modality)
-                prepare(data, media)
+                next(iter(read_pieces(data, media)))  # the first piece decodes
                 return
             except Exception as exc:  # reported below with the others
                 problems.append(f"{url}: sample {sample.key!r}: {exc}")
