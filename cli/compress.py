@@ -172,6 +172,7 @@ def fit_prior(
     frame_size: str | None = typer.Option(
         None, help="Video: resize frames to HxW before encoding (default: native size)."
     ),
+    max_memory: str | None = typer.Option(None, help=max_memory_help()),
 ) -> None:
     """Measure the prior (code frequencies) on training shards and store it in the checkpoint."""
     def job():
@@ -179,6 +180,7 @@ def fit_prior(
             config,
             {
                 "runtime.batch_size": batch_size,
+                "runtime.max_memory": max_memory,
                 "workers": workers,
                 "runtime.device": device,
                 "media.window_seconds": window_seconds,

@@ -1,9 +1,10 @@
 """`fit_prior_shards`: measure a checkpoint's code prior on media shards and store it in it.
 
-Reads the shards like `encode_shards` (same cutting of audio windows and video clips),
-counts the codes per level in FOLDS folds (sample i in fold i mod FOLDS), smooths and
-quantizes them (`vqtok.entropy.smoothed_prior`, cross-validated over the folds) and saves
-the checkpoint with the prior, which `vqtok compress` then entropy-codes with.
+Reads the shards like `vqtok compress` (same cutting of audio windows and video clips; a
+whole video decoded as the encoder reads it), encodes them within the memory budget
+(`--max-memory`), counts the codes per level in FOLDS folds (sample i in fold i mod FOLDS),
+smooths and quantizes them (`vqtok.entropy.smoothed_prior`, cross-validated over the
+folds) and saves the checkpoint with the prior, which `vqtok compress` then entropy-codes with.
 Samples that cannot be decoded are skipped, counted and reported, never dropped silently.
 """
 
@@ -17,13 +18,15 @@ import torch
 from torch.utils.data import DataLoader
 
 import vqtok
-from vqtok.entropy import entropy, fit_prior, prior_id, smoothed_prior
+from vqtok.entropy import code_counts, entropy, prior_id, smoothed_prior
+from vqtok.models.memory import BudgetError
 from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions
 from vqtok.pipelines.data.batches import MediaBatches, PreparedBatch, identity
+from vqtok.pipelines.data.media import VideoSource
 from vqtok.pipelines.data.sources import expand_shards
-from vqtok.pipelines.errors import PipelineError, SampleError
+from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
 from vqtok.pipelines.jobs.common import load_model
-from vqtok.pipelines.jobs.encode import media_config
+from vqtok.pipelines.jobs.encode import encode_pieces, encode_video, media_config
 from vqtok.pipelines.jobs.preflight import check_all, check_media_input, check_output_folder
 
 FOLDS = 5
@@ -68,6 +71,20 @@ class PriorSummary:
         return asdict(self)
 
 
+def _sample_codes(model, batch: PreparedBatch, runtime: RuntimeOptions) -> list[np.ndarray]:
+    """The codes (N_i, [Q,] *latent) of each sample of `batch`, within the memory budget.
+
+    Raises:
+        UsageError: Not even one piece of a sample fits the budget.
+    """
+    try:
+        if isinstance(batch.pieces, VideoSource):
+            return [encode_video(model, batch.pieces, runtime.max_bytes(), runtime.device)[0]]
+        return encode_pieces(model, batch.pieces, [s.pieces for s in batch.samples], runtime)
+    except BudgetError as error:
+        raise UsageError(f"{error}; raise --max-memory") from None
+
+
 def fit_prior_shards(
     checkpoint: str | Path,
     shards: str | list[str],
@@ -89,7 +106,8 @@ def fit_prior_shards(
     Raises:
         UsageError: Before any work, for bad options, an unloadable checkpoint or device,
             no matching shards, code shards or shards of another modality, or a checkpoint
-            folder that cannot be written.
+            folder that cannot be written; while encoding, a sample not even one piece of
+            which fits the memory budget.
         PipelineError: When no sample of the shards could be read.
     """
     config = config or FitPriorConfig()
@@ -101,27 +119,24 @@ def fit_prior_shards(
         lambda: check_media_input(urls, model.config.modality),
         lambda: check_output_folder(target, "checkpoint folder"),
     ])
-    dataset = MediaBatches(urls, media_config(model, config.media), config.runtime.batch_size)
+    media = media_config(model, config.media)
+    # A whole video is decoded as the encoder reads it, never held (clips are cut whole).
+    dataset = MediaBatches(urls, media, config.runtime.batch_size,
+                           stream=media.clip_frames is None)
     loader = DataLoader(dataset, batch_size=None, num_workers=min(config.workers, len(urls)),
                         collate_fn=identity)
     errors: list[SampleError] = []
+    fold_counts = np.zeros((FOLDS, model.num_levels, model.codebook_size), dtype=np.int64)
     samples = 0
-
-    def batches():
-        nonlocal samples
-        for event in loader:
-            if isinstance(event, SampleError):
-                errors.append(event)
-            elif isinstance(event, PreparedBatch):
-                # Each sample's pieces stay in one fold, so that folds are held out honestly.
-                per_sample = [(samples + i) % FOLDS for i in range(len(event.samples))]
-                folds = np.repeat(per_sample, [sample.pieces for sample in event.samples])
-                samples += len(event.samples)
-                for start in range(0, len(folds), config.runtime.batch_size):
-                    stop = start + config.runtime.batch_size
-                    yield folds[start:stop], event.pieces[start:stop]
-
-    fold_counts = fit_prior(model, batches(), FOLDS)
+    for event in loader:
+        if isinstance(event, SampleError):
+            errors.append(event)
+        elif isinstance(event, PreparedBatch):
+            # Each sample's codes stay in one fold, so that folds are held out honestly.
+            for codes in _sample_codes(model, event, config.runtime):
+                fold_counts[samples % FOLDS] += code_counts(codes, model.codebook_size,
+                                                            model.num_levels)
+                samples += 1
     if samples == 0:
         raise PipelineError(
             f"no sample of {len(urls)} shard(s) could be read; nothing to fit the prior on"

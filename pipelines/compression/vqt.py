@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,10 +41,18 @@ from vqtok.pipelines.config import (
     RuntimeOptions,
     default_max_memory,
 )
-from vqtok.pipelines.data.media import prepare, restore
+from vqtok.pipelines.data.media import (
+    MediaConfig,
+    MediaDecodeError,
+    open_video,
+    read_pieces,
+    restore,
+    restore_stream,
+)
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.jobs.common import load_model
-from vqtok.pipelines.jobs.encode import media_config
+from vqtok.pipelines.jobs.decode import slab_limit
+from vqtok.pipelines.jobs.encode import encode_pieces, encode_video, media_config
 from vqtok.pipelines.jobs.preflight import check_output_file
 
 # What restore() needs but the header does not store, because the model or the codes say it
@@ -121,20 +130,64 @@ class Rates:
 
 @torch.inference_mode()
 def encode_media(model, data: bytes, config: CompressConfig) -> tuple[np.ndarray, dict]:
-    """Media bytes -> (codes int64 `(N, [Q,] *latent)`, media meta for `restore`)."""
+    """Media bytes -> (codes int64 `(N, [Q,] *latent)`, media meta for `restore`).
+
+    A whole video (no `clip_frames`) is decoded as the encoder reads it, in time pieces
+    (`encode_video`); audio windows and video clips are decoded one at a time
+    (`media.read_pieces`) and encoded `batch_size` at a time; an image, or audio without
+    windows, is decoded whole. Every model call stays within `--max-memory`.
+
+    Raises:
+        UsageError: The input is not media of the model's modality, cannot be decoded, or
+            not even one piece of it fits the memory budget.
+    """
+    media, runtime = media_config(model, config.media), config.runtime
     try:
-        pieces, meta = prepare(data, media_config(model, config.media))
-    except Exception as error:  # any decoder failure means the input is not usable media
-        raise UsageError(f"cannot read the input as {model.config.modality}: {error}") from None
-    budget = config.runtime.max_bytes()  # inputs too large for it are tiled, same codes
-    try:
-        chunks = [
-            model.encode_within(chunk.to(config.runtime.device), budget).cpu()
-            for chunk in pieces.split(config.runtime.batch_size)
-        ]
+        if media.modality == "video" and media.clip_frames is None:
+            return _encode_whole_video(model, data, media, runtime)
+        reader = read_pieces(data, media)
+        codes, shape = [], None
+        for batch in _batches(_decoded(reader, model.config.modality), runtime.batch_size):
+            shape = list(batch.shape[2:])
+            codes += encode_pieces(model, batch, [batch.shape[0]], runtime)
     except BudgetError as error:
         raise UsageError(f"{error}; raise --max-memory") from None
-    return torch.cat(chunks).numpy(), {"input_size": list(pieces.shape[2:]), **meta}
+    return np.concatenate(codes), {"input_size": shape, **reader.meta}
+
+
+def _encode_whole_video(model, data: bytes, media: MediaConfig, runtime: RuntimeOptions
+                        ) -> tuple[np.ndarray, dict]:
+    """A whole video's codes, its frames decoded as the encoder reads them."""
+    try:
+        source, meta = open_video(data, media)
+    except Exception as error:  # any decoder failure means the input is not usable media
+        raise UsageError(f"cannot read the input as video: {error}") from None
+    try:
+        codes, source = encode_video(model, source, runtime.max_bytes(), runtime.device)
+    except MediaDecodeError as error:  # partway: the frames are read as the model needs them
+        raise UsageError(f"cannot read the input as video: {error}") from None
+    meta.update(frames=source.frames, clip_frames=source.frames)
+    return codes, {"input_size": list(source.shape[2:]), **meta}
+
+
+def _decoded(pieces: Iterable[torch.Tensor], modality: str) -> Iterator[torch.Tensor]:
+    """`pieces`, a decoder failure raised as a UsageError (the input is not usable media)."""
+    try:
+        yield from pieces
+    except Exception as error:  # any decoder failure means the input is not usable media
+        raise UsageError(f"cannot read the input as {modality}: {error}") from None
+
+
+def _batches(pieces: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """Pieces (C, *spatial) -> batches (<= size, C, *spatial), in order."""
+    batch: list[torch.Tensor] = []
+    for piece in pieces:
+        batch.append(piece)
+        if len(batch) == size:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
 
 
 def compress_bytes(
@@ -401,25 +454,49 @@ def decompress_bytes(
     """Inverse of `compress_bytes`: .vqt bytes -> (extension, media bytes).
 
     `max_bytes` bounds the decoder's activations per call (None: `default_max_memory()`);
-    pieces too large for it are decoded in tiles that give the same media.
+    pieces too large for it are decoded in tiles that give the same media. A whole audio
+    signal or video is decoded in time slabs that are written as they come
+    (`media.restore_stream`): only the encoded output grows, never the decoded signal.
     """
     budget = default_max_memory() if max_bytes is None else max_bytes
     header, payload = read_vqt(data)
     codes = torch.from_numpy(decode_codes(model, header, payload, lm, batch_size))
+    modality = header["modality"]
     try:
         media = media_meta(model, header)
         size = tuple(media["input_size"])
+        if streams(modality, media, codes.shape[0]):
+            slabs = model.decode_slabs_within(codes.to(device), budget, size,
+                                              slab_limit(model, size, budget // 4))
+            return restore_stream((slab.cpu() for slab in slabs), media, modality, audio_format)
         decoded = [
             model.decode_within(chunk.to(device), budget, size).cpu()
             for chunk in codes.split(batch_size)
         ]
-        return restore(torch.cat(decoded), media, header["modality"], audio_format)
+        return restore(torch.cat(decoded), media, modality, audio_format)
     except BudgetError as error:  # before ValueError, which it is: the file is fine
         raise UsageError(f"{error}; raise --max-memory") from None
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
         raise UsageError(
             f"cannot read .vqt: its media description does not fit its codes ({error})"
         ) from None
+
+
+def streams(modality: str, media: dict, pieces: int) -> bool:
+    """Whether decoded media is one whole signal that `restore_stream` writes slab by slab
+    (not an image, nor windows or clips cut from the signal).
+
+    Args:
+        modality: "image", "audio" or "video".
+        media: The media description (`media_meta`).
+        pieces: The pieces the codes hold.
+
+    Returns:
+        True for one audio piece or one video clip from frame 0.
+    """
+    if modality not in ("audio", "video") or pieces != 1:
+        return False
+    return modality == "audio" or media.get("clip_starts") == [0]
 
 
 def compress_file(

@@ -451,8 +451,8 @@ class ShardEncoder:
         """One int64 array (N_i, [Q,] *latent) per sample of the batch."""
         runtime = self.config.runtime
         if not isinstance(batch.pieces, VideoSource):
-            return _encode_pieces(self.model, batch.pieces, [s.pieces for s in batch.samples],
-                                  self.config)
+            return encode_pieces(self.model, batch.pieces, [s.pieces for s in batch.samples],
+                                 runtime)
         codes, source = encode_video(self.model, batch.pieces, runtime.max_bytes(),
                                      runtime.device)
         # The container may have counted the frames wrong: the meta says what was encoded.
@@ -478,19 +478,29 @@ def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
 
 
 @torch.inference_mode()
-def _encode_pieces(
-    model, pieces: torch.Tensor, counts: list[int], config: EncodeConfig
+def encode_pieces(
+    model: VQTokenizer, pieces: torch.Tensor, counts: list[int], runtime: RuntimeOptions
 ) -> list[np.ndarray]:
-    """pieces: (P, C, *spatial) float -> codes (N_i, [Q,] *latent).
+    """pieces: (P, C, *spatial) float -> codes (N_i, [Q,] *latent), one int64 array per
+    sample of N_i pieces.
 
-    Returns one int64 array per sample. Each call stays within the runtime's memory budget:
-    batches whose whole pass fits run as they are, larger inputs in the tiles the planner
-    picks (``encode_within``).
+    Each call stays within the runtime's memory budget: batches of ``batch_size`` pieces
+    whose whole pass fits run as they are, larger inputs in the tiles the planner picks
+    (``encode_within``).
+
+    Args:
+        model: The tokenizer.
+        pieces: The samples' pieces, one after another.
+        counts: N_i, the pieces of each sample (summing to P).
+        runtime: Device, batch size and memory budget.
+
+    Returns:
+        The codes of each sample.
     """
-    budget = config.runtime.max_bytes()
+    budget = runtime.max_bytes()
     chunks = [
-        model.encode_within(chunk.to(config.runtime.device), budget).cpu()
-        for chunk in pieces.split(config.runtime.batch_size)
+        model.encode_within(chunk.to(runtime.device), budget).cpu()
+        for chunk in pieces.split(runtime.batch_size)
     ]
     return [codes.numpy() for codes in torch.cat(chunks).split(counts)]
 
