@@ -481,8 +481,7 @@ def _singles(batch: PreparedBatch) -> list[PreparedBatch]:
 def encode_pieces(
     model: VQTokenizer, pieces: torch.Tensor, counts: list[int], runtime: RuntimeOptions
 ) -> list[np.ndarray]:
-    """pieces: (P, C, *spatial) float -> codes (N_i, [Q,] *latent), one int64 array per
-    sample of N_i pieces.
+    """pieces: (P, C, *spatial) float -> codes (N_i, [Q,] *latent) per sample of N_i pieces.
 
     Each call stays within the runtime's memory budget: batches of ``batch_size`` pieces
     whose whole pass fits run as they are, larger inputs in the tiles the planner picks
@@ -509,11 +508,11 @@ def encode_pieces(
 def encode_video(
     model: VQTokenizer, source: VideoSource, max_bytes: int, device: str = "cpu"
 ) -> tuple[np.ndarray, VideoSource]:
-    """The codes of a streamed video, read in time pieces whose frames take at most a
-    quarter of ``max_bytes`` (at least the encoder's receptive field in time).
+    """The codes of a streamed video, read in time pieces of ``max_bytes / 4`` of frames.
 
-    The frames are counted from the container (``open_video``); when the file decodes to
-    another count, its frames are counted by decoding and the video is encoded again.
+    A piece holds at least the encoder's receptive field in time. The frames are counted
+    from the container (``open_video``); when the file decodes to another count, they are
+    counted by decoding and the video is encoded again.
 
     Args:
         model: The video tokenizer.
