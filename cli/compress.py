@@ -248,6 +248,9 @@ def rd(
         help="A token LM (`vqtok lm train`) over one checkpoint's codes: adds that "
         "checkpoint's point with every level coded by the LM (repeatable).",
     ),
+    max_memory: str | None = typer.Option(
+        None, help=max_memory_help() + " Inputs whose comparison needs more are refused."
+    ),
 ) -> None:
     """Rate-distortion curves of checkpoints (each residual level count) and classical codecs."""
     def job():
@@ -265,6 +268,7 @@ def rd(
                 "media.window_seconds": window_seconds,
                 "media.mono": mono,
                 "runtime.device": device,
+                "runtime.max_memory": max_memory,
             },
             set_,
         )

@@ -20,10 +20,47 @@ SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 
 
+# Values per block when a metric walks a signal in blocks: float64 copies of a block, not
+# of the whole signal, are what the metrics hold beyond their inputs.
+BLOCK_VALUES = 1 << 22
+
+
 def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
     """PSNR in dB of uint8 arrays of equal shape (peak 255); inf when they are equal."""
-    mse = float(np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    error = SquaredError()
+    error.add(reference, decoded)
+    return error.psnr()
+
+
+class SquaredError:
+    """The squared error of uint8 signals given block by block (e.g. frames as they are
+    decoded), summed in float64 over blocks of at most ``BLOCK_VALUES`` values."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, reference: np.ndarray, decoded: np.ndarray) -> None:
+        """Add a block: two uint8 arrays of equal shape, (t, ...) along a first axis.
+
+        Raises:
+            ValueError: The shapes differ.
+        """
+        if reference.shape != decoded.shape:
+            raise ValueError(f"decoded shape {decoded.shape} differs from the input's "
+                             f"{reference.shape}")
+        step = max(1, BLOCK_VALUES // max(1, math.prod(reference.shape[1:])))
+        for start in range(0, reference.shape[0], step):
+            difference = (reference[start : start + step].astype(np.float64)
+                          - decoded[start : start + step].astype(np.float64))
+            self.total += float(np.sum(difference * difference))
+            self.count += difference.size
+
+    def psnr(self) -> float:
+        """PSNR in dB of all blocks added (peak 255); inf when they are equal."""
+        if self.count == 0 or self.total == 0:
+            return math.inf
+        return 10 * math.log10(255.0**2 / (self.total / self.count))
 
 
 def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float:
@@ -87,12 +124,28 @@ def _ssim_terms(
 
 
 def si_snr(reference: np.ndarray, decoded: np.ndarray) -> float:
-    """Scale-invariant SNR in dB of mono float signals `(T,)` of equal length."""
-    s = reference.astype(np.float64) - reference.mean()
-    e = decoded.astype(np.float64) - decoded.mean()
-    target = (e @ s) / max(s @ s, 1e-12) * s
-    noise = e - target
-    return 10 * math.log10(max(target @ target, 1e-12) / max(noise @ noise, 1e-12))
+    """Scale-invariant SNR in dB of mono float signals `(T,)` of equal length.
+
+    Computed in two passes over blocks of ``BLOCK_VALUES`` samples (float64 sums), so
+    that an hour of audio is not copied to float64 whole.
+    """
+    s_mean = float(np.mean(reference, dtype=np.float64))
+    e_mean = float(np.mean(decoded, dtype=np.float64))
+
+    def blocks():
+        for start in range(0, len(reference), BLOCK_VALUES):
+            stop = start + BLOCK_VALUES
+            yield (reference[start:stop].astype(np.float64) - s_mean,
+                   decoded[start:stop].astype(np.float64) - e_mean)
+
+    cross = power = 0.0
+    for s, e in blocks():
+        cross += float(e @ s)
+        power += float(s @ s)
+    scale = cross / max(power, 1e-12)
+    noise = sum(float((e - scale * s) @ (e - scale * s)) for s, e in blocks())
+    target = scale * scale * power
+    return 10 * math.log10(max(target, 1e-12) / max(noise, 1e-12))
 
 
 def log_mel_distance(reference: np.ndarray, decoded: np.ndarray, sample_rate: int) -> float:

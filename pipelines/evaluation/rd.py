@@ -10,6 +10,14 @@ setting, as CompressAI does, and written as one CompressAI-style JSON per method
 A token LM given with a checkpoint adds one point to that checkpoint: every residual level
 coded by the LM (`--coder lm`), decoded back through the LM, so that its rate is the whole
 file a user would keep and its quality what the user gets back.
+
+Memory. The models encode and decode within `--max-memory` as `vqtok compress` and
+`decompress` do (a whole video decoded as the encoder reads it, and decoded back in time
+slabs that are compared with the input as they come). The metrics compare whole signals, so
+each input's decoded reference is held with one decoded version and the metrics' workspace:
+an input that would need more than `--max-memory` for that (`HELD_BYTES_PER_VALUE` bytes
+per decoded value; e.g. with 2 GiB, about 5 seconds of 1080p video at 30 fps, or 10 minutes of
+44.1 kHz audio) is refused before it is decoded, with a message naming the size.
 """
 
 from __future__ import annotations
@@ -19,13 +27,14 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import torch
+from PIL import Image
 
 from vqtok.entropy.lm_coder import LM_CODER
 from vqtok.pipelines.compression.vqt import (
@@ -33,17 +42,32 @@ from vqtok.pipelines.compression.vqt import (
     check_lm_fits,
     compress_bytes,
     decode_codes,
+    decompress_bytes,
     load_lm_for_coding,
     media_meta,
     read_vqt,
+    streams,
 )
-from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions
-from vqtok.pipelines.data.media import EXTENSIONS, assemble_clips, restore, to_uint8
+from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions, format_size
+from vqtok.pipelines.data.media import (
+    EXTENSIONS,
+    MediaConfig,
+    assemble_clips,
+    open_video,
+    to_uint8,
+)
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.evaluation import codecs as baselines
-from vqtok.pipelines.evaluation.quality import log_mel_distance, ms_ssim, psnr, si_snr
+from vqtok.pipelines.evaluation.quality import (
+    SquaredError,
+    log_mel_distance,
+    ms_ssim,
+    psnr,
+    si_snr,
+)
 from vqtok.pipelines.evaluation.rdplot import plot_curves
 from vqtok.pipelines.jobs.common import load_model
+from vqtok.pipelines.jobs.decode import slab_limit
 
 RATE_KEY = {"image": "bpp", "audio": "kbps", "video": "bpp"}
 QUALITY_KEYS = {
@@ -51,6 +75,13 @@ QUALITY_KEYS = {
     "audio": ("si-snr", "mel-distance"),
     "video": ("psnr-rgb",),
 }
+# What rd holds per value of an input's reference (uint8 pixels, or float32 samples of mono
+# audio) while it measures it (`check_held`): images, the reference and decoded pixels and
+# MS-SSIM's float64 planes and blurs; audio, the reference, the decoded file (16-bit, up to
+# two channels, read back as float32) and both log-mel spectrograms with their STFTs (n_fft
+# 1024 at hop 256); video, the reference and a codec's decoded frames (the model's frames
+# come in slabs within the budget, compared as they come).
+HELD_BYTES_PER_VALUE = {"image": 100, "audio": 80, "video": 2}
 
 
 @dataclass
@@ -158,7 +189,8 @@ def evaluate_rd(
     config.check()
     models = [load_model(path, config.runtime.device) for path in checkpoints]
     modality = _modality(models, config.baselines)
-    references = [_reference(Path(path), modality) for path in inputs]
+    budget = config.runtime.max_bytes()
+    references = [_reference(Path(path), modality, budget) for path in inputs]
     if not references:
         raise UsageError("no inputs to evaluate")
     lms = _pair_lms(models, config)
@@ -242,9 +274,21 @@ def _modality(models: list, codecs: Sequence[str]) -> str:
     return modality
 
 
-def _reference(path: Path, modality: str) -> Reference:
+def _reference(path: Path, modality: str, budget: int) -> Reference:
+    """The input at `path`, decoded once its size is known to fit what rd may hold.
+
+    Raises:
+        UsageError: The file is unreadable, or too large (`check_held`).
+    """
     try:
         data = path.read_bytes()
+        values = content_values(data, modality)
+    except Exception as error:  # any decoder failure means the input is unusable
+        raise UsageError(
+            f"cannot read {path} as {modality} ({'/'.join(EXTENSIONS[modality])}): {error}"
+        ) from None
+    check_held(path.name, modality, values, budget)
+    try:
         if modality == "image":
             return Reference(path.name, data, baselines.decode_image(data))
         if modality == "audio":
@@ -258,6 +302,59 @@ def _reference(path: Path, modality: str) -> Reference:
         ) from None
 
 
+def content_values(data: bytes, modality: str) -> int:
+    """The values an input decodes to, read from its header, before it is decoded.
+
+    Pixels x 3 of an image, samples of the mono reference of audio, frames x pixels x 3 of
+    a video (its container's frame count, as ``media.open_video`` reads it; only its first
+    frame is decoded).
+
+    Args:
+        data: The file's bytes.
+        modality: "image", "audio" or "video".
+
+    Returns:
+        The count.
+
+    Raises:
+        ValueError: The header cannot be read (and other decoder errors).
+    """
+    if modality == "image":
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height * 3
+    if modality == "audio":
+        return soundfile.info(io.BytesIO(data)).frames
+    _, meta = open_video(data, MediaConfig("video", max_image_pixels=None))
+    return meta["frames"] * meta["height"] * meta["width"] * 3
+
+
+def check_held(name: str, modality: str, values: int, budget: int) -> None:
+    """Refuse an input whose comparison would hold more than ``budget`` bytes.
+
+    The metrics compare whole signals, so rd holds each input's reference and one decoded
+    version at once, with the workspace of the metrics that need all of it: about
+    ``HELD_BYTES_PER_VALUE`` bytes per value of the reference (the model's own passes stay
+    within the same budget, apart from this).
+
+    Args:
+        name: The input's name, for the message.
+        modality: "image", "audio" or "video".
+        values: What ``content_values`` counts.
+        budget: The most bytes (``--max-memory``).
+
+    Raises:
+        UsageError: The input would need more.
+    """
+    held = values * HELD_BYTES_PER_VALUE[modality]
+    if held > budget:
+        raise UsageError(
+            f"{name}: eval rd compares whole signals and would hold about {format_size(held)} "
+            f"for this {modality} ({values} values x {HELD_BYTES_PER_VALUE[modality]} bytes), "
+            f"more than --max-memory {format_size(budget)}; evaluate a shorter or smaller "
+            "excerpt, or raise --max-memory"
+        )
+
+
 def _measure_model(model, references: list[Reference], config: RDConfig) -> list[Measurement]:
     name = f"vqtok-{model.config.preset}-{model.model_id[:8]}"
     results = []
@@ -266,7 +363,7 @@ def _measure_model(model, references: list[Reference], config: RDConfig) -> list
 
         def codec(reference: Reference, options=options):
             vqt, _ = compress_bytes(model, reference.data, options)
-            return vqt, lambda: _model_decode(model, vqt, reference)
+            return vqt, lambda: _model_decode(model, vqt, config.runtime)
 
         setting = f"{levels} level{'s' * (levels > 1)}"
         results += [_measure(name, setting, codec, r, model.config.modality) for r in references]
@@ -280,28 +377,49 @@ def _measure_lm(model, lm, references: list[Reference], config: RDConfig) -> lis
 
     def codec(reference: Reference):
         vqt, _ = compress_bytes(model, reference.data, options, lm=lm)
-        return vqt, lambda: _model_decode(model, vqt, reference, lm, config.runtime.batch_size)
+        return vqt, lambda: _model_decode(model, vqt, config.runtime, lm)
 
     setting = f"{model.num_levels} level{'s' * (model.num_levels > 1)}, LM coder"
     return [_measure(name, setting, codec, r, model.config.modality) for r in references]
 
 
-@torch.inference_mode()
-def _model_decode(model, vqt: bytes, reference: Reference, lm=None, batch_size: int = 16
-                  ) -> np.ndarray:
-    """What decompressing `vqt` (through `lm` if LM-coded) gives, as `reference` holds it."""
-    header, payload = read_vqt(vqt)
-    codes = torch.from_numpy(decode_codes(model, header, payload, lm, batch_size))
-    media = media_meta(model, header)
-    x_hat = model.decode(codes.to(next(model.parameters()).device), size=media["input_size"]).cpu()
-    modality = header["modality"]
-    if modality == "video":
-        video = assemble_clips(x_hat, media["clip_starts"], media["frames"])
-        return to_uint8(video).permute(1, 2, 3, 0).numpy()
-    _, data = restore(x_hat, media, modality)
-    if modality == "image":
+def _model_decode(model, vqt: bytes, runtime: RuntimeOptions, lm=None
+                  ) -> np.ndarray | Iterator[np.ndarray]:
+    """What decompressing `vqt` (through `lm` if LM-coded) gives, as a `Reference` holds it.
+
+    Decoded within the runtime's memory budget; a video as blocks of frames (t, H, W, 3)
+    uint8, before MP4 coding, so that only a slab of it is held.
+    """
+    header, _ = read_vqt(vqt)
+    if header["modality"] == "video":
+        return _video_frames(model, vqt, runtime, lm)
+    _, data = decompress_bytes(model, vqt, device=runtime.device, batch_size=runtime.batch_size,
+                               lm=lm, max_bytes=runtime.max_bytes())
+    if header["modality"] == "image":
         return baselines.decode_image(data)
     return soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)[0].mean(axis=1)
+
+
+@torch.inference_mode()
+def _video_frames(model, vqt: bytes, runtime: RuntimeOptions, lm=None) -> Iterator[np.ndarray]:
+    """The decoded frames of a video .vqt in time slabs (one whole clip), or whole (clips)."""
+    header, payload = read_vqt(vqt)
+    codes = torch.from_numpy(decode_codes(model, header, payload, lm, runtime.batch_size))
+    media, budget = media_meta(model, header), runtime.max_bytes()
+    size = tuple(media["input_size"])
+    if not streams("video", media, codes.shape[0]):
+        decoded = torch.cat([model.decode_within(chunk.to(runtime.device), budget, size).cpu()
+                             for chunk in codes.split(runtime.batch_size)])
+        video = assemble_clips(decoded, media["clip_starts"], media["frames"])
+        yield to_uint8(video).permute(1, 2, 3, 0).numpy()
+        return
+    left = media["frames"]
+    for slab in model.decode_slabs_within(codes.to(runtime.device), budget, size,
+                                          slab_limit(model, size, budget // 4)):
+        video = slab[0, :, :left].cpu()
+        left -= video.shape[1]
+        if video.shape[1]:
+            yield to_uint8(video).permute(1, 2, 3, 0).numpy()
 
 
 def _measure_codec(codec: str, modality: str, references: list[Reference],
@@ -339,14 +457,61 @@ def _measure(
     data, decode = codec(reference)
     encoded = time.perf_counter()
     decoded = decode()
-    done = time.perf_counter()
+    decoding = time.perf_counter() - encoded
+    if not isinstance(decoded, np.ndarray):  # blocks decoded as the metric takes them
+        decoded = _Timed(decoded)
+    quality = _quality(modality, reference, decoded)
+    if isinstance(decoded, _Timed):
+        decoding += decoded.seconds
     values = {RATE_KEY[modality]: reference.rate_of(len(data), modality), "bytes": len(data),
-              **_quality(modality, reference, decoded),
-              "encoding_time": encoded - start, "decoding_time": done - encoded}
+              **quality, "encoding_time": encoded - start, "decoding_time": decoding}
     return Measurement(method, setting, reference.name, values)
 
 
-def _quality(modality: str, reference: Reference, decoded: np.ndarray) -> dict[str, float]:
+class _Timed:
+    """An iterator of decoded blocks that counts the seconds spent making them.
+
+    Args:
+        blocks: The blocks, made as they are taken.
+    """
+
+    def __init__(self, blocks: Iterator[np.ndarray]) -> None:
+        self.blocks, self.seconds = blocks, 0.0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            start = time.perf_counter()
+            block = next(self.blocks, None)
+            self.seconds += time.perf_counter() - start
+            if block is None:
+                return
+            yield block
+
+
+def _video_psnr(reference: Reference, blocks: Iterable[np.ndarray]) -> float:
+    """PSNR of frame blocks (t, H, W, 3) uint8 against the reference frames, in order.
+
+    Raises:
+        UsageError: The blocks are not the reference's frames in number or size.
+    """
+    error, frames = SquaredError(), reference.content
+    done = 0
+    for block in blocks:
+        if done + len(block) > len(frames) or block.shape[1:] != frames.shape[1:]:
+            raise UsageError(f"{reference.name}: decoded frames {block.shape[1:]} from frame "
+                             f"{done} do not fit the input's {frames.shape}")
+        error.add(frames[done : done + len(block)], block)
+        done += len(block)
+    if done != len(frames):
+        raise UsageError(f"{reference.name}: decoded {done} frames, the input has {len(frames)}")
+    return error.psnr()
+
+
+def _quality(modality: str, reference: Reference, decoded: np.ndarray | Iterable[np.ndarray]
+             ) -> dict[str, float]:
+    if modality == "video":
+        blocks = [decoded] if isinstance(decoded, np.ndarray) else decoded
+        return {"psnr-rgb": _video_psnr(reference, blocks)}
     if decoded.shape != reference.content.shape:
         raise UsageError(
             f"{reference.name}: decoded shape {decoded.shape} differs from the input's "
@@ -357,10 +522,8 @@ def _quality(modality: str, reference: Reference, decoded: np.ndarray) -> dict[s
             "psnr-rgb": psnr(reference.content, decoded),
             "ms-ssim-rgb": ms_ssim(reference.content, decoded),
         }
-    if modality == "audio":
-        return {"si-snr": si_snr(reference.content, decoded),
-                "mel-distance": log_mel_distance(reference.content, decoded, int(reference.rate))}
-    return {"psnr-rgb": psnr(reference.content, decoded)}
+    return {"si-snr": si_snr(reference.content, decoded),
+            "mel-distance": log_mel_distance(reference.content, decoded, int(reference.rate))}
 
 
 def _by_method(measurements: list[Measurement]) -> dict[str, list[Measurement]]:
