@@ -61,7 +61,7 @@ def train(
         None, help="Code shards with the .cls classes of the --val samples."
     ),
     layout: str | None = typer.Option(
-        None, help="Latent grid of one piece, e.g. 7x7 (default: each sample one 1-D piece)."
+        None, help="Latent grid of one image, e.g. 7x7, or a video's TxHxW (audio: none)."
     ),
     batch_size: int | None = typer.Option(None, help="Sequences per step and rank."),
     lr: float | None = typer.Option(None, help="Peak learning rate."),

@@ -117,7 +117,7 @@ def evaluate_lm(lm_path: str | Path, tokens: str | Path,
     lm_figures = evaluate_pieces(lm, pieces, config.runtime.batch_size, 0, config.runtime.device)
     prior, prior_name = _prior(config.tokenizer, lm)
     static, adaptive = _coder_bits(pieces.codes, samples, lm.config.num_levels, prior)
-    count = int(pieces.codes.numel())
+    count = pieces.num_tokens
     report = LMEvalReport(
         lm_id=lm.lm_id, tokens=str(tokens), samples=len(samples), code_tokens=count,
         lm_bits_per_token=lm_figures["bits_per_token"],
@@ -150,17 +150,17 @@ def _prior(tokenizer: str, lm: TokenLM) -> tuple[np.ndarray, str]:
     return model_prior(model), f"{Path(tokenizer).name} ({model.model_id})"
 
 
-def _coder_bits(codes: torch.Tensor, ends: list[int], num_levels: int,
+def _coder_bits(pieces: list[torch.Tensor], ends: list[int], num_levels: int,
                 prior: np.ndarray) -> tuple[float, float]:
     """Ideal static and adaptive bits of the pieces, one 'file' per sample."""
     static = adaptive = 0.0
     start = 0
     for end in ends:
-        tokens = codes[start:end].numpy()
+        # A sample's pieces have one length (fixed pieces), or the sample is one piece.
+        tokens = torch.stack(pieces[start:end]).numpy()
         levels = tokens.reshape(tokens.shape[0], -1, num_levels)  # (pieces, positions, Q)
         stacked = np.moveaxis(levels, 2, 1) if num_levels > 1 else levels[..., 0]
         static += ideal_bits(stacked, prior, CODER)
         adaptive += ideal_bits(stacked, prior, ADAPTIVE_CODER)
         start = end
     return static, adaptive
-

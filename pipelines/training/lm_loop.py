@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from vqtok.lm import TokenLM, create_lm, list_lms, save_lm
+from vqtok.lm.presets import PRESETS as LM_PRESETS
 from vqtok.lm.sequences import IGNORE, lm_loss
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.training.checkpointing import (
@@ -127,11 +128,17 @@ def build_lm(config: LMTrainConfig, source: TokenSource, labels: list[int] | Non
         raise UsageError(f"unknown LM {config.model!r}; known: {', '.join(list_lms())}")
     manifest = source.manifest
     classes = config.num_classes or (max(labels) + 1 if labels else 0)
+    # Audio and video samples are whole signals of any length (issue 18): time counts per
+    # chunk, so the same LM codes a 2-second window and an hour.
+    options = {"relative_time": manifest.modality in ("audio", "video"),
+               **config.model_options}
+    max_len = options.get("max_len", LM_PRESETS[config.model].max_len)
+    layout = resolve_layout(source, config.layout, options["relative_time"], max_len)
     try:
         return create_lm(
             config.model, codebook_size=manifest.codebook_size, num_levels=manifest.num_levels,
-            layout=resolve_layout(source, config.layout), num_classes=classes,
-            tokenizer_id=manifest.model_id, modality=manifest.modality, **config.model_options,
+            layout=layout, num_classes=classes, tokenizer_id=manifest.model_id,
+            modality=manifest.modality, **options,
         )
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(f"model_options do not fit {config.model}: {error}") from None
@@ -159,6 +166,8 @@ class LMTrainer(Trainer):
         labels = read_labels(config.labels, keys, "training") if config.labels else None
         self.model = build_lm(config, source, labels).to(self.device)
         self.pieces = Pieces.build(source, self.model.config, labels, "training")
+        if self.model.output_bias is not None:  # a resumed run loads its own over this
+            self.model.init_output_bias(self.pieces.level_counts(self.model.config))
         self.val_pieces = self._validation_pieces(open_tokens, source)
         self.resume_from = self._checkpoint_to_resume(resume)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
@@ -320,5 +329,5 @@ def evaluate_pieces(model: TokenLM, pieces: Pieces, batch_size: int, max_batches
     model.train(was_training)
     per_token = codes_nats / max(codes, 1) / math.log(2)
     return {"bits_per_token": per_token,
-            "bits_per_piece": per_token * pieces.codes.shape[1],
+            "bits_per_piece": per_token * pieces.num_tokens / max(len(pieces), 1),
             "loss": all_nats / max(targets_seen, 1), "tokens": float(codes)}

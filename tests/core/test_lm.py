@@ -34,6 +34,45 @@ def test_positions_follow_raster_order_and_levels():
     assert chunk_starts(12, 6, 2) == [(0, 4), (4, 4), (8, 4)]
 
 
+def test_relative_time_counts_time_from_the_chunk():
+    # Q = 2 over a (time, 2) grid: token 12 is time step 3, which starts its chunk.
+    absolute = code_positions((8, 2), (10, 2), 2, 12, 4)
+    relative = code_positions((8, 2), (10, 2), 2, 12, 4, relative_time=True)
+    assert absolute[:, 0].tolist() == [4, 4, 4, 4]
+    assert relative[:, 0].tolist() == [1, 1, 1, 1]
+    assert relative[:, 1:].tolist() == absolute[:, 1:].tolist()  # columns, levels absolute
+    late = code_positions((4, 2), (10_000, 2), 2, 16_000, 8, relative_time=True)
+    assert late[:, 0].tolist() == [1, 1, 1, 1, 2, 2, 2, 2]  # an hour in: as at the start
+
+
+def test_output_bias_starts_the_lm_at_the_code_frequencies():
+    torch.manual_seed(0)
+    model = tiny(num_levels=2, layout=(6,), max_len=13)
+    frequencies = torch.tensor([[0.7] + [0.3 / 15] * 15, [1 / 16] * 16])
+    codes = torch.stack([torch.multinomial(f, 6 * 40, replacement=True,
+                                           generator=torch.Generator().manual_seed(level))
+                         for level, f in enumerate(frequencies)], dim=1).reshape(40, 12)
+    counts = torch.stack([torch.bincount(codes[:, level::2].reshape(-1), minlength=16)
+                          for level in range(2)])
+    batch = collate([chunk_sequence(model.config, piece, 0, 12) for piece in codes])
+    uniform = float(lm_loss(model, *batch).detach())
+    model.init_output_bias(counts)
+    start = float(lm_loss(model, *batch).detach())
+    entropy = float(-(frequencies * frequencies.log()).sum(dim=1).mean())
+    assert uniform > np.log(16) - 0.1  # nats: a fresh LM without the bias is near uniform
+    assert abs(start - entropy) < 0.15  # with it, at the two levels' own frequencies
+    with pytest.raises(ValueError, match="expected"):
+        model.init_output_bias(counts[:1])
+
+
+def test_configs_written_before_the_new_fields_keep_their_meaning():
+    data = tiny().config.to_dict()
+    del data["relative_time"], data["output_bias"]
+    config = lm_api.LMConfig.from_dict(data)
+    assert config.relative_time is False and config.output_bias is False
+    assert "output_bias" not in lm_api.TokenLM(config).state_dict()
+
+
 def test_overfits_a_tiny_token_set():
     torch.manual_seed(0)
     model = tiny(num_classes=4, class_dropout=0.0)  # the class tells the pieces apart

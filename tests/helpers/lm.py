@@ -19,7 +19,8 @@ TINY_LM = {"d_model": 32, "num_heads": 2, "num_layers": 2}
 
 def write_export(prefix: Path, samples: Sequence[Sequence[int]], *, codebook_size: int = 16,
                  num_levels: int = 1, model_id: str = "tokenizer0", bos: bool = True,
-                 eos: bool = True, keys: Sequence[str] | None = None) -> Path:
+                 eos: bool = True, keys: Sequence[str] | None = None,
+                 modality: str = "image") -> Path:
     """Write ``prefix.bin/.idx/.json`` as ``export-tokens`` would, from code tokens."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     tokens, offsets = [], [0]
@@ -29,7 +30,7 @@ def write_export(prefix: Path, samples: Sequence[Sequence[int]], *, codebook_siz
     np.asarray(tokens, dtype="uint16").tofile(f"{prefix}.bin")
     np.asarray(offsets, dtype="<i8").tofile(f"{prefix}.idx")
     manifest = {
-        "model_id": model_id, "modality": "image", "codebook_size": codebook_size,
+        "model_id": model_id, "modality": modality, "codebook_size": codebook_size,
         "num_levels": num_levels, "vocab_size": codebook_size + bos + eos,
         "bos_id": codebook_size if bos else None, "eos_id": codebook_size + bos if eos else None,
         "order": "interleaved", "flattening": "raster", "dtype": "uint16",

@@ -123,7 +123,8 @@ def lm_tables(lm: TokenLM, codes: np.ndarray, batch_size: int = 16
         raise ValueError(f"codes must lie in [0, {config.codebook_size})")
     symbols, tables = [], []
     for start, count in chunk_starts(tokens.shape[1], config.max_len, config.num_levels):
-        positions = slot_positions(config.layout, grid, config.num_levels, start, count)
+        positions = slot_positions(config.layout, grid, config.num_levels, start, count,
+                                   relative_time=config.relative_time)
         frequencies = np.concatenate([
             _chunk_frequencies(model, rows[:, start : start + count - 1], positions)
             for rows in tokens.split(batch_size)
@@ -212,7 +213,8 @@ def decode_lm(lm: TokenLM, payload: bytes, shape: tuple[int, ...],
     coder = _stack().AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     try:
         for start, count in chunk_starts(total, config.max_len, config.num_levels):
-            positions = slot_positions(config.layout, grid, config.num_levels, start, count)
+            positions = slot_positions(config.layout, grid, config.num_levels, start, count,
+                                       relative_time=config.relative_time)
             _decode_chunk(model, coder, tokens, positions, start, batch_size)
     except Exception as error:  # constriction raises plain exceptions on malformed streams
         raise ValueError(f"payload does not decode: {error}") from None

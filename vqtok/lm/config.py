@@ -28,6 +28,14 @@ class LMConfig:
         max_len: The context in tokens, the start token included.
         tokenizer_id: ``model_id`` of the tokenizer whose codes this LM models.
         modality: The tokenizer's modality ("image", "audio", "video"), for sampling.
+        relative_time: Axis 0 of the layout is time, counted from each chunk's first
+            position instead of the piece's (``vqtok.lm.layout``): sequences of any length
+            (whole audio files, long videos) are then trained, coded and sampled alike,
+            and ``layout[0]`` only needs to cover one chunk. False for images.
+        output_bias: A learned logit bias per residual level, added to the tied output
+            layer; training starts it at the code frequencies of the training tokens, so
+            the LM starts at the frequency coder's rate instead of uniform codes. False in
+            checkpoints written before it existed.
     """
 
     preset: str = "custom"
@@ -44,6 +52,8 @@ class LMConfig:
     max_len: int = 1024
     tokenizer_id: str = ""
     modality: str = ""
+    relative_time: bool = False
+    output_bias: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layout", tuple(int(n) for n in self.layout))

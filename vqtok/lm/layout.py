@@ -17,6 +17,11 @@ Each slot of the transformer's input is embedded with the token it holds plus th
 of the token it **predicts** (its grid coordinates and level). A sequence that starts in
 the middle of a piece (a chunk of a long one) thus knows where it starts without a
 separate offset token, and the start token (BOS or class) predicts the first position.
+
+With ``relative_time`` (audio and video LMs), the time coordinate counts from the chunk's
+first time step instead: every chunk is a fresh sequence anyway, so a chunk an hour into a
+recording looks like one at its start, and one LM trains on, codes and samples sequences
+of any length. Rows and columns stay absolute.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ NONE = 0  # row 0 of every position table: "no position" (the EOS target)
 
 
 def code_positions(
-    layout: tuple[int, ...], grid: tuple[int, ...], num_levels: int, start: int, count: int
+    layout: tuple[int, ...], grid: tuple[int, ...], num_levels: int, start: int, count: int,
+    relative_time: bool = False,
 ) -> torch.Tensor:
     """Position indices of code tokens ``start .. start + count - 1`` of a piece.
 
@@ -39,6 +45,7 @@ def code_positions(
         num_levels: Q.
         start: Index of the first code token within the piece.
         count: How many.
+        relative_time: Count axis 0 from the time step of code token ``start``.
 
     Returns:
         int64 (count, axes + 1): per axis the coordinate + 1, then the level + 1 (0 is
@@ -53,15 +60,18 @@ def code_positions(
     position, level = index // num_levels, index % num_levels
     columns = []
     for axis in reversed(range(len(grid))):
-        coordinate = position % grid[axis]
+        # Axis 0 is outermost: its coordinate is what the inner axes leave (no wrap-around).
+        coordinate = position % grid[axis] if axis else position
         position = position // grid[axis]
+        if axis == 0 and relative_time:
+            coordinate = coordinate - start // num_levels // math.prod(grid[1:])
         columns.append(coordinate.clamp(max=layout[axis] - 1) + 1)
     return torch.stack([*reversed(columns), level + 1], dim=1)
 
 
 def slot_positions(
     layout: tuple[int, ...], grid: tuple[int, ...], num_levels: int, start: int, count: int,
-    eos: bool = False,
+    eos: bool = False, relative_time: bool = False,
 ) -> torch.Tensor:
     """Position indices of the input slots that predict codes ``start .. start + count - 1``.
 
@@ -70,13 +80,13 @@ def slot_positions(
     position).
 
     Args:
-        layout, grid, num_levels, start, count: As for ``code_positions``.
+        layout, grid, num_levels, start, count, relative_time: As for ``code_positions``.
         eos: Append the slot that predicts EOS.
 
     Returns:
         int64 (count + eos, axes + 1).
     """
-    positions = code_positions(layout, grid, num_levels, start, count)
+    positions = code_positions(layout, grid, num_levels, start, count, relative_time)
     if eos:
         positions = torch.cat([positions, torch.full((1, positions.shape[1]), NONE)])
     return positions
@@ -99,6 +109,19 @@ def chunk_starts(total: int, max_len: int, num_levels: int) -> list[tuple[int, i
     """
     size = ((max_len - 1) // num_levels) * num_levels or max_len - 1
     return [(start, min(size, total - start)) for start in range(0, total, size)]
+
+
+def chunk_steps(max_len: int, frame_tokens: int) -> int:
+    """The most time steps one chunk's code tokens can touch (a relative-time layout[0]).
+
+    Args:
+        max_len: The LM's context, the start token included.
+        frame_tokens: Code tokens of one time step: prod(grid[1:]) * Q.
+
+    Returns:
+        Steps: a chunk may start inside one and end inside another.
+    """
+    return -(-(max_len - 1) // frame_tokens) + 1
 
 
 def grid_tokens(grid: tuple[int, ...], num_levels: int) -> int:

@@ -3,7 +3,8 @@
 Pre-norm blocks (LayerNorm, causal self-attention through
 ``F.scaled_dot_product_attention``, GELU MLP), learned factorized positions (one table per
 grid axis and one for the residual level, summed; see ``vqtok.lm.layout``) and an output
-layer tied to the token embedding. ``forward`` takes an optional ``KVCache`` so that
+layer tied to the token embedding, plus (``output_bias``) a logit bias per residual level
+that training starts at the code frequencies. ``forward`` takes an optional ``KVCache`` so that
 sampling and decoding cost one token's work per step instead of the whole prefix.
 """
 
@@ -106,6 +107,9 @@ class TokenLM(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(d)
+        # Row 0 serves the EOS slot, row q + 1 the codes of level q.
+        self.output_bias = (nn.Parameter(torch.zeros(config.num_levels + 1, config.vocab_size))
+                            if config.output_bias else None)
         self._init()
 
     def _init(self) -> None:
@@ -121,6 +125,34 @@ class TokenLM(nn.Module):
         with torch.no_grad():
             for table in (*self.axes, self.level):
                 table.weight[0].zero_()
+
+    @torch.no_grad()
+    def init_output_bias(self, counts: Tensor) -> None:
+        """Start the output bias at each level's log code frequency (add-1/2 smoothed).
+
+        With the tied output layer's small initial logits, the fresh LM then predicts each
+        level's code frequencies: it begins at the static frequency coder's rate and the
+        context has only to add to it. Other tokens (BOS, classes) get the rarest code's
+        bias; the EOS slot is left at zero.
+
+        Args:
+            counts: (Q, K) how often each code occurs at each level in the training tokens.
+
+        Raises:
+            ValueError: The LM has no output bias, or ``counts`` has another shape.
+        """
+        config = self.config
+        if self.output_bias is None:
+            raise ValueError("this LM has no output bias (output_bias = false)")
+        if tuple(counts.shape) != (config.num_levels, config.codebook_size):
+            raise ValueError(f"counts of shape {list(counts.shape)}, expected "
+                             f"[{config.num_levels}, {config.codebook_size}]")
+        smoothed = counts.double() + 0.5
+        log_frequency = (smoothed / smoothed.sum(dim=1, keepdim=True)).log()
+        rows = log_frequency.min(dim=1, keepdim=True).values.expand(-1, config.vocab_size)
+        rows = rows.clone()
+        rows[:, : config.codebook_size] = log_frequency
+        self.output_bias[1:] = rows.to(self.output_bias.dtype)
 
     @property
     def lm_id(self) -> str:
@@ -148,4 +180,7 @@ class TokenLM(nn.Module):
         x = self.drop(self.embed(tokens, positions))
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
-        return self.norm(x) @ self.token.weight.T  # weight tying
+        logits = self.norm(x) @ self.token.weight.T  # weight tying
+        if self.output_bias is not None:
+            logits = logits + self.output_bias[positions[..., -1]]
+        return logits

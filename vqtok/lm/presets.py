@@ -16,11 +16,12 @@ from vqtok.lm.model import TokenLM
 from vqtok.registry import register_lm
 
 PRESETS = {
-    "lm-tiny": LMConfig(preset="lm-tiny", d_model=64, num_layers=2, num_heads=2, max_len=256),
+    "lm-tiny": LMConfig(preset="lm-tiny", d_model=64, num_layers=2, num_heads=2, max_len=256,
+                        output_bias=True),
     "lm-small": LMConfig(preset="lm-small", d_model=256, num_layers=6, num_heads=4,
-                         max_len=1024),
+                         max_len=1024, output_bias=True),
     "lm-base": LMConfig(preset="lm-base", d_model=512, num_layers=12, num_heads=8,
-                        max_len=2048),
+                        max_len=2048, output_bias=True),
 }
 
 

@@ -61,7 +61,8 @@ def sample(
     total = grid_tokens(grid, config.num_levels)
     out = torch.empty(num, total, dtype=torch.int64, device=device)
     for start, count in chunk_starts(total, config.max_len, config.num_levels):
-        positions = slot_positions(config.layout, grid, config.num_levels, start, count).to(device)
+        positions = slot_positions(config.layout, grid, config.num_levels, start, count,
+                                   relative_time=config.relative_time).to(device)
         out[:, start : start + count] = _chunk(
             model, starts, positions, (temperature, top_k, guidance), generator, use_cache
         )

@@ -25,7 +25,8 @@ def chunk_sequence(config: LMConfig, codes: Tensor, start: int, count: int,
 
     Args:
         config: The LM's config.
-        codes: int64 (n,) the piece's code tokens (interleaved levels), n = piece_tokens.
+        codes: int64 (n,) the piece's code tokens (interleaved levels): n = piece_tokens, or
+            with ``relative_time`` any whole number of time steps.
         start: First code token of the chunk (a multiple of Q).
         count: Code tokens in the chunk, at most ``max_len - 1``.
         label: The piece's class, None for the null class (or an unconditional LM).
@@ -41,7 +42,7 @@ def chunk_sequence(config: LMConfig, codes: Tensor, start: int, count: int,
     if eos:
         targets = torch.cat([targets, torch.tensor([config.eos_id])])
     positions = slot_positions(config.layout, config.layout, config.num_levels, start, count,
-                               eos=eos)
+                               eos=eos, relative_time=config.relative_time)
     return inputs, targets, positions
 
 
