@@ -44,6 +44,7 @@ from vqtok.pipelines.config import (
 from vqtok.pipelines.data.media import (
     MediaConfig,
     MediaDecodeError,
+    open_audio,
     open_video,
     read_pieces,
     restore,
@@ -132,10 +133,11 @@ class Rates:
 def encode_media(model, data: bytes, config: CompressConfig) -> tuple[np.ndarray, dict]:
     """Media bytes -> (codes int64 `(N, [Q,] *latent)`, media meta for `restore`).
 
-    A whole video (no `clip_frames`) is decoded as the encoder reads it, in time pieces
-    (`encode_video`); audio windows and video clips are decoded one at a time
-    (`media.read_pieces`) and encoded `batch_size` at a time; an image, or audio without
-    windows, is decoded whole. Every model call stays within `--max-memory`.
+    A whole video (no `clip_frames`) or audio signal (no `window_seconds`) is decoded as the
+    encoder reads it, in time pieces (`media.open_video`, `media.open_audio`); audio windows
+    and video clips are decoded one at a time (`media.read_pieces`) and encoded
+    `batch_size` at a time; an image is decoded whole. Every model call stays within
+    `--max-memory`.
 
     Raises:
         UsageError: The input is not media of the model's modality, cannot be decoded, or
@@ -145,6 +147,8 @@ def encode_media(model, data: bytes, config: CompressConfig) -> tuple[np.ndarray
     try:
         if media.modality == "video" and media.clip_frames is None:
             return _encode_whole_video(model, data, media, runtime)
+        if media.modality == "audio" and media.window_seconds is None:
+            return _encode_whole_audio(model, data, media, runtime)
         reader = read_pieces(data, media)
         codes, shape = [], None
         for batch in _batches(_decoded(reader, model.config.modality), runtime.batch_size):
@@ -167,6 +171,23 @@ def _encode_whole_video(model, data: bytes, media: MediaConfig, runtime: Runtime
     except MediaDecodeError as error:  # partway: the frames are read as the model needs them
         raise UsageError(f"cannot read the input as video: {error}") from None
     meta.update(frames=source.frames, clip_frames=source.frames)
+    return codes, {"input_size": list(source.shape[2:]), **meta}
+
+
+def _encode_whole_audio(model, data: bytes, media: MediaConfig, runtime: RuntimeOptions
+                        ) -> tuple[np.ndarray, dict]:
+    """A whole audio signal's codes, its samples read as the encoder asks for them."""
+    try:
+        source, meta = open_audio(data, media)
+    except Exception as error:  # any decoder failure means the input is not usable media
+        raise UsageError(f"cannot read the input as audio: {error}") from None
+    source.device = runtime.device
+    try:
+        codes = model.encode_within(source, runtime.max_bytes()).cpu().numpy()
+    except MediaDecodeError as error:  # partway: the samples are read as the model needs them
+        raise UsageError(f"cannot read the input as audio: {error}") from None
+    finally:
+        source.close()
     return codes, {"input_size": list(source.shape[2:]), **meta}
 
 

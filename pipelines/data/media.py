@@ -86,6 +86,8 @@ MAX_STREAMED_VALUES = 1 << 38
 # torchaudio's resampling kernel has (rate / gcd) x (other rate / gcd) taps: bound it, as
 # sample rates come from untrusted files and headers (16 kHz <-> 44.1 kHz needs 282 k taps).
 MAX_RESAMPLE_TAPS = 1 << 24
+# Input frames per block of the resampling to the model's rate (`BlockResampler`).
+RESAMPLE_BLOCK = 1 << 16
 # Transparent pixels are shown over this grey level (white), as a page or a viewer shows
 # them; their stored colour is often arbitrary (black, or leftovers of an editor).
 ALPHA_BACKGROUND = 255
@@ -289,6 +291,69 @@ class StreamResampler:
         self.buffer = self.buffer[:, keep - self.offset :]
         self.offset = keep
         return out
+
+
+class BlockResampler:
+    """Resampling of a file's audio to the model's rate in fixed blocks of output periods.
+
+    Block k gives the outputs of periods [k P, (k + 1) P) (P periods of ``p_out`` outputs
+    from ``p_in`` inputs, about ``RESAMPLE_BLOCK`` inputs), computed by torchaudio from its
+    inputs and the margin its outputs depend on (the true zero padding at the signal's
+    ends). Every reader of a file (whole, window by window, box by box) computes each block
+    alike, so their samples are equal bit for bit: a convolution's float rounding can
+    depend on its length, so resampling spans of other lengths would not be. The outputs
+    are torchaudio's whole-signal resampling up to that rounding.
+
+    Args:
+        rate: The file's rate.
+        target: The model's rate.
+
+    Raises:
+        ValueError: The rates are too far from a common base.
+    """
+
+    def __init__(self, rate: int, target: int) -> None:
+        stream = StreamResampler(rate, target)  # the kernel's reach, and the taps bound
+        self.rate, self.target = rate, target
+        self.p_in, self.p_out, self.margin = stream.p_in, stream.p_out, stream.margin
+        self.periods = max(1, RESAMPLE_BLOCK // self.p_in)
+
+    def length(self, frames: int) -> int:
+        """Outputs of ``frames`` inputs: ceil(frames * target / rate)."""
+        return math.ceil(self.p_out * frames / self.p_in)
+
+    def block_outputs(self) -> int:
+        """Outputs per block (the last block of a signal may have fewer)."""
+        return self.periods * self.p_out
+
+    def span(self, block: int, frames: int | None = None) -> tuple[int, int]:
+        """The inputs [lo, hi) that ``block`` is computed from; ``frames`` (when known)
+        ends the signal."""
+        lo = max(0, block * self.periods * self.p_in - self.margin)
+        hi = (block + 1) * self.periods * self.p_in + self.margin
+        return lo, hi if frames is None else min(frames, hi)
+
+    def outputs(self, block: int, waves: torch.Tensor, lo: int, frames: int | None) -> torch.Tensor:
+        """waves: (C, n) the inputs ``span`` names, from ``lo`` -> (C, m) the block's outputs.
+
+        ``frames``: the signal's length when the span reaches its end (else None).
+        """
+        out = _resample(waves, self.rate, self.target)
+        first = block * self.block_outputs() - lo // self.p_in * self.p_out
+        count = self.block_outputs()
+        if frames is not None:
+            count = min(count, self.length(frames) - block * self.block_outputs())
+        return out[:, first : first + count]
+
+    def whole(self, waves: torch.Tensor) -> torch.Tensor:
+        """waves: (C, T) the whole signal -> (C, length(T)), block by block."""
+        frames = waves.shape[1]
+        blocks = -(-self.length(frames) // self.block_outputs())
+        pieces = []
+        for block in range(blocks):
+            lo, hi = self.span(block, frames)
+            pieces.append(self.outputs(block, waves[:, lo:hi], lo, frames))
+        return torch.cat(pieces, dim=1)
 
 
 def _stream_mp4(slabs: Iterable[torch.Tensor], meta: dict) -> bytes:
@@ -515,7 +580,7 @@ def _prepare_audio(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     waves = _fit_channels(torch.from_numpy(samples).T, config)  # (C, T)
     target = config.sample_rate or rate
     if rate != target:
-        waves = _resample(waves, rate, target)
+        waves = BlockResampler(rate, target).whole(waves)
     # Float files and resampling ringing can leave the range. In place where the tensor owns
     # its values (not a mono file repeated by expand): an hour of audio is not copied again.
     if min(waves.stride()) > 0:
@@ -668,6 +733,178 @@ def _prepare_video(data: bytes, config: MediaConfig) -> tuple[torch.Tensor, dict
     return torch.stack(clips), meta
 
 
+def open_audio(data: bytes, config: MediaConfig) -> tuple[AudioSource, dict]:
+    """Audio bytes -> (an ``AudioSource`` of the whole signal, the meta ``prepare`` gives
+    without windows).
+
+    One pass reads the file in blocks to count its frames and check its samples (NaN and
+    Inf, the streamed bound), keeping none; the source reads them again as the encoder
+    asks for them.
+
+    Args:
+        data: The file's bytes.
+        config: The media options (the model's rate and channels, the streamed bound).
+
+    Returns:
+        The source, shape (1, C, T at the model's rate), and the meta (one window).
+
+    Raises:
+        ValueError: No samples, NaN or Inf samples, channels the model does not take, rates
+            too far apart, or more than ``config.max_streamed_values`` values.
+    """
+    with soundfile.SoundFile(io.BytesIO(data)) as handle:
+        rate, channels = handle.samplerate, handle.channels
+        target = config.sample_rate or rate
+        cap = max(1, int(config.max_streamed_values / (channels * max(1.0, target / rate))))
+        frames = 0
+        for block in handle.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+            frames += block.shape[0]
+            if frames > cap:
+                raise ValueError(f"audio decodes to more than {config.max_streamed_values} "
+                                 f"values ({cap / rate / 3600:.1f} h at {rate} Hz)")
+            if not np.isfinite(block).all():
+                raise ValueError("audio has NaN or Inf samples")
+    if frames == 0:
+        raise ValueError("audio has no samples")
+    _fit_channels(torch.zeros(channels, 1), config)  # refuses what the model cannot take
+    source = AudioSource(data, frames, rate, config)
+    length = source.shape[2]
+    meta = {"sample_rate": rate, "length": frames, "channels": channels,
+            "model_sample_rate": target, "model_length": length, "window": length,
+            "num_windows": 1}
+    return source, meta
+
+
+class AudioSource:
+    """Audio read box by box at the model's rate (a ``vqtok.models.tiling.Source``).
+
+    The file is read forward in blocks, keeping its samples from the start of the last box
+    read (less the resampler's margin) on, so that a reader moving forward in time holds
+    one box, never the whole signal. A box is resampled with the margin its outputs depend
+    on (as ``StreamResampler``), so reads equal ``prepare``'s whole signal sample for
+    sample.
+
+    Args:
+        data: The file's bytes.
+        frames: The file's frames (counted by ``open_audio``).
+        rate: The file's rate.
+        config: The model's rate and channels, and the downmix option.
+    """
+
+    dtype = torch.float32
+
+    def __init__(self, data: bytes, frames: int, rate: int, config: MediaConfig) -> None:
+        self.data, self.frames, self.rate, self.config = data, frames, rate, config
+        target = config.sample_rate or rate
+        self.resampler = None if target == rate else BlockResampler(rate, target)
+        length = frames if self.resampler is None else self.resampler.length(frames)
+        self.shape = (1, config.channels, length)
+        self.device = "cpu"
+        self._reset()
+
+    def _reset(self) -> None:
+        self._handle = None  # the open file, from the first read on
+        self._first = 0  # file frame of self._buffer[0]
+        self._buffer = np.zeros((0, 1), dtype=np.float32)
+
+    def __getstate__(self) -> dict:
+        # Sent to another process before reading: the open file does not travel.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_handle", "_buffer")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def close(self) -> None:
+        """Close the file and drop the buffered samples."""
+        if self._handle is not None:
+            self._handle.close()
+        self._reset()
+
+    def read(self, reads: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """The box ``reads`` ([start, stop) on time; stop may pass the end) of the padded
+        signal -> (1, C, stop - start) float32, past the end the last sample repeated.
+
+        Raises:
+            ValueError: A box before an earlier box's start.
+            MediaDecodeError: The file ends before its counted frames.
+        """
+        ((t0, t1),) = reads
+        length = self.shape[2]
+        start, stop = min(t0, length - 1), min(t1, length)
+        box = self._model_rate(start, stop).clamp(-1.0, 1.0).unsqueeze(0)
+        pad = (t1 - t0) - (stop - start)
+        if pad:
+            box = F.pad(box, (0, pad), mode="replicate")
+        return box.to(self.device)
+
+    def _model_rate(self, start: int, stop: int) -> torch.Tensor:
+        """Samples [start, stop) at the model's rate -> (C, stop - start)."""
+        blocks = self.resampler
+        if blocks is None:
+            return _fit_channels(torch.from_numpy(self._file(start, stop)).T, self.config)
+        size = blocks.block_outputs()
+        first, last = start // size, (stop - 1) // size
+        spans = [blocks.span(block, self.frames) for block in range(first, last + 1)]
+        inputs = self._file(spans[0][0], spans[-1][1])  # forward from the first block's inputs
+        outputs = [
+            blocks.outputs(block, _fit_channels(torch.from_numpy(
+                inputs[lo - spans[0][0] : hi - spans[0][0]]).T, self.config), lo, self.frames)
+            for block, (lo, hi) in zip(range(first, last + 1), spans, strict=True)
+        ]
+        return torch.cat(outputs, dim=1)[:, start - first * size : stop - first * size]
+
+    def _file(self, lo: int, hi: int) -> np.ndarray:
+        """File frames [lo, hi) -> (hi - lo, channels) float32, read forward."""
+        if lo < self._first:
+            raise ValueError(f"sample {lo} was read past already (the source moves forward)")
+        if self._handle is None:
+            self._handle = soundfile.SoundFile(io.BytesIO(self.data))
+        held = self._first + self._buffer.shape[0]
+        if hi > held:
+            more = self._handle.read(frames=hi - held, dtype="float32", always_2d=True)
+            if more.shape[0] < hi - held:
+                raise MediaDecodeError(f"audio ended at frame {held + more.shape[0]}, before "
+                                       f"its {self.frames} counted frames")
+            self._buffer = more if self._buffer.shape[0] == 0 else np.concatenate(
+                [self._buffer, more])
+        self._buffer = self._buffer[lo - self._first :]
+        self._first = lo
+        return self._buffer[: hi - lo]
+
+
+class _ModelRate:
+    """A file's audio given block by block -> the model's rate, as ``BlockResampler``
+    computes it (unchanged when the rates are equal)."""
+
+    def __init__(self, rate: int, target: int) -> None:
+        self.blocks = None if rate == target else BlockResampler(rate, target)
+        self.inputs: torch.Tensor | None = None  # inputs from frame `offset` on
+        self.offset = self.received = self.block = 0
+
+    def push(self, waves: torch.Tensor, final: bool) -> torch.Tensor:
+        """waves: (C, n) the next inputs (n = 0 with ``final``) -> (C, m) the outputs they
+        complete (all the rest when ``final``)."""
+        blocks = self.blocks
+        if blocks is None:
+            return waves
+        self.inputs = waves if self.inputs is None else torch.cat([self.inputs, waves], dim=1)
+        self.received += waves.shape[1]
+        frames = self.received if final else None
+        out = []
+        while self.block * blocks.block_outputs() < blocks.length(self.received):
+            lo, hi = blocks.span(self.block, frames)
+            if hi > self.received:  # not all its inputs are here yet
+                break
+            inputs = self.inputs[:, lo - self.offset : hi - self.offset]
+            out.append(blocks.outputs(self.block, inputs, lo, frames))
+            self.block += 1
+            keep = blocks.span(self.block)[0]  # what later blocks read
+            self.inputs = self.inputs[:, keep - self.offset :]
+            self.offset = keep
+        return torch.cat(out, dim=1) if out else waves.new_zeros(waves.shape[0], 0)
+
+
 def read_pieces(data: bytes, config: MediaConfig) -> PieceReader:
     """``prepare``'s pieces of one file, decoded one piece at a time (see ``PieceReader``).
 
@@ -720,8 +957,8 @@ class PieceReader:
         with soundfile.SoundFile(io.BytesIO(self.data)) as handle:
             rate, channels = handle.samplerate, handle.channels
             target = config.sample_rate or rate
-            resampler = None if rate == target else StreamResampler(rate, target)
             cap = max(1, int(config.max_streamed_values / (channels * max(1.0, target / rate))))
+            model_rate = _ModelRate(rate, target)
             pending, read, produced = None, 0, 0
             while True:
                 samples = handle.read(frames=max(window, 1 << 16), dtype="float32",
@@ -735,10 +972,8 @@ class PieceReader:
                                      f"values ({cap / rate / 3600:.1f} h at {rate} Hz)")
                 if not np.isfinite(samples).all():
                     raise MediaDecodeError("audio has NaN or Inf samples")
-                waves = _fit_channels(torch.from_numpy(samples).T, config)
-                if resampler is not None:
-                    waves = resampler.finish() if last else resampler.push(waves)
-                waves = waves.clamp(-1.0, 1.0)
+                waves = model_rate.push(_fit_channels(torch.from_numpy(samples).T, config),
+                                        final=last).clamp(-1.0, 1.0)
                 produced += waves.shape[1]
                 pending = waves if pending is None else torch.cat([pending, waves], dim=1)
                 while pending.shape[1] >= window:

@@ -90,6 +90,25 @@ def test_audio_windows_are_read_one_at_a_time_with_the_same_codes(checkpoints):
     assert (_codes(model, vqt) == model.encode(windows).numpy()).all()
 
 
+def test_a_whole_audio_signal_is_read_as_the_encoder_asks_with_the_same_codes(checkpoints):
+    """44.1 kHz stereo for a 16 kHz mono model: read in boxes (resampled block by block,
+    mixed down) under a budget that cuts it in time, the codes of the whole signal."""
+    model = vqtok.load(checkpoints["audio-vq-16k"])
+    speech, _ = soundfile.read(DATA / "audio" / "weather.flac", dtype="float32")
+    stretched = np.interp(np.arange(0, len(speech), 16000 / 44100), np.arange(len(speech)),
+                          speech)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.stack([stretched, 0.5 * stretched], axis=1), 44100, format="WAV")
+    data = buffer.getvalue()
+    whole, meta = prepare(data, MediaConfig("audio", channels=1, sample_rate=16000,
+                                            window_seconds=None, mono=True))
+    expected = model.encode(whole).numpy()
+    for budget in ("1GiB", "1MiB"):  # 1 MiB: pieces of 30 code positions
+        vqt, _ = compress_bytes(model, data, _config(budget, mono=True))
+        assert (_codes(model, vqt) == expected).all()
+        assert read_vqt(vqt)[0]["media"]["model_length"] == meta["model_length"]
+
+
 @pytest.mark.parametrize(("preset", "name", "small"),  # 8 time slabs of the audio, 2 of the video
                          [("audio-vq-16k", "audio/hello.wav", 1 << 20),
                           ("video-vq-t4s8", "video/zoom.mp4", 4 << 20)])

@@ -1,6 +1,7 @@
 """`read_pieces`: the pieces `prepare` gives (audio windows, video clips), decoded one at a
-time, equal value for value, with the same meta; and `open_video` counting frames from the
-container, checked as the frames are decoded."""
+time, equal value for value, with the same meta; `open_video` counting frames from the
+container, checked as the frames are decoded; `open_audio` reading boxes of the whole
+signal as an encoder asks for them."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import torchaudio
 
+from vqtok.models.tiling import replicate_read
 from vqtok.pipelines.data.media import (
+    BlockResampler,
     FrameCountError,
     MediaConfig,
     VideoSource,
+    open_audio,
     open_video,
     prepare,
     read_pieces,
@@ -114,3 +119,36 @@ def test_a_wrong_count_is_found_while_decoding_and_recounted(wrong):
     whole, _ = prepare(data, MediaConfig("video"))
     assert recounted.read([(0, 24), (0, 64), (0, 64)]).equal(whole)
     recounted.finish()  # nothing past the count
+
+
+BOXES = [(0, 5000), (3000, 70001), (70000, 150000), (140000, 250000)]
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "model_channels", "model_rate"),
+    [(16000, 1, 1, 16000), (44100, 2, 1, 16000), (22050, 1, 2, 24000), (48000, 2, 2, 16000)],
+)
+def test_an_audio_source_reads_the_boxes_of_the_whole_signal(rate, channels, model_channels,
+                                                             model_rate):
+    """Boxes in time order, overlapping as an encoder's halos do, the last past the end."""
+    data = _long_speech(rate, channels)
+    config = MediaConfig("audio", channels=model_channels, sample_rate=model_rate,
+                         window_seconds=None, mono=True)
+    whole, meta = prepare(data, config)
+    source, source_meta = open_audio(data, config)
+    assert source.shape == tuple(whole.shape) and source_meta == meta
+    for box in BOXES:
+        assert source.read([box]).equal(replicate_read(whole, [box]))
+    with pytest.raises(ValueError, match="read past already"):
+        source.read([(0, 10)])
+
+
+def test_resampling_in_blocks_stays_within_rounding_of_torchaudio():
+    """The blocks make every reader compute the same samples; they are torchaudio's
+    whole-signal resampling up to the convolution's float rounding."""
+    data = _long_speech(44100, 1)
+    waves = torch.from_numpy(soundfile.read(io.BytesIO(data), dtype="float32")[0])[None]
+    blocked = BlockResampler(44100, 16000).whole(waves)
+    whole = torchaudio.functional.resample(waves, 44100, 16000)
+    assert blocked.shape == whole.shape
+    assert (blocked - whole).abs().max() < 1e-6
