@@ -4,8 +4,16 @@
 the model inputs for that sample (N = 1 for an image, N windows for audio, N clips for
 video), plus `meta`, a JSON-able dict with what `restore` needs to give back the media at
 its original size and length. Images go through Pillow, audio through soundfile (resampled
-with torchaudio, cut into fixed windows), video through PyAV (clips of T frames at a stride,
-optionally resized). docs/media.md says the same for users.
+with torchaudio in fixed blocks, `BlockResampler`, cut into fixed windows), video through
+PyAV (clips of T frames at a stride, optionally resized). docs/media.md says the same for
+users.
+
+Long files are never held whole where a reader does not need them: `read_pieces` gives
+`prepare`'s pieces one at a time (training crops, windows and clips), `open_video` and
+`open_audio` give a whole signal as a source the encoder reads box by box, and
+`restore_stream` writes decoded slabs as they come. Each gives exactly what `prepare` or
+`restore` gives (tested), bounded by `max_streamed_values` (work) instead of
+`max_decoded_values` (memory).
 
 Images. Every model input lies on the 256 levels of 8-bit data (x = v / 127.5 - 1,
 v in 0..255), whatever the file held, because the discretized likelihoods and bits per
