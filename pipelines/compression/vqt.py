@@ -53,7 +53,7 @@ from vqtok.pipelines.data.media import (
 from vqtok.pipelines.errors import UsageError
 from vqtok.pipelines.jobs.common import load_model
 from vqtok.pipelines.jobs.decode import slab_limit
-from vqtok.pipelines.jobs.encode import encode_pieces, encode_video, media_config
+from vqtok.pipelines.jobs.encode import encode_audio, encode_pieces, encode_video, media_config
 from vqtok.pipelines.jobs.preflight import check_output_file
 
 # What restore() needs but the header does not store, because the model or the codes say it
@@ -181,13 +181,10 @@ def _encode_whole_audio(model, data: bytes, media: MediaConfig, runtime: Runtime
         source, meta = open_audio(data, media)
     except Exception as error:  # any decoder failure means the input is not usable media
         raise UsageError(f"cannot read the input as audio: {error}") from None
-    source.device = runtime.device
     try:
-        codes = model.encode_within(source, runtime.max_bytes()).cpu().numpy()
+        codes = encode_audio(model, source, runtime.max_bytes(), runtime.device)
     except MediaDecodeError as error:  # partway: the samples are read as the model needs them
         raise UsageError(f"cannot read the input as audio: {error}") from None
-    finally:
-        source.close()
     return codes, {"input_size": list(source.shape[2:]), **meta}
 
 

@@ -40,6 +40,7 @@ from vqtok.pipelines.data.batches import (
     identity,
 )
 from vqtok.pipelines.data.media import (
+    AudioSource,
     FrameCountError,
     MediaConfig,
     MediaDecodeError,
@@ -450,6 +451,8 @@ class ShardEncoder:
     def _codes(self, batch: PreparedBatch) -> list[np.ndarray]:
         """One int64 array (N_i, [Q,] *latent) per sample of the batch."""
         runtime = self.config.runtime
+        if isinstance(batch.pieces, AudioSource):
+            return [encode_audio(self.model, batch.pieces, runtime.max_bytes(), runtime.device)]
         if not isinstance(batch.pieces, VideoSource):
             return encode_pieces(self.model, batch.pieces, [s.pieces for s in batch.samples],
                                  runtime)
@@ -532,6 +535,34 @@ def encode_video(
     except FrameCountError:
         source = source.recounted()
         return _encode_source(model, source, max_bytes, device), source
+
+
+@torch.inference_mode()
+def encode_audio(model: VQTokenizer, source: AudioSource, max_bytes: int, device: str = "cpu"
+                 ) -> np.ndarray:
+    """The codes of a whole audio signal read box by box (``media.open_audio``).
+
+    A box's samples are a small part of what the encoder's pass over it holds, so the
+    planner's pieces bound the samples held too.
+
+    Args:
+        model: The audio tokenizer.
+        source: The signal, not read yet.
+        max_bytes: The budget of the model's activations.
+        device: Where the model runs.
+
+    Returns:
+        codes int64 (1, [Q,] T').
+
+    Raises:
+        BudgetError: Not even one piece fits the budget.
+        MediaDecodeError: The file ends before its counted frames.
+    """
+    source.device = device
+    try:
+        return model.encode_within(source, max_bytes).cpu().numpy()
+    finally:
+        source.close()
 
 
 def _encode_source(model: VQTokenizer, source: VideoSource, max_bytes: int, device: str
