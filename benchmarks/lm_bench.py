@@ -8,7 +8,9 @@ Needs the tokenizers of a demo run (`python -m vqtok.pipelines.demo --out demo-o
 **Compression.** Held out as in `rd_benchmark.py`: the photos chelsea and rocket and the
 sentences harbour and rainbow of demo/data. The LM is trained on the codes of the other
 six files of each modality only (the demo's tokenizers saw all eight: the tokenizer is not
-what is measured). Each held-out file is compressed with `--coder auto` and with
+what is measured); `--shifts N` adds, for each training photo, its 8 rotations and flips
+each shifted by N x N sub-code offsets (8 N^2 more code maps of the same photos).
+Each held-out file is compressed with `--coder auto` and with
 `--coder lm` (`compress_bytes`, the code of `vqtok compress`); reported are payload bits
 per code, whole-file bytes and, for photos, whole-file bits per pixel.
 
@@ -50,8 +52,8 @@ from vqtok.pipelines.training.lm_loop import train_lm
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = {"image": ("chelsea.png", "rocket.png"), "audio": ("harbour.flac", "rainbow.flac")}
 FOLDERS = {"image": "images", "audio": "audio"}
-# Audio is coded whole by default (one stream per file, of its own length); the LM learns
-# fixed pieces, so speech is cut into 2-second windows for both coders alike.
+# Speech is cut into the 2-second windows of the first figures, for both coders alike (an
+# audio LM takes whole files too, time being counted per context window).
 MEDIA = {"image": MediaOptions(), "audio": MediaOptions(window_seconds=2.0)}
 
 
@@ -77,9 +79,37 @@ def file_codes(model, path: Path) -> np.ndarray:
     return codes
 
 
-def source_of(model, paths: list[Path]) -> tuple[MemorySource, tuple[int, ...]]:
-    """The files' codes as one sample each, and the latent grid of a piece."""
+def augmented_codes(model, path: Path, shifts: int) -> list[np.ndarray]:
+    """(1, *latent) codes of a photo's 8 rotations and flips, each shifted by `shifts` x
+    `shifts` sub-code offsets (reflect-padded, so the size stays): new code maps of the
+    same photo, since a shift below the tokenizer's stride changes every code."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1
+    x = torch.from_numpy(pixels).permute(2, 0, 1)
+    size, stride = x.shape[1:], model.config.strides[0]
+    padded = torch.nn.functional.pad(x[None], (stride,) * 4, mode="reflect")[0]
+    offsets = [round(i * stride / shifts) for i in range(shifts)]
+    views = []
+    for turn in range(4):
+        for flip in (False, True):
+            y = torch.rot90(padded, turn, (1, 2))
+            y = y.flip(2) if flip else y
+            views += [y[:, dy : dy + size[0], dx : dx + size[1]]
+                      for dy in offsets for dx in offsets]
+    with torch.no_grad():
+        return [model.encode(torch.stack(views[i : i + 32])).numpy()[:, None]
+                for i in range(0, len(views), 32)]
+
+
+def source_of(model, paths: list[Path], shifts: int = 0
+              ) -> tuple[MemorySource, tuple[int, ...]]:
+    """The files' codes as one sample each (photos: `shifts` > 0 adds augmented views),
+    and the latent grid of a piece."""
     codes = [file_codes(model, path) for path in paths]
+    if shifts and model.config.modality == "image":
+        codes += [view for path in paths for batch in augmented_codes(model, path, shifts)
+                  for view in batch]
     manifest = TokenManifest(model.model_id, model.config.modality, model.codebook_size,
                              model.num_levels, model.codebook_size, None, None, "interleaved",
                              "", "uint16", keys=[p.name for p in paths])
@@ -87,14 +117,15 @@ def source_of(model, paths: list[Path]) -> tuple[MemorySource, tuple[int, ...]]:
     return MemorySource(manifest, [torch.from_numpy(c.reshape(-1)) for c in codes]), grid
 
 
-def compression(modality: str, tokenizer: Path, out: Path, steps: int, context: int) -> dict:
+def compression(modality: str, tokenizer: Path, out: Path, steps: int, context: int,
+                shifts: int = 0) -> dict:
     """Train an LM on six files' codes; code the two held-out files with auto and with lm."""
     model = vqtok.load(tokenizer)
     files = sorted((ROOT / "demo" / "data" / FOLDERS[modality]).iterdir())
     train = [f for f in files if f.name not in HELD_OUT[modality]]
     held = [f for f in files if f.name in HELD_OUT[modality]]
-    source, grid = source_of(model, train)
-    pieces = sum(s.numel() for s in source.samples) // int(np.prod(grid))
+    source, grid = source_of(model, train, shifts)
+    tokens = sum(s.numel() for s in source.samples)
     config = LMTrainConfig(
         train="memory", out=str(out / f"lm-{modality}"), layout=list(grid), steps=steps,
         batch_size=8, lr=2e-3, warmup_steps=20, checkpoint_every=steps, log_every=25,
@@ -131,7 +162,8 @@ def compression(modality: str, tokenizer: Path, out: Path, steps: int, context: 
     auto_bits = sum(r["auto_payload_bits_per_code"] * r["codes"] for r in rows)
     lm_bits = sum(r["lm_payload_bits_per_code"] * r["codes"] for r in rows)
     return {"tokenizer": str(tokenizer), "train_files": [f.name for f in train],
-            "train_pieces": pieces, "grid": list(grid), "lm_steps": steps,
+            "train_code_tokens": tokens, "augmentation_shifts": shifts, "grid": list(grid),
+            "lm_steps": steps,
             "lm_train_seconds": summary.seconds,
             "lm_train_tokens_per_second": summary.tokens_per_second,
             "held_out": rows, "payload_saving_vs_auto": 1 - lm_bits / auto_bits}
@@ -177,6 +209,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--context", type=int, default=257,
                         help="LM context in tokens (an image's 32x32 codes are cut in chunks)")
+    parser.add_argument("--shifts", type=int, default=4,
+                        help="photos: sub-code shifts per axis of each of 8 rotations/flips "
+                             "added to the LM's training split (0: the six photos only)")
+    parser.add_argument("--modality", choices=("image", "audio"), nargs="*",
+                        default=["image", "audio"])
     parser.add_argument("--only", choices=("compression", "speed"), default=None)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -185,10 +222,10 @@ def main() -> None:
                          f"{torch.get_num_threads()} torch thread(s)",
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if args.only in (None, "compression"):
-        for modality in ("image", "audio"):
+        for modality in args.modality:
             report[f"compression_{modality}"] = compression(
                 modality, args.demo / "runs" / modality / "final", args.out, args.steps,
-                args.context)
+                args.context, args.shifts)
             print(json.dumps(report[f"compression_{modality}"], indent=1), flush=True)
     if args.only in (None, "speed"):
         report["sampling"] = [sampling_speed(p) for p in ("lm-tiny", "lm-small")]
