@@ -27,12 +27,14 @@ from vqtok.pipelines.bench.pipeline import PipelineBenchConfig
 from vqtok.pipelines.bench.quantizer import QuantizerBenchConfig
 from vqtok.pipelines.bench.quantizers import QuantizersBenchConfig
 from vqtok.pipelines.bench.train import TrainBenchConfig
+from vqtok.pipelines.bench.video_pipeline import VideoPipelineBenchConfig
 
 bench_app = typer.Typer(
     help="Benchmarks: speed and memory figures for BENCHMARKS.md.", no_args_is_help=True
 )
 JSON_HELP = "Also write the results, with the resolved config, as JSON."
 K, Q, P, T = KernelsBenchConfig, QuantizerBenchConfig, PipelineBenchConfig, TrainBenchConfig
+V = VideoPipelineBenchConfig
 
 
 def print_rows(rows: list[dict], title: str) -> None:
@@ -146,6 +148,50 @@ def pipeline(
         )
     )
     result = bench_pipeline(options)
+    out.print_json(data=result)
+    write_json(json_path, {"config": options.to_dict(), **result})
+
+
+@bench_app.command("video-pipeline")
+def video_pipeline(
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    preset: str | None = typer.Option(
+        None, help=f"Video preset to encode with (default: {default_of(V, 'preset')})."
+    ),
+    video: str | None = typer.Option(
+        None, help="A clip to re-encode (default: the built-in Big Buck Bunny clips)."
+    ),
+    height: int | None = typer.Option(
+        None, help=f"Rows of the re-encoded clips (default: {default_of(V, 'height')})."
+    ),
+    seconds: float | None = typer.Option(
+        None, help=f"Length of each clip (default: {default_of(V, 'seconds')})."
+    ),
+    clips: int | None = typer.Option(
+        None, help=f"Clips in the shard (default: {default_of(V, 'clips')})."
+    ),
+    repeats: int | None = typer.Option(
+        None, help=f"Paired model-only / pipeline runs (default: {default_of(V, 'repeats')})."
+    ),
+    max_memory: str | None = typer.Option(
+        None, help=f"Budget of one model call (default: {default_of(V, 'max_memory')})."
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help=JSON_HELP),
+) -> None:
+    """Video frames per second through the whole encode pipeline against the model alone
+    on the same pieces."""
+    from vqtok.pipelines.bench.video_pipeline import bench_video_pipeline
+
+    options = run_job(
+        lambda: V.load(
+            config,
+            {"preset": preset, "video": video, "height": height, "seconds": seconds,
+             "clips": clips, "repeats": repeats, "max_memory": max_memory},
+            set_,
+        )
+    )
+    result = run_job(lambda: bench_video_pipeline(options))
     out.print_json(data=result)
     write_json(json_path, {"config": options.to_dict(), **result})
 

@@ -16,6 +16,7 @@ from vqtok.pipelines.bench.kernels import KernelsBenchConfig
 from vqtok.pipelines.bench.pipeline import PipelineBenchConfig
 from vqtok.pipelines.bench.quantizer import QuantizerBenchConfig
 from vqtok.pipelines.bench.train import TrainBenchConfig
+from vqtok.pipelines.bench.video_pipeline import VideoPipelineBenchConfig
 from vqtok.pipelines.compression.fit_prior import FitPriorConfig
 from vqtok.pipelines.compression.vqt import CompressConfig
 from vqtok.pipelines.config import ErrorOptions, MediaOptions, RuntimeOptions
@@ -43,6 +44,7 @@ JOBS = {
     QuantizerBenchConfig: ("k", 16),
     PipelineBenchConfig: ("size", 64),
     TrainBenchConfig: ("presets", ["image-vq-f8"]),
+    VideoPipelineBenchConfig: ("height", 360),
 }
 
 
