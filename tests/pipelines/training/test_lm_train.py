@@ -84,16 +84,17 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
         import os, signal
         from vqtok.pipelines.jobs.tokens import TokenDataset
         from vqtok.pipelines.training.lm_config import LMTrainConfig
-        from vqtok.pipelines.training.lm_data import Pieces
-from vqtok.pipelines.training.lm_loop import train_lm
+        from vqtok.pipelines.training.lm_loop import train_lm
         def die(step, values):
             if step == 7:  # after the checkpoint of step 4, before that of step 8
                 os.kill(os.getpid(), signal.SIGKILL)
         config = LMTrainConfig.from_dict({killed.to_dict()!r})
         train_lm(config, lambda p: TokenDataset(p, 1), progress=False, callbacks=[die])
     """)
+    # Same threads as this process: float sums in another order give other weights.
+    threads = str(torch.get_num_threads())
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+                            env={**os.environ, "OMP_NUM_THREADS": threads}, timeout=120)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoints == ["step-00000004"]
