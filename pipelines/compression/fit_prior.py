@@ -22,11 +22,11 @@ from vqtok.entropy import code_counts, entropy, prior_id, smoothed_prior
 from vqtok.models.memory import BudgetError
 from vqtok.pipelines.config import JobConfig, MediaOptions, RuntimeOptions
 from vqtok.pipelines.data.batches import MediaBatches, PreparedBatch, identity
-from vqtok.pipelines.data.media import VideoSource
+from vqtok.pipelines.data.media import AudioSource, VideoSource
 from vqtok.pipelines.data.sources import expand_shards
 from vqtok.pipelines.errors import PipelineError, SampleError, UsageError
 from vqtok.pipelines.jobs.common import load_model
-from vqtok.pipelines.jobs.encode import encode_pieces, encode_video, media_config
+from vqtok.pipelines.jobs.encode import encode_audio, encode_pieces, encode_video, media_config
 from vqtok.pipelines.jobs.preflight import check_all, check_media_input, check_output_folder
 
 FOLDS = 5
@@ -80,6 +80,8 @@ def _sample_codes(model, batch: PreparedBatch, runtime: RuntimeOptions) -> list[
     try:
         if isinstance(batch.pieces, VideoSource):
             return [encode_video(model, batch.pieces, runtime.max_bytes(), runtime.device)[0]]
+        if isinstance(batch.pieces, AudioSource):
+            return [encode_audio(model, batch.pieces, runtime.max_bytes(), runtime.device)]
         return encode_pieces(model, batch.pieces, [s.pieces for s in batch.samples], runtime)
     except BudgetError as error:
         raise UsageError(f"{error}; raise --max-memory") from None
@@ -120,7 +122,8 @@ def fit_prior_shards(
         lambda: check_output_folder(target, "checkpoint folder"),
     ])
     media = media_config(model, config.media)
-    # A whole video is decoded as the encoder reads it, never held (clips are cut whole).
+    # A whole video or audio file is decoded as the encoder reads it, never held (clips are
+    # cut whole; audio windows batch).
     dataset = MediaBatches(urls, media, config.runtime.batch_size,
                            stream=media.clip_frames is None)
     loader = DataLoader(dataset, batch_size=None, num_workers=min(config.workers, len(urls)),

@@ -4,8 +4,9 @@ Runs inside DataLoader workers, so that tar reading and media decoding overlap w
 model in the main process. Each worker reads its own shards in order and yields events:
 `PreparedBatch` (pieces of same-shape samples from one shard), `SampleError` (a sample
 that failed at tar, keys or decode) and `ShardEnd` (the shard was fully read). With
-`stream`, a video is not decoded here: its batch holds a `VideoSource` (counted, not
-decoded) that the model reads a few frames at a time.
+`stream`, a video, and an audio file coded whole (no windows), is not decoded here: its
+batch holds a `VideoSource` or `AudioSource` (counted, not decoded) that the model reads a
+few frames or samples at a time, so an hour of either is never held.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import IterableDataset
 
-from vqtok.pipelines.data.media import MediaConfig, VideoSource, find_media, open_video, prepare
+from vqtok.pipelines.data.media import (
+    AudioSource,
+    MediaConfig,
+    VideoSource,
+    find_media,
+    open_audio,
+    open_video,
+    prepare,
+)
 from vqtok.pipelines.data.sources import worker_shards
 from vqtok.pipelines.data.tario import Sample, read_samples
 from vqtok.pipelines.errors import SampleError
@@ -37,11 +46,11 @@ class PreparedSample:
 @dataclass
 class PreparedBatch:
     """Samples of one shard with equal piece shape; `pieces: (sum of N, C, *spatial) float`,
-    or one sample's `VideoSource`."""
+    or one sample's `VideoSource` or `AudioSource`."""
 
     shard: str
     samples: list[PreparedSample]
-    pieces: torch.Tensor | VideoSource
+    pieces: torch.Tensor | VideoSource | AudioSource
 
 
 @dataclass
@@ -81,7 +90,12 @@ class MediaBatches(IterableDataset):
         self.media = media
         self.batch_pieces = batch_pieces
         self.names = names or {}
-        self.stream = stream and media.modality == "video"
+        # Audio cut into windows is decoded here: its windows batch like images.
+        self.opener = prepare
+        if stream and media.modality == "video":
+            self.opener = open_video
+        elif stream and media.modality == "audio" and media.window_seconds is None:
+            self.opener = open_audio
 
     def __iter__(self) -> Iterator[Event]:
         for url in worker_shards(self.shards):
@@ -97,7 +111,7 @@ class MediaBatches(IterableDataset):
                 yield prepared
                 continue
             sample, pieces = prepared
-            if isinstance(pieces, VideoSource):  # a batch of its own, read by the model
+            if isinstance(pieces, (VideoSource, AudioSource)):  # its own batch, model-read
                 if pending.samples:
                     yield self._flush(shard, pending)
                     pending = _Pending()
@@ -121,8 +135,7 @@ class MediaBatches(IterableDataset):
         except KeyError as exc:
             return SampleError(sample.shard, sample.key, "keys", str(exc.args[0]))
         try:
-            opened = open_video if self.stream else prepare
-            pieces, meta = opened(data, self.media)
+            pieces, meta = self.opener(data, self.media)
             labels = json.loads(sample.fields["json"]) if "json" in sample.fields else None
         except Exception as exc:  # any decoder failure is this sample's, not the job's
             return SampleError(sample.shard, sample.key, "decode", f"{ext}: {exc}")
